@@ -1,0 +1,78 @@
+/* Option table, defaults, flags/env/file precedence and validation. Touches no sockets. */
+#ifndef PGWP_CONFIG_H
+#define PGWP_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONFIG_MAX_RULES 64
+
+enum config_on_limit { CONFIG_ON_LIMIT_ERROR, CONFIG_ON_LIMIT_TRUNCATE };
+enum config_tls_mode { CONFIG_TLS_ALLOW, CONFIG_TLS_REQUIRE };
+enum config_log_format { CONFIG_LOG_TEXT, CONFIG_LOG_JSON };
+
+struct config {
+    char listen_host[256];
+    int listen_port;
+    char *upstream_dsn;
+    int max_connections;
+    uint64_t query_timeout_ms;       /* 0 = off */
+    uint64_t idle_tx_timeout_ms;     /* 0 = off (upstream default) */
+    uint64_t startup_timeout_ms;
+    uint64_t shutdown_timeout_ms;
+    uint64_t client_write_timeout_ms; /* client accepts no bytes for this long: closed */
+    uint64_t max_rows;               /* 0 = off */
+    uint64_t max_bytes;              /* 0 = off */
+    uint64_t max_message_bytes;      /* largest client message accepted */
+    enum config_on_limit on_limit;
+    char *deny[CONFIG_MAX_RULES];
+    size_t ndeny;
+    char *allow[CONFIG_MAX_RULES];
+    size_t nallow;
+    bool read_only;
+    bool policy_cache;
+    char *tls_cert;
+    char *tls_key;
+    char *tls_ca;
+    enum config_tls_mode tls_mode;
+    bool tls_client_cert_required;
+    int tls_min_version; /* 12 or 13 */
+    char *metrics_listen; /* NULL = off */
+    int log_level;        /* enum log_level */
+    enum config_log_format log_format;
+    char *audit_log; /* NULL = off, "-" = stderr */
+    bool audit_redact;
+    char *config_file;
+};
+
+enum config_result {
+    CONFIG_OK = 0,
+    CONFIG_EXIT_OK = 1,   /* --help / --version printed: exit 0 */
+    CONFIG_ERROR = 2,     /* err holds one line: exit 2 */
+};
+
+void config_defaults(struct config *c);
+void config_free(struct config *c);
+/* Deep copy; returns 0 or -ENOMEM. */
+int config_copy(struct config *dst, const struct config *src);
+
+/* Builds a config from defaults < file < env < flags. envp may be NULL (then environ). Output
+ * for --help/--version goes to out. */
+enum config_result config_load(struct config *c, int argc, char **argv, char **envp, void *out,
+                               char *err, size_t errlen);
+
+/* Re-reads the config file named in base->config_file and re-applies env and the original
+ * flags on top (precedence kept). Used by SIGHUP reload. */
+enum config_result config_reload(struct config *c, int argc, char **argv, char **envp, char *err,
+                                 size_t errlen);
+
+/* Value parsers, exposed for tests. Return 0 or -EINVAL. */
+int config_parse_duration_ms(const char *s, uint64_t *out);
+int config_parse_size(const char *s, uint64_t *out);
+int config_parse_hostport(const char *s, char *host, size_t hostlen, int *port);
+
+/* DSN with any password replaced by "********", for logs and errors. Caller frees. */
+char *config_redact_dsn(const char *dsn);
+
+#endif

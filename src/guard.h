@@ -1,0 +1,79 @@
+/* Statement policy (libpg_query), row/byte budgets and deadlines. Pure logic: no I/O. */
+#ifndef PGWP_GUARD_H
+#define PGWP_GUARD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct guard_policy;
+struct guard_cache;
+
+enum guard_verdict {
+    GUARD_ALLOW = 0,
+    GUARD_DENY,      /* 42501: a deny rule matched, or an allow list did not */
+    GUARD_READ_ONLY, /* 25006: a write in --read-only mode */
+    GUARD_COPY,      /* 0A000: COPY FROM STDIN / TO STDOUT (the proxy does not relay COPY) */
+    GUARD_SYNTAX,    /* 42601: the parser rejected the text; message/cursorpos as PostgreSQL */
+};
+
+struct guard_decision {
+    enum guard_verdict verdict;
+    char rule[96];      /* e.g. "deny:drop", "deny:function:pg_sleep", "allow", "read-only" */
+    char message[256];  /* primary message for the ErrorResponse */
+    int cursorpos;      /* GUARD_SYNTAX: 1-based position, 0 = none */
+};
+
+/* Compiles rules. deny/allow entries: a statement kind ("drop", "create_role", "select",
+ * ...) or "function:NAME". Unknown kinds are an error (err says which and lists kinds). */
+struct guard_policy *guard_policy_new(const char *const *deny, size_t ndeny,
+                                      const char *const *allow, size_t nallow, bool read_only,
+                                      char *err, size_t errlen);
+void guard_policy_free(struct guard_policy *p);
+
+/* True when a policy needs the full parse of every statement (any rule or read-only). */
+bool guard_policy_parses(const struct guard_policy *p);
+
+/* Per-session decision cache (may be NULL to disable). */
+struct guard_cache *guard_cache_new(void);
+void guard_cache_free(struct guard_cache *c);
+
+/* Decides a simple-protocol Query string (may hold several statements). sql is NUL-terminated,
+ * len = strlen(sql). Returns 0, or -ENOMEM. */
+int guard_check(const struct guard_policy *p, struct guard_cache *cache, const char *sql,
+                size_t len, struct guard_decision *out);
+
+/* Lists every statement kind name, for --help/docs ("NULL"-terminated). */
+const char *const *guard_kind_names(void);
+
+/* --- budgets: per statement, counted on DataRow messages --- */
+enum guard_limit { GUARD_LIMIT_NONE = 0, GUARD_LIMIT_ROWS, GUARD_LIMIT_BYTES };
+
+struct guard_budget {
+    uint64_t max_rows, max_bytes; /* 0 = off */
+    uint64_t rows, bytes;
+};
+
+static inline void guard_budget_start(struct guard_budget *b, uint64_t max_rows,
+                                      uint64_t max_bytes)
+{
+    b->max_rows = max_rows;
+    b->max_bytes = max_bytes;
+    b->rows = 0;
+    b->bytes = 0;
+}
+
+/* Accounts one DataRow of msg_bytes wire bytes; returns which limit it would exceed (the row is
+ * then not counted). */
+static inline enum guard_limit guard_budget_row(struct guard_budget *b, uint64_t msg_bytes)
+{
+    if (b->max_rows && b->rows + 1 > b->max_rows)
+        return GUARD_LIMIT_ROWS;
+    if (b->max_bytes && b->bytes + msg_bytes > b->max_bytes)
+        return GUARD_LIMIT_BYTES;
+    b->rows++;
+    b->bytes += msg_bytes;
+    return GUARD_LIMIT_NONE;
+}
+
+#endif

@@ -1,0 +1,91 @@
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static atomic_int log_level_cur = LOGL_INFO;
+static atomic_int log_json = 0;
+
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
+
+void log_setup(int level, int json)
+{
+    atomic_store(&log_level_cur, level);
+    atomic_store(&log_json, json);
+}
+
+int log_enabled(int level)
+{
+    return level <= atomic_load_explicit(&log_level_cur, memory_order_relaxed);
+}
+
+size_t log_json_escape(char *dst, size_t dstlen, const char *src)
+{
+    size_t o = 0;
+    if (dstlen == 0)
+        return 0;
+    for (const unsigned char *p = (const unsigned char *)src; *p && o + 7 < dstlen; p++) {
+        if (*p == '"' || *p == '\\') {
+            dst[o++] = '\\';
+            dst[o++] = (char)*p;
+        } else if (*p == '\n') {
+            dst[o++] = '\\';
+            dst[o++] = 'n';
+        } else if (*p < 0x20) {
+            o += (size_t)snprintf(dst + o, dstlen - o, "\\u%04x", *p);
+        } else {
+            dst[o++] = (char)*p;
+        }
+    }
+    dst[o] = 0;
+    return o;
+}
+
+void log_emit(int level, uint64_t sid, const char *event, const char *fmt, ...)
+{
+    if (!log_enabled(level))
+        return;
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char when[40];
+    size_t wl = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(when + wl, sizeof(when) - wl, ".%03ldZ", ts.tv_nsec / 1000000);
+
+    char line[4608];
+    int n;
+    const char *lvl = level_names[level < 0 ? 0 : level > 3 ? 3 : level];
+    if (atomic_load(&log_json)) {
+        char esc[4200];
+        log_json_escape(esc, sizeof(esc), msg);
+        n = snprintf(line, sizeof(line),
+                     "{\"time\":\"%s\",\"level\":\"%s\",\"session\":%llu,\"event\":\"%s\","
+                     "\"msg\":\"%s\"}\n",
+                     when, lvl, (unsigned long long)sid, event, esc);
+    } else if (sid) {
+        n = snprintf(line, sizeof(line), "%s %-5s [%llu] %s: %s\n", when, lvl,
+                     (unsigned long long)sid, event, msg);
+    } else {
+        n = snprintf(line, sizeof(line), "%s %-5s %s: %s\n", when, lvl, event, msg);
+    }
+    if (n < 0)
+        return;
+    if ((size_t)n >= sizeof(line)) {
+        n = sizeof(line) - 1;
+        line[n - 1] = '\n';
+    }
+    /* one write per line keeps lines whole across threads */
+    ssize_t w = write(STDERR_FILENO, line, (size_t)n);
+    (void)w;
+}

@@ -1,0 +1,35 @@
+/* Leveled text/JSON logging to stderr. One line per event, written with one write(). */
+#ifndef PGWP_LOG_H
+#define PGWP_LOG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum log_level { LOGL_ERROR = 0, LOGL_WARN = 1, LOGL_INFO = 2, LOGL_DEBUG = 3 };
+
+void log_setup(int level, int json);
+int log_enabled(int level);
+
+/* event: short machine-readable name ("session_start"); sid: session id or 0; fmt: a
+ * human-readable message. Extra key/value fields can be passed as "k=v" text in fmt for text
+ * logs; JSON logs put the message in "msg". */
+void log_emit(int level, uint64_t sid, const char *event, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* JSON string escaping into dst (always NUL-terminated). Returns bytes written. */
+size_t log_json_escape(char *dst, size_t dstlen, const char *src);
+
+#define LOG_ERROR(sid, ev, ...) log_emit(LOGL_ERROR, sid, ev, __VA_ARGS__)
+#define LOG_WARN(sid, ev, ...)  log_emit(LOGL_WARN, sid, ev, __VA_ARGS__)
+#define LOG_INFO(sid, ev, ...)                                                                     \
+    do {                                                                                           \
+        if (log_enabled(LOGL_INFO))                                                                \
+            log_emit(LOGL_INFO, sid, ev, __VA_ARGS__);                                             \
+    } while (0)
+#define LOG_DEBUG(sid, ev, ...)                                                                    \
+    do {                                                                                           \
+        if (log_enabled(LOGL_DEBUG))                                                               \
+            log_emit(LOGL_DEBUG, sid, ev, __VA_ARGS__);                                            \
+    } while (0)
+
+#endif

@@ -1,0 +1,21 @@
+/* pgwire-proxy: CLI → config → server_run(). */
+#include "config.h"
+#include "server.h"
+
+#include <stdio.h>
+
+int main(int argc, char **argv)
+{
+    struct config cfg;
+    char err[512];
+    switch (config_load(&cfg, argc, argv, NULL, stdout, err, sizeof(err))) {
+    case CONFIG_EXIT_OK:
+        return 0;
+    case CONFIG_ERROR:
+        fprintf(stderr, "pgwire-proxy: %s\n", err);
+        return 2;
+    case CONFIG_OK:
+        break;
+    }
+    return server_run(&cfg, argc, argv);
+}

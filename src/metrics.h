@@ -1,0 +1,54 @@
+/* Process-wide counters and histograms (relaxed atomics: no lock on the relay path), rendered
+ * as Prometheus text. */
+#ifndef PGWP_METRICS_H
+#define PGWP_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum metrics_conn_outcome {
+    METRICS_CONN_ACCEPTED,       /* session admitted and upstream connected */
+    METRICS_CONN_REJECTED_LIMIT, /* FATAL 53300 */
+    METRICS_CONN_UPSTREAM_FAILED,
+    METRICS_CONN_PROTOCOL_ERROR, /* bad startup, timeout, TLS required ... */
+    METRICS_CONN_OUTCOME_MAX
+};
+
+enum metrics_query_outcome {
+    METRICS_QUERY_OK,
+    METRICS_QUERY_ERROR,   /* upstream ErrorResponse */
+    METRICS_QUERY_DENIED,  /* policy */
+    METRICS_QUERY_LIMITED, /* row/byte/time limit */
+    METRICS_QUERY_REJECTED, /* unsupported protocol feature (extended, COPY, ...) */
+    METRICS_QUERY_OUTCOME_MAX
+};
+
+enum metrics_cancel_outcome {
+    METRICS_CANCEL_FORWARDED,
+    METRICS_CANCEL_UNKNOWN_KEY,
+    METRICS_CANCEL_FAILED,
+    METRICS_CANCEL_OUTCOME_MAX
+};
+
+void metrics_session_open(void);  /* active +1 */
+void metrics_session_close(void); /* active -1 */
+void metrics_connection(enum metrics_conn_outcome o);
+void metrics_query(enum metrics_query_outcome o, uint64_t duration_us);
+void metrics_rows_bytes(uint64_t rows, uint64_t bytes);
+/* sqlstate: 5 chars; counted by class (first two chars). */
+void metrics_error_sqlstate(const char *sqlstate);
+/* rule: "deny:drop", "max-rows", "query-timeout", ... (bounded set: labels are interned). */
+void metrics_guardrail(const char *rule);
+void metrics_cancel(enum metrics_cancel_outcome o);
+void metrics_tls_handshake(int ok);
+void metrics_upstream_connect(uint64_t duration_us, int ok);
+
+/* Renders the Prometheus text exposition format. Returns a malloc'd string (caller frees) and
+ * its length in *len, or NULL on allocation failure. */
+char *metrics_render(size_t *len);
+
+/* Test helper: reads a counter by its full Prometheus series name, e.g.
+ * "pgwire_proxy_queries_total{outcome=\"ok\"}". Returns -1 when unknown. */
+int64_t metrics_value(const char *series);
+
+#endif

@@ -1,0 +1,152 @@
+#include "netio.h"
+
+#include <errno.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+void netio_init_plain(struct netio *io, int fd)
+{
+    io->fd = fd;
+    io->ssl = NULL;
+    io->want = POLLIN;
+}
+
+void netio_init_tls(struct netio *io, int fd, SSL *ssl)
+{
+    io->fd = fd;
+    io->ssl = ssl;
+    io->want = POLLIN;
+}
+
+int64_t netio_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t netio_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static ssize_t ssl_result(struct netio *io, int rc)
+{
+    int e = SSL_get_error(io->ssl, rc);
+    switch (e) {
+    case SSL_ERROR_WANT_READ:
+        io->want = POLLIN;
+        return -EAGAIN;
+    case SSL_ERROR_WANT_WRITE:
+        io->want = POLLOUT;
+        return -EAGAIN;
+    case SSL_ERROR_ZERO_RETURN:
+        return 0;
+    case SSL_ERROR_SYSCALL:
+        ERR_clear_error();
+        return errno ? -errno : -ECONNRESET;
+    default:
+        ERR_clear_error();
+        return -EPROTO;
+    }
+}
+
+ssize_t netio_read(struct netio *io, void *buf, size_t len)
+{
+    if (io->ssl) {
+        ERR_clear_error();
+        errno = 0;
+        int rc = SSL_read(io->ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
+        if (rc > 0)
+            return rc;
+        return ssl_result(io, rc);
+    }
+    for (;;) {
+        ssize_t n = recv(io->fd, buf, len, 0);
+        if (n >= 0)
+            return n;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            io->want = POLLIN;
+            return -EAGAIN;
+        }
+        return -errno;
+    }
+}
+
+ssize_t netio_write(struct netio *io, const void *buf, size_t len)
+{
+    if (io->ssl) {
+        ERR_clear_error();
+        errno = 0;
+        int rc = SSL_write(io->ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
+        if (rc > 0)
+            return rc;
+        ssize_t r = ssl_result(io, rc);
+        return r == 0 ? -EPIPE : r;
+    }
+    for (;;) {
+        ssize_t n = send(io->fd, buf, len, MSG_NOSIGNAL);
+        if (n >= 0)
+            return n;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            io->want = POLLOUT;
+            return -EAGAIN;
+        }
+        return -errno;
+    }
+}
+
+size_t netio_pending(const struct netio *io)
+{
+    return io->ssl ? (size_t)SSL_pending(io->ssl) : 0;
+}
+
+int netio_poll1(struct netio *io, short events, int extra_fd, short *extra_revents,
+                int timeout_ms)
+{
+    struct pollfd p[2] = {{.fd = io->fd, .events = events}, {.fd = extra_fd, .events = POLLIN}};
+    int n = extra_fd >= 0 ? 2 : 1;
+    for (;;) {
+        int rc = poll(p, (nfds_t)n, timeout_ms);
+        if (rc < 0 && errno == EINTR)
+            continue;
+        if (rc < 0)
+            return -errno;
+        if (extra_revents)
+            *extra_revents = n == 2 ? p[1].revents : 0;
+        return p[0].revents;
+    }
+}
+
+int netio_write_all(struct netio *io, const void *buf, size_t len, int timeout_ms)
+{
+    const uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t n = netio_write(io, p, len);
+        if (n > 0) {
+            p += n;
+            len -= (size_t)n;
+            continue;
+        }
+        if (n != -EAGAIN)
+            return (int)n;
+        int rev = netio_poll1(io, io->want, -1, NULL, timeout_ms);
+        if (rev < 0)
+            return rev;
+        if (rev == 0)
+            return -ETIMEDOUT;
+        if ((rev & (POLLERR | POLLNVAL)) && !(rev & (POLLOUT | POLLIN)))
+            return -EPIPE;
+    }
+    return 0;
+}

@@ -1,0 +1,41 @@
+/* Plain and TLS socket I/O behind one small interface. Sockets are non-blocking: reads and
+ * writes return -EAGAIN and netio_want() says which poll event to wait for. */
+#ifndef PGWP_NETIO_H
+#define PGWP_NETIO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+typedef struct ssl_st SSL;
+
+struct netio {
+    int fd;
+    SSL *ssl;       /* NULL: plain socket */
+    short want;     /* poll events needed after -EAGAIN */
+};
+
+void netio_init_plain(struct netio *io, int fd);
+void netio_init_tls(struct netio *io, int fd, SSL *ssl);
+
+/* >0 bytes read, 0 on orderly EOF, -EAGAIN, or another -errno (-ECONNRESET, -EPROTO...). */
+ssize_t netio_read(struct netio *io, void *buf, size_t len);
+/* >0 bytes written, -EAGAIN, or -errno (-EPIPE ...). */
+ssize_t netio_write(struct netio *io, const void *buf, size_t len);
+/* Bytes already decrypted and buffered inside TLS (poll() cannot see them). */
+size_t netio_pending(const struct netio *io);
+
+/* Waits up to timeout_ms (-1 = forever) for events on io and an optional extra fd (-1 = none).
+ * Returns the revents of io (0 on timeout); *extra_revents gets the extra fd's. -errno on
+ * error. */
+int netio_poll1(struct netio *io, short events, int extra_fd, short *extra_revents,
+                int timeout_ms);
+
+/* Writes all of buf, waiting for POLLOUT up to timeout_ms between progress (-1 = forever).
+ * Returns 0, -ETIMEDOUT, or -errno. */
+int netio_write_all(struct netio *io, const void *buf, size_t len, int timeout_ms);
+
+int64_t netio_now_ms(void);
+int64_t netio_now_us(void);
+
+#endif

@@ -1,0 +1,870 @@
+/* The relay loop: client messages checked and forwarded whole, upstream messages scanned by
+ * header and forwarded as spans, with the proxy's own errors spliced in where a guardrail or an
+ * unsupported feature ends a statement. */
+#include "audit.h"
+#include "config.h"
+#include "log.h"
+#include "metrics.h"
+#include "server.h"
+#include "session_int.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CBUF_INITIAL   8192
+#define UBUF_SIZE      (64 * 1024)
+#define UPSTREAM_MAX_MSG (1u << 30)
+#define INSPECT_MAX    (16u << 20) /* largest ErrorResponse etc. we buffer whole */
+#define DRAIN_GRACE_MS 10000       /* upstream must reach ReadyForQuery this soon after cancel */
+
+/* Fails the client's transaction block upstream after a locally generated error, so a later
+ * COMMIT cannot commit: the proxy's error must behave like any PostgreSQL error. */
+static const char poison_sql[] =
+    "DO $pgwire_proxy$BEGIN RAISE EXCEPTION 'pgwire-proxy: transaction aborted after a "
+    "guardrail error'; END$pgwire_proxy$";
+
+static const char extended_hint[] =
+    "Use the simple query protocol: e.g. psycopg ClientCursor, JDBC preferQueryMode=simple, "
+    "pgbench -M simple, or disable server-side prepared statements in the driver.";
+
+/* ---------- client output ---------- */
+
+static void start_abort(struct session *s, const char *code, const char *message,
+                        const char *detail, const char *hint, const char *rule,
+                        enum metrics_query_outcome outcome, bool cancel, bool append_fate);
+
+/* Writes to the client, honouring --client-write-timeout and the statement deadline while the
+ * client is slow: a stalled reader cannot pin a statement upstream past its timeout. */
+int session_client_write(struct session *s, const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+    int64_t wt = (int64_t)s->cfg->client_write_timeout_ms;
+    int64_t last = netio_now_ms();
+    while (len > 0) {
+        ssize_t n = netio_write(&s->cli, p, len);
+        if (n > 0) {
+            p += n;
+            len -= (size_t)n;
+            last = netio_now_ms();
+            continue;
+        }
+        if (n != -EAGAIN)
+            return -1;
+        int64_t now = netio_now_ms();
+        int timeout = wt ? (int)(last + wt - now) : -1;
+        if (wt && timeout <= 0)
+            return -ETIMEDOUT;
+        bool deadline = s->st == ST_QUERY && s->q_deadline_ms && !s->ab.active;
+        if (deadline) {
+            int64_t left = s->q_deadline_ms - now;
+            if (left <= 0) {
+                char det[128];
+                snprintf(det, sizeof(det), "rule: query-timeout (pgwire-proxy --query-timeout %llums)",
+                         (unsigned long long)s->cfg->query_timeout_ms);
+                start_abort(s, "57014", "canceling statement due to statement timeout", det,
+                            "Make the statement faster, add a LIMIT, or ask the operator to "
+                            "raise --query-timeout.",
+                            "query-timeout", METRICS_QUERY_LIMITED, true, false);
+                continue;
+            }
+            if (timeout < 0 || left < timeout)
+                timeout = (int)left;
+        }
+        int rev = netio_poll1(&s->cli, s->cli.want, -1, NULL, timeout);
+        if (rev < 0)
+            return -1;
+        if (rev & (POLLERR | POLLNVAL))
+            return -1;
+    }
+    return 0;
+}
+
+static int send_error_rfq(struct session *s, const char *severity, const char *code,
+                          const char *message, const char *detail, const char *hint,
+                          uint32_t position, char rfq)
+{
+    uint8_t buf[2048];
+    struct wire_buf b;
+    wire_buf_init(&b, buf, sizeof(buf));
+    struct wire_error_fields f = {.severity = severity,
+                                  .code = code,
+                                  .message = message,
+                                  .detail = detail,
+                                  .hint = hint,
+                                  .position = position};
+    wire_build_error(&b, 'E', &f);
+    if (rfq)
+        wire_build_rfq(&b, rfq);
+    return b.overflow ? -ENOBUFS : session_client_write(s, b.data, b.len);
+}
+
+static int upstream_write(struct session *s, const void *buf, size_t len)
+{
+    return netio_write_all(&s->up.io, buf, len, 30000);
+}
+
+/* ---------- statement bookkeeping ---------- */
+
+static void compact_client(struct session *s);
+
+static void statement_begin(struct session *s, char *sql, size_t len)
+{
+    s->q_start_us = netio_now_us();
+    s->q_deadline_ms = s->cfg->query_timeout_ms
+                           ? s->q_start_us / 1000 + (int64_t)s->cfg->query_timeout_ms
+                           : 0;
+    guard_budget_start(&s->budget, s->cfg->max_rows, s->cfg->max_bytes);
+    s->q_rows = s->q_bytes = 0;
+    s->truncating = false;
+    s->q_sqlstate[0] = 0;
+    s->q_outcome = "ok";
+    s->q_rule = NULL;
+    s->q_sql = sql;
+    s->q_sql_len = len;
+}
+
+static void statement_end(struct session *s, enum metrics_query_outcome outcome)
+{
+    uint64_t us = (uint64_t)(netio_now_us() - s->q_start_us);
+    if (outcome == METRICS_QUERY_OK && s->q_sqlstate[0])
+        outcome = METRICS_QUERY_ERROR;
+    metrics_query(outcome, us);
+    metrics_rows_bytes(s->q_rows, s->q_bytes);
+    if (s->rt->audit && s->q_sql) {
+        static const char *const names[] = {"ok", "error", "denied", "limit", "rejected"};
+        struct audit_record r = {.session_id = s->id,
+                                 .client_addr = s->addr,
+                                 .user = s->user,
+                                 .database = s->database,
+                                 .application = s->app,
+                                 .sql = s->q_sql,
+                                 .sql_len = s->q_sql_len,
+                                 .duration_us = us,
+                                 .rows = s->q_rows,
+                                 .bytes = s->q_bytes,
+                                 .outcome = names[outcome],
+                                 .sqlstate = s->q_sqlstate[0] ? s->q_sqlstate : NULL,
+                                 .rule = s->q_rule};
+        audit_write(s->rt->audit, &r);
+    }
+    s->q_sql = NULL;
+    s->q_deadline_ms = 0;
+    compact_client(s);
+}
+
+/* Ends the client's request with a locally generated error. rfq: whether ReadyForQuery is due
+ * now (Query, FunctionCall, Sync) or later (extended-protocol error, RFQ at Sync). */
+static int local_error(struct session *s, const char *code, const char *message,
+                       const char *detail, const char *hint, uint32_t position, bool rfq)
+{
+    metrics_error_sqlstate(code);
+    if (!rfq || s->tx != 'T')
+        return send_error_rfq(s, "ERROR", code, message, detail, hint, position,
+                              rfq ? s->tx : 0);
+    if (send_error_rfq(s, "ERROR", code, message, detail, hint, position, 0))
+        return -1;
+    return 1; /* caller must poison the transaction before ReadyForQuery */
+}
+
+static int start_poison(struct session *s)
+{
+    uint8_t buf[sizeof(poison_sql) + 8];
+    struct wire_buf b;
+    wire_buf_init(&b, buf, sizeof(buf));
+    wire_build_query(&b, poison_sql);
+    if (upstream_write(s, b.data, b.len))
+        return -1;
+    s->poisoning = true;
+    s->st = ST_QUERY;
+    return 0;
+}
+
+/* RFQ for a request answered locally, failing the upstream transaction first if one is open. */
+static int finish_local(struct session *s, int rc)
+{
+    if (rc < 0)
+        return -1;
+    if (rc == 1)
+        return start_poison(s);
+    return 0;
+}
+
+static void start_abort(struct session *s, const char *code, const char *message,
+                        const char *detail, const char *hint, const char *rule,
+                        enum metrics_query_outcome outcome, bool cancel, bool append_fate)
+{
+    struct abort_state *a = &s->ab;
+    if (a->active)
+        return;
+    memset(a, 0, sizeof(*a));
+    a->active = true;
+    memcpy(a->code, code, 6);
+    snprintf(a->message, sizeof(a->message), "%s", message);
+    snprintf(a->detail, sizeof(a->detail), "%s", detail ? detail : "");
+    snprintf(a->hint, sizeof(a->hint), "%s", hint ? hint : "");
+    a->rule = rule;
+    a->outcome = outcome;
+    a->append_fate = append_fate;
+    a->drain_deadline_ms = netio_now_ms() + DRAIN_GRACE_MS;
+    if (rule)
+        metrics_guardrail(rule);
+    if (cancel && s->up.cancel) {
+        char err[256];
+        a->cancel_sent = upstream_cancel(s->up.cancel, err, sizeof(err)) == 0;
+        if (!a->cancel_sent)
+            LOG_WARN(s->id, "cancel_failed", "%s", err);
+    }
+    LOG_INFO(s->id, "statement_aborted", "client=%s rule=%s code=%s", s->addr,
+             rule ? rule : "-", code);
+}
+
+static void limit_abort(struct session *s, enum guard_limit which)
+{
+    char msg[128], det[160];
+    bool rows = which == GUARD_LIMIT_ROWS;
+    unsigned long long n = rows ? s->cfg->max_rows : s->cfg->max_bytes;
+    snprintf(msg, sizeof(msg), "%s limit of %llu exceeded", rows ? "row" : "byte", n);
+    snprintf(det, sizeof(det), "rule: %s (pgwire-proxy %s %llu)", rows ? "max-rows" : "max-bytes",
+             rows ? "--max-rows" : "--max-bytes", n);
+    start_abort(s, "54000", msg, det,
+                rows ? "Add a LIMIT clause or a narrower WHERE, or ask the operator to raise "
+                       "--max-rows."
+                     : "Select fewer or narrower columns or rows, or ask the operator to raise "
+                       "--max-bytes.",
+                rows ? "max-rows" : "max-bytes", METRICS_QUERY_LIMITED, true, true);
+}
+
+/* ---------- client input ---------- */
+
+static int ensure_cbuf(struct session *s, size_t need)
+{
+    if (need <= s->ccap)
+        return 0;
+    size_t cap = s->ccap ? s->ccap : CBUF_INITIAL;
+    while (cap < need)
+        cap *= 2;
+    uint8_t *n = realloc(s->cbuf, cap);
+    if (!n)
+        return -ENOMEM;
+    s->cbuf = n;
+    s->ccap = cap;
+    return 0;
+}
+
+/* Picks up a configuration reloaded by SIGHUP: limits and policy apply from the next statement. */
+static void refresh_runtime(struct session *s)
+{
+    if (atomic_load_explicit(&s->srv->rt_gen, memory_order_relaxed) == s->rt_gen)
+        return;
+    struct runtime *rt = server_runtime_acquire(s->srv);
+    server_runtime_release(s->rt);
+    s->rt = rt;
+    s->cfg = &rt->cfg;
+    s->rt_gen = rt->gen;
+}
+
+static int handle_query(struct session *s, uint8_t *msg, size_t total)
+{
+    refresh_runtime(s);
+    char *sql = (char *)msg + 5;
+    size_t len = total - 6; /* body minus the terminating NUL */
+    statement_begin(s, sql, len);
+    struct guard_decision d;
+    if (guard_check(s->rt->policy, s->gcache, sql, len, &d) != 0) {
+        d.verdict = GUARD_DENY;
+        snprintf(d.rule, sizeof(d.rule), "internal");
+        snprintf(d.message, sizeof(d.message), "statement could not be checked: out of memory");
+    }
+    if (d.verdict == GUARD_ALLOW) {
+        if (upstream_write(s, msg, total))
+            return -1;
+        s->st = ST_QUERY;
+        return 0;
+    }
+    const char *code = "42501", *hint = "Ask the operator which statements the policy allows.";
+    char msg_text[384], detail[160];
+    enum metrics_query_outcome outcome = METRICS_QUERY_DENIED;
+    snprintf(detail, sizeof(detail), "rule: %s", d.rule);
+    switch (d.verdict) {
+    case GUARD_DENY:
+        snprintf(msg_text, sizeof(msg_text), "statement denied by pgwire-proxy policy: %s",
+                 d.message[0] ? d.message : d.rule);
+        break;
+    case GUARD_READ_ONLY:
+        code = "25006";
+        hint = "pgwire-proxy runs in --read-only mode: only reading statements are allowed.";
+        snprintf(msg_text, sizeof(msg_text), "%s",
+                 d.message[0] ? d.message : "cannot execute a write in read-only mode");
+        break;
+    case GUARD_COPY:
+        code = "0A000";
+        outcome = METRICS_QUERY_REJECTED;
+        hint = "Use INSERT ... VALUES to load rows, or SELECT to read them.";
+        snprintf(msg_text, sizeof(msg_text), "COPY is not supported through pgwire-proxy");
+        break;
+    case GUARD_SYNTAX:
+    default:
+        code = "42601";
+        outcome = METRICS_QUERY_ERROR;
+        snprintf(msg_text, sizeof(msg_text), "%s", d.message);
+        break;
+    }
+    if (d.verdict != GUARD_SYNTAX) {
+        metrics_guardrail(d.rule);
+        LOG_INFO(s->id, "statement_denied", "client=%s rule=%s", s->addr, d.rule);
+        s->q_rule = d.rule;
+    }
+    memcpy(s->q_sqlstate, code, 6);
+    int rc = local_error(s, code, msg_text, d.verdict == GUARD_SYNTAX ? NULL : detail,
+                         d.verdict == GUARD_SYNTAX ? NULL : hint,
+                         d.verdict == GUARD_SYNTAX ? (uint32_t)d.cursorpos : 0, true);
+    statement_end(s, outcome);
+    return finish_local(s, rc);
+}
+
+static int reject_extended(struct session *s)
+{
+    metrics_query(METRICS_QUERY_REJECTED, 0);
+    metrics_guardrail("simple-protocol-only");
+    s->st = ST_DISCARD;
+    int rc = local_error(s, "0A000",
+                         "extended query protocol is not supported; use the simple query "
+                         "protocol",
+                         "rule: simple-protocol-only", extended_hint, 0, false);
+    return rc < 0 ? -1 : 0;
+}
+
+/* Dispatches one complete client message. Returns 0 to continue, or a session end reason. */
+static enum session_end client_message(struct session *s, uint8_t *msg, size_t total)
+{
+    char type = (char)msg[0];
+    if (s->st == ST_DISCARD && type != 'S' && type != 'X')
+        return SE_NONE; /* PostgreSQL ignores everything until Sync after an error */
+    switch (type) {
+    case 'Q':
+        if (total < 6 || msg[total - 1] != 0 || memchr(msg + 5, 0, total - 6)) {
+            session_send_fatal(s, "08P01", "invalid string in message", NULL);
+            return SE_PROTOCOL;
+        }
+        return handle_query(s, msg, total) ? SE_CLIENT_ERROR : SE_NONE;
+    case 'X':
+        return SE_CLIENT_EXIT;
+    case 'S': {
+        bool was_discard = s->st == ST_DISCARD;
+        s->st = ST_IDLE;
+        if (was_discard && s->tx == 'T')
+            return start_poison(s) ? SE_UPSTREAM_LOST : SE_NONE;
+        uint8_t buf[8];
+        struct wire_buf b;
+        wire_buf_init(&b, buf, sizeof(buf));
+        wire_build_rfq(&b, s->tx);
+        return session_client_write(s, b.data, b.len) ? SE_CLIENT_ERROR : SE_NONE;
+    }
+    case 'P':
+    case 'B':
+    case 'D':
+    case 'E':
+    case 'C':
+    case 'H':
+        return reject_extended(s) ? SE_CLIENT_ERROR : SE_NONE;
+    case 'F': {
+        metrics_query(METRICS_QUERY_REJECTED, 0);
+        int rc = local_error(s, "0A000",
+                             "function call protocol is not supported; use the simple query "
+                             "protocol",
+                             "rule: simple-protocol-only", "Call the function with SELECT.", 0,
+                             true);
+        return finish_local(s, rc) ? SE_CLIENT_ERROR : SE_NONE;
+    }
+    case 'd':
+    case 'c':
+    case 'f':
+        return SE_NONE; /* CopyData/Done/Fail outside COPY: ignored, as PostgreSQL does */
+    default: {
+        char text[64];
+        snprintf(text, sizeof(text), "invalid frontend message type %d", (unsigned char)type);
+        session_send_fatal(s, "08P01", text, NULL);
+        return SE_PROTOCOL;
+    }
+    }
+}
+
+/* Handles every complete message buffered from the client while no statement runs. The message
+ * at the front of cbuf is handled, then removed - except a forwarded Query, which stays until its
+ * ReadyForQuery (the audit record reads its text). */
+static enum session_end process_client(struct session *s)
+{
+    uint32_t max = (uint32_t)(s->cfg->max_message_bytes > UINT32_MAX - 8
+                                  ? UINT32_MAX - 8
+                                  : s->cfg->max_message_bytes + 4);
+    while (s->st != ST_QUERY && s->clen > 0) {
+        struct wire_hdr h;
+        int rc = wire_read_hdr(s->cbuf, s->clen, max, &h);
+        if (rc == WIRE_NEED_MORE)
+            break;
+        if (rc == WIRE_TOO_LONG || rc == WIRE_BAD_LENGTH) {
+            char text[160];
+            snprintf(text, sizeof(text), "invalid message length%s",
+                     rc == WIRE_TOO_LONG ? ": larger than --max-message-size" : "");
+            session_send_fatal(s, "08P01", text, NULL);
+            return SE_PROTOCOL;
+        }
+        if (h.total > s->clen) {
+            if (ensure_cbuf(s, h.total))
+                return SE_INTERNAL;
+            break;
+        }
+        enum session_end e = client_message(s, s->cbuf, h.total);
+        if (e != SE_NONE)
+            return e;
+        if (s->q_sql) {
+            s->q_in_cbuf = h.total;
+            break;
+        }
+        memmove(s->cbuf, s->cbuf + h.total, s->clen - h.total);
+        s->clen -= h.total;
+    }
+    return SE_NONE;
+}
+
+/* Drops the forwarded Query message from cbuf once its statement is over. */
+static void compact_client(struct session *s)
+{
+    size_t off = s->q_in_cbuf;
+    if (off) {
+        memmove(s->cbuf, s->cbuf + off, s->clen - off);
+        s->clen -= off;
+        s->q_in_cbuf = 0;
+    }
+}
+
+static enum session_end read_client(struct session *s)
+{
+    if (s->clen == s->ccap && ensure_cbuf(s, s->ccap ? s->ccap * 2 : CBUF_INITIAL))
+        return SE_INTERNAL;
+    ssize_t n = netio_read(&s->cli, s->cbuf + s->clen, s->ccap - s->clen);
+    if (n > 0) {
+        s->clen += (size_t)n;
+        return SE_NONE;
+    }
+    if (n == -EAGAIN)
+        return SE_NONE;
+    return n == 0 ? SE_CLIENT_EOF : SE_CLIENT_ERROR;
+}
+
+/* ---------- upstream input ---------- */
+
+/* Output cursor over ubuf: bytes [span, pos) are pending forwarding. */
+struct fwd {
+    size_t span;
+};
+
+static int flush_span(struct session *s, struct fwd *f, size_t upto)
+{
+    if (upto > f->span) {
+        if (session_client_write(s, s->ubuf + f->span, upto - f->span))
+            return -1;
+    }
+    f->span = upto;
+    return 0;
+}
+
+static int emit(struct session *s, struct fwd *f, size_t at, const void *buf, size_t len)
+{
+    if (flush_span(s, f, at))
+        return -1;
+    return session_client_write(s, buf, len);
+}
+
+static int emit_abort_error(struct session *s, struct fwd *f, size_t at)
+{
+    struct abort_state *a = &s->ab;
+    char msg[400];
+    snprintf(msg, sizeof(msg), "%s%s", a->message,
+             !a->append_fate                 ? ""
+             : a->saw_error                  ? "; the upstream statement was canceled"
+                                             : "; the upstream statement had already completed");
+    uint8_t buf[2048];
+    struct wire_buf b;
+    wire_buf_init(&b, buf, sizeof(buf));
+    struct wire_error_fields ef = {.severity = "ERROR",
+                                   .code = a->code,
+                                   .message = msg,
+                                   .detail = a->detail[0] ? a->detail : NULL,
+                                   .hint = a->hint[0] ? a->hint : NULL};
+    wire_build_error(&b, 'E', &ef);
+    metrics_error_sqlstate(a->code);
+    memcpy(s->q_sqlstate, a->code, 6);
+    s->q_rule = a->rule;
+    return emit(s, f, at, b.data, b.len);
+}
+
+/* Truncate mode: the statement ran to completion upstream; the client gets N rows, a WARNING
+ * and a CommandComplete that counts what it received. */
+static int emit_truncated_complete(struct session *s, struct fwd *f, size_t at, const char *tag)
+{
+    uint8_t buf[1024];
+    struct wire_buf b;
+    wire_buf_init(&b, buf, sizeof(buf));
+    char msg[200];
+    snprintf(msg, sizeof(msg), "result truncated to %llu rows by pgwire-proxy",
+             (unsigned long long)s->budget.rows);
+    struct wire_error_fields nf = {.severity = "WARNING",
+                                   .code = "01000",
+                                   .message = msg,
+                                   .detail = "rule: max-rows/max-bytes (--on-limit truncate)",
+                                   .hint = "Add a LIMIT clause to see a complete result."};
+    wire_build_error(&b, 'N', &nf);
+    char newtag[64];
+    if (strncmp(tag, "SELECT ", 7) == 0)
+        snprintf(newtag, sizeof(newtag), "SELECT %llu", (unsigned long long)s->budget.rows);
+    else
+        snprintf(newtag, sizeof(newtag), "%s", tag);
+    wire_build_command_complete(&b, newtag);
+    return emit(s, f, at, b.data, b.len);
+}
+
+static void statement_part_done(struct session *s)
+{
+    /* each statement of a multi-statement Query has its own budget */
+    guard_budget_start(&s->budget, s->cfg->max_rows, s->cfg->max_bytes);
+    s->truncating = false;
+}
+
+/* Accounts a DataRow and decides whether it reaches the client. */
+static bool data_row(struct session *s, size_t total)
+{
+    if (s->ab.active || s->poisoning || s->truncating)
+        return false;
+    enum guard_limit l = guard_budget_row(&s->budget, total);
+    if (l == GUARD_LIMIT_NONE) {
+        s->q_rows++;
+        s->q_bytes += total;
+        return true;
+    }
+    if (s->cfg->on_limit == CONFIG_ON_LIMIT_TRUNCATE) {
+        s->truncating = true;
+        metrics_guardrail(l == GUARD_LIMIT_ROWS ? "max-rows" : "max-bytes");
+        s->q_rule = l == GUARD_LIMIT_ROWS ? "max-rows" : "max-bytes";
+    } else {
+        limit_abort(s, l);
+    }
+    return false;
+}
+
+enum up_action { FORWARD, DROP };
+
+static enum up_action ready_for_query(struct session *s, struct fwd *f, size_t at,
+                                      const uint8_t *body, size_t len, int *err)
+{
+    char st = wire_rfq_status(body, len);
+    if (!st) {
+        *err = -1;
+        return DROP;
+    }
+    s->tx = st;
+    if (s->poisoning) {
+        s->poisoning = false;
+        s->st = ST_IDLE;
+        s->ab.active = false;
+        return FORWARD;
+    }
+    if (s->ab.active) {
+        if (emit_abort_error(s, f, at)) {
+            *err = -1;
+            return DROP;
+        }
+        enum metrics_query_outcome o = s->ab.outcome;
+        bool poison = !s->ab.saw_error && st == 'T';
+        s->ab.active = false;
+        statement_end(s, o);
+        if (poison) {
+            *err = start_poison(s);
+            return DROP;
+        }
+        s->st = ST_IDLE;
+        return FORWARD;
+    }
+    if (s->st == ST_QUERY) {
+        s->st = ST_IDLE;
+        statement_end(s, METRICS_QUERY_OK);
+    }
+    return FORWARD;
+}
+
+static enum up_action upstream_message(struct session *s, struct fwd *f, size_t at, char type,
+                                       const uint8_t *body, size_t len, int *err)
+{
+    bool aborting = s->ab.active || s->poisoning;
+    switch (type) {
+    case 'D':
+        return data_row(s, len + 5) ? FORWARD : DROP;
+    case 'C':
+        if (aborting)
+            return DROP;
+        if (s->truncating) {
+            char tag[64];
+            snprintf(tag, sizeof(tag), "%.*s", (int)(len ? len - 1 : 0), (const char *)body);
+            *err = emit_truncated_complete(s, f, at, tag);
+            statement_part_done(s);
+            return DROP;
+        }
+        statement_part_done(s);
+        return FORWARD;
+    case 'E': {
+        char code[6], sev[16];
+        wire_error_code(body, len, code);
+        wire_error_severity(body, len, sev, sizeof(sev));
+        bool fatal = strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0;
+        if (aborting && !fatal) {
+            s->ab.saw_error = true;
+            return DROP;
+        }
+        if (fatal)
+            s->fatal_forwarded = true;
+        metrics_error_sqlstate(code);
+        memcpy(s->q_sqlstate, code, 6);
+        statement_part_done(s);
+        return FORWARD;
+    }
+    case 'Z':
+        return ready_for_query(s, f, at, body, len, err);
+    case 'G': { /* CopyInResponse: end the COPY upstream; the client never sees it */
+        uint8_t buf[128];
+        struct wire_buf b;
+        wire_buf_init(&b, buf, sizeof(buf));
+        wire_build_copy_fail(&b, "COPY is not supported through pgwire-proxy");
+        start_abort(s, "0A000", "COPY is not supported through pgwire-proxy",
+                    "rule: copy-protocol", "Use INSERT ... VALUES to load rows.",
+                    "copy-protocol", METRICS_QUERY_REJECTED, false, false);
+        *err = upstream_write(s, b.data, b.len);
+        return DROP;
+    }
+    case 'H':
+    case 'W':
+        start_abort(s, "0A000", "COPY is not supported through pgwire-proxy",
+                    "rule: copy-protocol", "Use SELECT to read rows.", "copy-protocol",
+                    METRICS_QUERY_REJECTED, true, false);
+        return DROP;
+    case 'N':
+    case 'A':
+    case 'S':
+        return FORWARD; /* notices, notifications and parameter changes always reach the client */
+    default:
+        return aborting ? DROP : FORWARD;
+    }
+}
+
+/* Types whose body the proxy reads; others may be streamed through in pieces. */
+static bool inspected(char type)
+{
+    return type == 'E' || type == 'Z' || type == 'C' || type == 'G' || type == 'H' ||
+           type == 'W' || type == 'S';
+}
+
+static enum session_end upstream_protocol_error(struct session *s, const char *what)
+{
+    LOG_ERROR(s->id, "upstream_protocol_error", "%s", what);
+    session_send_fatal(s, "08P01", "invalid message from the upstream server", what);
+    return SE_UPSTREAM_LOST;
+}
+
+static enum session_end process_upstream(struct session *s)
+{
+    struct fwd f = {0};
+    size_t pos = 0;
+    if (s->pass_remaining) {
+        size_t take = s->pass_remaining < s->ulen ? s->pass_remaining : s->ulen;
+        pos = take;
+        s->pass_remaining -= take;
+        if (s->pass_drop)
+            f.span = pos;
+    }
+    while (pos < s->ulen && !s->pass_remaining) {
+        struct wire_hdr h;
+        int rc = wire_read_hdr(s->ubuf + pos, s->ulen - pos, UPSTREAM_MAX_MSG, &h);
+        if (rc == WIRE_NEED_MORE)
+            break;
+        if (rc != WIRE_OK)
+            return upstream_protocol_error(s, wire_strerror(rc));
+        size_t avail = s->ulen - pos;
+        int err = 0;
+        if (h.total > avail) {
+            if (inspected(h.type)) {
+                if (h.total > INSPECT_MAX)
+                    return upstream_protocol_error(s, "oversized control message");
+                if (h.total > s->ucap) {
+                    uint8_t *n = realloc(s->ubuf, h.total);
+                    if (!n)
+                        return SE_INTERNAL;
+                    s->ubuf = n;
+                    s->ucap = h.total;
+                }
+                break;
+            }
+            if (h.total <= s->ucap && pos > 0)
+                break; /* fits once compacted */
+            if (h.total <= s->ucap && pos == 0 && s->ulen < s->ucap)
+                break;
+            /* larger than the buffer: decide now on the header, stream the rest */
+            enum up_action act = upstream_message(s, &f, pos, h.type, NULL, h.len - 4, &err);
+            if (err)
+                return SE_CLIENT_ERROR;
+            if (act == DROP) {
+                if (flush_span(s, &f, pos))
+                    return SE_CLIENT_ERROR;
+                f.span = s->ulen;
+            }
+            s->pass_drop = act == DROP;
+            s->pass_remaining = h.total - avail;
+            pos = s->ulen;
+            break;
+        }
+        enum up_action act =
+            upstream_message(s, &f, pos, h.type, s->ubuf + pos + 5, h.len - 4, &err);
+        if (err)
+            return SE_CLIENT_ERROR;
+        if (act == DROP) {
+            if (flush_span(s, &f, pos))
+                return SE_CLIENT_ERROR;
+            f.span = pos + h.total;
+        }
+        pos += h.total;
+    }
+    if (flush_span(s, &f, pos))
+        return SE_CLIENT_ERROR;
+    if (pos > 0) {
+        memmove(s->ubuf, s->ubuf + pos, s->ulen - pos);
+        s->ulen -= pos;
+    }
+    if (s->fatal_forwarded && s->st == ST_IDLE)
+        return SE_UPSTREAM_LOST;
+    return SE_NONE;
+}
+
+static enum session_end read_upstream(struct session *s)
+{
+    do {
+        ssize_t n = netio_read(&s->up.io, s->ubuf + s->ulen, s->ucap - s->ulen);
+        if (n == -EAGAIN)
+            return SE_NONE;
+        if (n <= 0) {
+            if (!s->fatal_forwarded)
+                session_send_fatal(s, "08006", "terminating connection because the upstream "
+                                               "server closed the connection",
+                                   n == 0 ? "The upstream server closed the connection "
+                                            "unexpectedly."
+                                          : strerror((int)-n));
+            LOG_WARN(s->id, "upstream_lost", "client=%s %s", s->addr,
+                     n == 0 ? "eof" : strerror((int)-n));
+            return SE_UPSTREAM_LOST;
+        }
+        s->ulen += (size_t)n;
+        enum session_end e = process_upstream(s);
+        if (e != SE_NONE)
+            return e;
+    } while (netio_pending(&s->up.io) > 0);
+    return SE_NONE;
+}
+
+/* ---------- the loop ---------- */
+
+static int64_t next_wakeup(struct session *s, int64_t now)
+{
+    int64_t t = -1;
+    if (s->st == ST_QUERY && s->q_deadline_ms && !s->ab.active && !s->poisoning)
+        t = s->q_deadline_ms;
+    if (s->ab.active && (t < 0 || s->ab.drain_deadline_ms < t))
+        t = s->ab.drain_deadline_ms;
+    if (s->shutdown_seen) {
+        int64_t d = atomic_load(&s->srv->shutdown_deadline_ms);
+        if (t < 0 || d < t)
+            t = d;
+    }
+    if (t < 0)
+        return -1;
+    return t > now ? t - now : 0;
+}
+
+static enum session_end check_timers(struct session *s, int64_t now)
+{
+    if (s->st == ST_QUERY && s->q_deadline_ms && now >= s->q_deadline_ms && !s->ab.active &&
+        !s->poisoning) {
+        char det[128];
+        snprintf(det, sizeof(det), "rule: query-timeout (pgwire-proxy --query-timeout %llums)",
+                 (unsigned long long)s->cfg->query_timeout_ms);
+        start_abort(s, "57014", "canceling statement due to statement timeout", det,
+                    "Make the statement faster, add a LIMIT, or ask the operator to raise "
+                    "--query-timeout.",
+                    "query-timeout", METRICS_QUERY_LIMITED, true, false);
+    }
+    if (s->ab.active && now >= s->ab.drain_deadline_ms) {
+        session_send_fatal(s, "08006", "terminating connection: the upstream server did not "
+                                       "end the canceled statement",
+                           NULL);
+        return SE_UPSTREAM_LOST;
+    }
+    if (s->shutdown_seen) {
+        bool idle = s->st == ST_IDLE && s->tx == 'I';
+        if (idle || atomic_load(&s->srv->shutting_down) == SERVER_IMMEDIATE ||
+            now >= atomic_load(&s->srv->shutdown_deadline_ms)) {
+            session_send_fatal(s, "57P01", "terminating connection due to administrator command",
+                               NULL);
+            return SE_SHUTDOWN;
+        }
+    }
+    return SE_NONE;
+}
+
+enum session_end relay_run(struct session *s)
+{
+    s->ubuf = malloc(UBUF_SIZE);
+    s->ucap = UBUF_SIZE;
+    if (!s->ubuf || ensure_cbuf(s, CBUF_INITIAL))
+        return SE_INTERNAL;
+    if (s->cfg->policy_cache)
+        s->gcache = guard_cache_new();
+    for (;;) {
+        enum session_end e = SE_NONE;
+        if (s->st != ST_QUERY && s->clen > 0) {
+            e = process_client(s);
+            if (e != SE_NONE)
+                return e;
+        }
+        bool want_client = s->st != ST_QUERY;
+        struct pollfd p[3] = {
+            {.fd = s->cli.fd, .events = POLLRDHUP | (want_client ? s->cli.want : 0)},
+            {.fd = s->up.io.fd, .events = POLLIN},
+            {.fd = s->shutdown_seen ? -1 : s->srv->shutdown_efd, .events = POLLIN},
+        };
+        int64_t now = netio_now_ms();
+        int timeout = (int)next_wakeup(s, now);
+        if (want_client && netio_pending(&s->cli) > 0)
+            timeout = 0;
+        int rc = poll(p, 3, timeout);
+        if (rc < 0 && errno != EINTR)
+            return SE_INTERNAL;
+        if (rc > 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+            e = read_upstream(s);
+            if (e != SE_NONE)
+                return e;
+        }
+        if (want_client && ((rc > 0 && (p[0].revents & (POLLIN | POLLHUP | POLLERR))) ||
+                            netio_pending(&s->cli) > 0)) {
+            e = read_client(s);
+            if (e != SE_NONE)
+                return e;
+        } else if (rc > 0 && (p[0].revents & (POLLRDHUP | POLLHUP | POLLERR))) {
+            /* the client went away while its statement runs: stop it upstream */
+            return SE_CLIENT_EOF;
+        }
+        if (rc > 0 && (p[2].revents & POLLIN))
+            s->shutdown_seen = true;
+        e = check_timers(s, netio_now_ms());
+        if (e != SE_NONE)
+            return e;
+    }
+}

@@ -1,0 +1,154 @@
+#include "tls.h"
+#include "config.h"
+#include "netio.h"
+
+#include <errno.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+struct tls_ctx {
+    SSL_CTX *ctx;
+};
+
+static void ssl_err(char *err, size_t errlen, const char *what, const char *file)
+{
+    unsigned long e = ERR_get_error();
+    char buf[256] = "";
+    if (e)
+        ERR_error_string_n(e, buf, sizeof(buf));
+    snprintf(err, errlen, "%s '%s': %s", what, file ? file : "", buf[0] ? buf : strerror(errno));
+    ERR_clear_error();
+}
+
+/* Like PostgreSQL: a private key others can read is refused, with the reason. */
+static int check_key_perms(const char *path, char *err, size_t errlen)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        snprintf(err, errlen, "cannot read TLS key file '%s': %s", path, strerror(errno));
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "TLS key file '%s' is not a regular file", path);
+        return -1;
+    }
+    if (st.st_mode & (S_IRWXO | S_IWGRP | S_IXGRP)) {
+        snprintf(err, errlen,
+                 "TLS key file '%s' must not be world-accessible (mode %04o); run chmod 600 on it",
+                 path, (unsigned)(st.st_mode & 07777));
+        return -1;
+    }
+    return 0;
+}
+
+static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                       const unsigned char *in, unsigned int inlen, void *arg)
+{
+    static const unsigned char pg[] = "\x0apostgresql";
+    if (SSL_select_next_proto((unsigned char **)out, outlen, pg, sizeof(pg) - 1, in, inlen) ==
+        OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_OK;
+    return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+struct tls_ctx *tls_ctx_new(const struct config *cfg, char *err, size_t errlen)
+{
+    struct tls_ctx *t = calloc(1, sizeof(*t));
+    if (!t) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (check_key_perms(cfg->tls_key, err, errlen))
+        goto fail;
+    t->ctx = SSL_CTX_new(TLS_server_method());
+    if (!t->ctx) {
+        ssl_err(err, errlen, "cannot create TLS context", NULL);
+        goto fail;
+    }
+    SSL_CTX_set_min_proto_version(t->ctx, cfg->tls_min_version == 1 ? TLS1_3_VERSION
+                                                                    : TLS1_2_VERSION);
+    SSL_CTX_set_options(t->ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_set_mode(t->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    if (SSL_CTX_use_certificate_chain_file(t->ctx, cfg->tls_cert) != 1) {
+        ssl_err(err, errlen, "cannot load TLS certificate", cfg->tls_cert);
+        goto fail;
+    }
+    if (SSL_CTX_use_PrivateKey_file(t->ctx, cfg->tls_key, SSL_FILETYPE_PEM) != 1) {
+        ssl_err(err, errlen, "cannot load TLS key", cfg->tls_key);
+        goto fail;
+    }
+    if (SSL_CTX_check_private_key(t->ctx) != 1) {
+        ssl_err(err, errlen, "TLS key does not match the certificate", cfg->tls_cert);
+        goto fail;
+    }
+    if (cfg->tls_ca) {
+        if (SSL_CTX_load_verify_locations(t->ctx, cfg->tls_ca, NULL) != 1) {
+            ssl_err(err, errlen, "cannot load TLS CA", cfg->tls_ca);
+            goto fail;
+        }
+        SSL_CTX_set_verify(t->ctx,
+                           SSL_VERIFY_PEER |
+                               (cfg->tls_client_cert_required ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+                           NULL);
+    }
+    SSL_CTX_set_alpn_select_cb(t->ctx, alpn_select, NULL);
+    return t;
+fail:
+    tls_ctx_free(t);
+    return NULL;
+}
+
+void tls_ctx_free(struct tls_ctx *t)
+{
+    if (!t)
+        return;
+    SSL_CTX_free(t->ctx);
+    free(t);
+}
+
+SSL *tls_accept(struct tls_ctx *t, int fd, int64_t deadline_ms, char *err, size_t errlen)
+{
+    SSL *ssl = SSL_new(t->ctx);
+    if (!ssl || SSL_set_fd(ssl, fd) != 1) {
+        ssl_err(err, errlen, "cannot start TLS", NULL);
+        SSL_free(ssl);
+        return NULL;
+    }
+    for (;;) {
+        ERR_clear_error();
+        int rc = SSL_accept(ssl);
+        if (rc == 1)
+            return ssl;
+        int e = SSL_get_error(ssl, rc);
+        short ev;
+        if (e == SSL_ERROR_WANT_READ)
+            ev = POLLIN;
+        else if (e == SSL_ERROR_WANT_WRITE)
+            ev = POLLOUT;
+        else {
+            ssl_err(err, errlen, "TLS handshake failed", NULL);
+            SSL_free(ssl);
+            return NULL;
+        }
+        int64_t left = deadline_ms - netio_now_ms();
+        struct pollfd p = {.fd = fd, .events = ev};
+        if (left <= 0 || poll(&p, 1, (int)left) <= 0) {
+            snprintf(err, errlen, "TLS handshake timed out");
+            SSL_free(ssl);
+            return NULL;
+        }
+    }
+}
+
+void tls_free_ssl(SSL *ssl)
+{
+    if (ssl) {
+        SSL_shutdown(ssl);
+        SSL_free(ssl);
+    }
+}

@@ -1,0 +1,21 @@
+/* OpenSSL server context for client-side TLS: cert/key load, handshake. */
+#ifndef PGWP_TLS_H
+#define PGWP_TLS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct config;
+struct tls_ctx;
+typedef struct ssl_st SSL;
+
+/* NULL with err when cert/key cannot be used (unreadable, world-readable key, mismatch). */
+struct tls_ctx *tls_ctx_new(const struct config *cfg, char *err, size_t errlen);
+void tls_ctx_free(struct tls_ctx *t);
+
+/* Handshake on a non-blocking fd; first_bytes are bytes already read from the socket that
+ * belong to the TLS stream (may be NULL/0). Returns an SSL* or NULL with err. */
+SSL *tls_accept(struct tls_ctx *t, int fd, int64_t deadline_ms, char *err, size_t errlen);
+void tls_free_ssl(SSL *ssl);
+
+#endif

@@ -1,0 +1,50 @@
+/* Upstream connection: libpq connect/auth/params, then hand-over of the raw socket (or libpq's
+ * TLS session) for byte relaying, plus the cancel handle. libpq never parses a result row. */
+#ifndef PGWP_UPSTREAM_H
+#define PGWP_UPSTREAM_H
+
+#include "netio.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct config;
+struct wire_startup;
+
+struct upstream {
+    void *conn;         /* PGconn */
+    void *cancel;       /* PGcancel */
+    struct netio io;
+    uint32_t pid;
+};
+
+struct upstream_request {
+    const struct config *cfg;
+    const struct wire_startup *startup; /* client's startup params (allowlisted ones applied) */
+    const char *client_addr;            /* "ip:port" for the audit application_name */
+    int wake_fd;                        /* readable = give up (shutdown); -1 = none */
+};
+
+/* Opens the upstream connection. On failure returns -1 and fills sqlstate (6 bytes) and a
+ * message for the client (never containing the DSN password). */
+int upstream_connect(struct upstream *u, const struct upstream_request *req, char sqlstate[6],
+                     char *err, size_t errlen);
+
+/* Value of a ParameterStatus reported by the upstream at connect, or NULL. */
+const char *upstream_param(const struct upstream *u, const char *name);
+
+/* Sends a cancel for whatever runs on the upstream now (blocking, thread-safe). 0 or -1. */
+int upstream_cancel(void *cancel_handle, char *err, size_t errlen);
+
+/* Closes the connection (Terminate + close) and frees everything. Safe on a zeroed struct. */
+void upstream_close(struct upstream *u);
+
+/* Builds the audit application_name: "<app> [<user>@<addr>]" within 63 bytes. */
+void upstream_audit_name(char *out, size_t outlen, const char *app, const char *user,
+                         const char *addr);
+
+/* Escapes a value for libpq's options keyword ("-c name=value"): spaces and backslashes. */
+void upstream_escape_option(char *out, size_t outlen, const char *value);
+
+#endif

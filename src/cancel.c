@@ -1,26 +1,45 @@
 #include "cancel.h"
+#include "log.h"
+#include "metrics.h"
 #include "upstream.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #define CANCEL_BUCKETS 1024
+#define CANCEL_THREADS 2
 
 struct cancel_entry {
     struct cancel_entry *next;
     uint32_t pid;
     uint32_t secret;
     void *handle;
-    int inflight; /* cancels being forwarded with this handle right now */
+    int inflight;  /* cancels being forwarded with this handle right now */
+    bool removed;  /* unregistered while in flight: the last forwarder frees it */
+};
+
+struct cancel_job {
+    struct cancel_job *next;
+    uint32_t pid, secret;
+    int close_fd;
+    bool from_client;
 };
 
 struct cancel_table {
     pthread_mutex_t mu;
-    pthread_cond_t idle; /* signalled when an entry's inflight drops to 0 */
     struct cancel_entry *buckets[CANCEL_BUCKETS];
+    pthread_mutex_t qmu;
+    pthread_cond_t qcv;
+    struct cancel_job *head, *tail;
+    bool stopping;
+    pthread_t threads[CANCEL_THREADS];
+    int nthreads;
 };
+
+static void *cancel_thread(void *arg);
 
 struct cancel_table *cancel_table_new(void)
 {
@@ -28,24 +47,45 @@ struct cancel_table *cancel_table_new(void)
     if (!t)
         return NULL;
     pthread_mutex_init(&t->mu, NULL);
-    pthread_cond_init(&t->idle, NULL);
+    pthread_mutex_init(&t->qmu, NULL);
+    pthread_cond_init(&t->qcv, NULL);
+    for (int i = 0; i < CANCEL_THREADS; i++)
+        if (pthread_create(&t->threads[t->nthreads], NULL, cancel_thread, t) == 0)
+            t->nthreads++;
+    if (t->nthreads == 0) {
+        cancel_table_free(t);
+        return NULL;
+    }
     return t;
+}
+
+static void free_entry(struct cancel_entry *e)
+{
+    upstream_free_cancel(e->handle);
+    free(e);
 }
 
 void cancel_table_free(struct cancel_table *t)
 {
     if (!t)
         return;
+    pthread_mutex_lock(&t->qmu);
+    t->stopping = true;
+    pthread_cond_broadcast(&t->qcv);
+    pthread_mutex_unlock(&t->qmu);
+    for (int i = 0; i < t->nthreads; i++)
+        pthread_join(t->threads[i], NULL);
     for (size_t i = 0; i < CANCEL_BUCKETS; i++) {
         struct cancel_entry *e = t->buckets[i];
         while (e) {
             struct cancel_entry *n = e->next;
-            free(e);
+            free_entry(e);
             e = n;
         }
     }
     pthread_mutex_destroy(&t->mu);
-    pthread_cond_destroy(&t->idle);
+    pthread_mutex_destroy(&t->qmu);
+    pthread_cond_destroy(&t->qcv);
     free(t);
 }
 
@@ -86,16 +126,19 @@ void cancel_unregister(struct cancel_table *t, uint32_t pid)
 {
     pthread_mutex_lock(&t->mu);
     struct cancel_entry **pp = &t->buckets[pid % CANCEL_BUCKETS];
-    while (*pp && (*pp)->pid != pid)
+    while (*pp && ((*pp)->pid != pid || (*pp)->removed))
         pp = &(*pp)->next;
     struct cancel_entry *e = *pp;
     if (e) {
         *pp = e->next;
-        while (e->inflight > 0)
-            pthread_cond_wait(&t->idle, &t->mu);
+        if (e->inflight > 0) {
+            e->removed = true; /* the forwarder frees it */
+            e = NULL;
+        }
     }
     pthread_mutex_unlock(&t->mu);
-    free(e);
+    if (e)
+        free_entry(e);
 }
 
 enum cancel_result cancel_forward(struct cancel_table *t, uint32_t pid, uint32_t secret)
@@ -105,8 +148,8 @@ enum cancel_result cancel_forward(struct cancel_table *t, uint32_t pid, uint32_t
     while (e && e->pid != pid)
         e = e->next;
     /* compare the secret even when the pid is unknown, so timing says nothing about pids */
-    bool ok = cancel_secret_equal(e ? e->secret : ~secret, secret) && e;
-    if (!ok) {
+    bool same = cancel_secret_equal(e ? e->secret : ~secret, secret);
+    if (!e || !same) {
         pthread_mutex_unlock(&t->mu);
         return CANCEL_UNKNOWN_KEY;
     }
@@ -116,10 +159,66 @@ enum cancel_result cancel_forward(struct cancel_table *t, uint32_t pid, uint32_t
 
     char err[256];
     int rc = upstream_cancel(handle, err, sizeof(err));
+    if (rc)
+        LOG_WARN(0, "cancel_failed", "pid=%u %s", pid, err);
 
     pthread_mutex_lock(&t->mu);
-    if (--e->inflight == 0)
-        pthread_cond_broadcast(&t->idle);
+    bool free_it = --e->inflight == 0 && e->removed;
     pthread_mutex_unlock(&t->mu);
+    if (free_it)
+        free_entry(e);
     return rc == 0 ? CANCEL_FORWARDED : CANCEL_FAILED;
+}
+
+int cancel_forward_async(struct cancel_table *t, uint32_t pid, uint32_t secret, int close_fd,
+                         bool from_client)
+{
+    struct cancel_job *j = calloc(1, sizeof(*j));
+    if (!j)
+        return -ENOMEM;
+    j->pid = pid;
+    j->secret = secret;
+    j->close_fd = close_fd;
+    j->from_client = from_client;
+    pthread_mutex_lock(&t->qmu);
+    if (t->tail)
+        t->tail->next = j;
+    else
+        t->head = j;
+    t->tail = j;
+    pthread_cond_signal(&t->qcv);
+    pthread_mutex_unlock(&t->qmu);
+    return 0;
+}
+
+static void *cancel_thread(void *arg)
+{
+    struct cancel_table *t = arg;
+    for (;;) {
+        pthread_mutex_lock(&t->qmu);
+        while (!t->head && !t->stopping)
+            pthread_cond_wait(&t->qcv, &t->qmu);
+        struct cancel_job *j = t->head;
+        if (j) {
+            t->head = j->next;
+            if (!t->head)
+                t->tail = NULL;
+        }
+        pthread_mutex_unlock(&t->qmu);
+        if (!j)
+            return NULL;
+        enum cancel_result r = cancel_forward(t, j->pid, j->secret);
+        if (j->from_client) {
+            metrics_cancel(r == CANCEL_FORWARDED     ? METRICS_CANCEL_FORWARDED
+                           : r == CANCEL_UNKNOWN_KEY ? METRICS_CANCEL_UNKNOWN_KEY
+                                                     : METRICS_CANCEL_FAILED);
+            LOG_INFO(0, "cancel_request", "pid=%u result=%s", j->pid,
+                     r == CANCEL_FORWARDED     ? "forwarded"
+                     : r == CANCEL_UNKNOWN_KEY ? "unknown_key"
+                                               : "failed");
+        }
+        if (j->close_fd >= 0)
+            close(j->close_fd);
+        free(j);
+    }
 }

@@ -1,4 +1,5 @@
-/* Cancel key table: BackendKeyData (pid, secret) → the session's upstream cancel handle. */
+/* Cancel key table: BackendKeyData (pid, secret) → the session's upstream cancel handle, and a
+ * small thread pool that forwards cancels so no event loop ever blocks on one. */
 #ifndef PGWP_CANCEL_H
 #define PGWP_CANCEL_H
 
@@ -8,17 +9,24 @@
 struct cancel_table;
 
 struct cancel_table *cancel_table_new(void);
+/* Stops the forwarding threads (after the queued jobs) and frees everything. */
 void cancel_table_free(struct cancel_table *t);
 
-/* Registers a key; handle is an upstream cancel handle owned by the caller until
- * cancel_unregister returns (which waits for any cancel in flight on it). */
+/* Registers a key; the table takes ownership of the upstream cancel handle and frees it on
+ * unregister (later, if a cancel is being forwarded with it right then). */
 int cancel_register(struct cancel_table *t, uint32_t pid, uint32_t secret, void *handle);
 void cancel_unregister(struct cancel_table *t, uint32_t pid);
 
 enum cancel_result { CANCEL_FORWARDED, CANCEL_UNKNOWN_KEY, CANCEL_FAILED };
 
-/* Matches (pid, secret) in constant time and forwards the cancel upstream. */
+/* Matches (pid, secret) in constant time and forwards the cancel upstream (blocking). */
 enum cancel_result cancel_forward(struct cancel_table *t, uint32_t pid, uint32_t secret);
+
+/* Queues cancel_forward on a pool thread. close_fd >= 0 is closed once the cancel has been
+ * forwarded (a client's cancel connection is closed after its cancel took effect, as PostgreSQL
+ * does). from_client: count it as a client CancelRequest in metrics. Returns 0 or -ENOMEM. */
+int cancel_forward_async(struct cancel_table *t, uint32_t pid, uint32_t secret, int close_fd,
+                         bool from_client);
 
 /* Constant-time equality of two 32-bit secrets. */
 bool cancel_secret_equal(uint32_t a, uint32_t b);

@@ -17,6 +17,7 @@ struct config {
     int listen_port;
     char *upstream_dsn;
     int max_connections;
+    int workers; /* event-loop threads; 0 = one per CPU */
     uint64_t query_timeout_ms;       /* 0 = off */
     uint64_t idle_tx_timeout_ms;     /* 0 = off (upstream default) */
     uint64_t startup_timeout_ms;
@@ -62,8 +63,9 @@ int config_copy(struct config *dst, const struct config *src);
 enum config_result config_load(struct config *c, int argc, char **argv, char **envp, void *out,
                                char *err, size_t errlen);
 
-/* Re-reads the config file named in base->config_file and re-applies env and the original
- * flags on top (precedence kept). Used by SIGHUP reload. */
+/* Loads again from the original argv/envp (so the config file is re-read, precedence kept).
+ * On success the old *c is freed and replaced; on error *c is left untouched and running.
+ * Used by SIGHUP reload. */
 enum config_result config_reload(struct config *c, int argc, char **argv, char **envp, char *err,
                                  size_t errlen);
 

@@ -30,56 +30,109 @@ static const char extended_hint[] =
     "Use the simple query protocol: e.g. psycopg ClientCursor, JDBC preferQueryMode=simple, "
     "pgbench -M simple, or disable server-side prepared statements in the driver.";
 
-/* ---------- client output ---------- */
+/* ---------- output ---------- */
 
 static void start_abort(struct session *s, const char *code, const char *message,
                         const char *detail, const char *hint, const char *rule,
                         enum metrics_query_outcome outcome, bool cancel, bool append_fate);
 
-/* Writes to the client, honouring --client-write-timeout and the statement deadline while the
- * client is slow: a stalled reader cannot pin a statement upstream past its timeout. */
-int session_client_write(struct session *s, const void *buf, size_t len)
+int out_append(struct session *s, const void *buf, size_t len)
 {
-    const uint8_t *p = buf;
-    int64_t wt = (int64_t)s->cfg->client_write_timeout_ms;
-    int64_t last = netio_now_ms();
-    while (len > 0) {
-        ssize_t n = netio_write(&s->cli, p, len);
+    if (s->ooff > 0 && s->ooff == s->olen)
+        s->ooff = s->olen = 0;
+    if (s->olen + len > s->ocap) {
+        if (s->ooff > 0) {
+            memmove(s->obuf, s->obuf + s->ooff, s->olen - s->ooff);
+            s->olen -= s->ooff;
+            s->ooff = 0;
+        }
+        size_t cap = s->ocap ? s->ocap : 4096;
+        while (cap < s->olen + len)
+            cap *= 2;
+        if (cap != s->ocap) {
+            uint8_t *n = realloc(s->obuf, cap);
+            if (!n)
+                return -1;
+            s->obuf = n;
+            s->ocap = cap;
+        }
+    }
+    if (!out_pending(s))
+        s->last_write_ms = netio_now_ms();
+    memcpy(s->obuf + s->olen, buf, len);
+    s->olen += len;
+    return 0;
+}
+
+int out_flush(struct session *s)
+{
+    while (out_pending(s) && s->cli_out) {
+        ssize_t n = netio_write(&s->cli, s->obuf + s->ooff, s->olen - s->ooff);
         if (n > 0) {
-            p += n;
-            len -= (size_t)n;
-            last = netio_now_ms();
+            s->ooff += (size_t)n;
+            s->last_write_ms = netio_now_ms();
             continue;
         }
-        if (n != -EAGAIN)
-            return -1;
-        int64_t now = netio_now_ms();
-        int timeout = wt ? (int)(last + wt - now) : -1;
-        if (wt && timeout <= 0)
-            return -ETIMEDOUT;
-        bool deadline = s->st == ST_QUERY && s->q_deadline_ms && !s->ab.active;
-        if (deadline) {
-            int64_t left = s->q_deadline_ms - now;
-            if (left <= 0) {
-                char det[128];
-                snprintf(det, sizeof(det), "rule: query-timeout (pgwire-proxy --query-timeout %llums)",
-                         (unsigned long long)s->cfg->query_timeout_ms);
-                start_abort(s, "57014", "canceling statement due to statement timeout", det,
-                            "Make the statement faster, add a LIMIT, or ask the operator to "
-                            "raise --query-timeout.",
-                            "query-timeout", METRICS_QUERY_LIMITED, true, false);
+        if (n == -EAGAIN) {
+            s->cli_out = false;
+            if (s->cli.want == POLLIN)
+                s->cli_in = false; /* TLS needs to read before it can write */
+            break;
+        }
+        return -1;
+    }
+    if (!out_pending(s))
+        s->ooff = s->olen = 0;
+    return 0;
+}
+
+/* Sends bytes that live in a session buffer: straight to the socket when nothing is queued,
+ * otherwise (or for what the socket does not take) copied behind the queue. */
+int out_span(struct session *s, const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+    if (!out_pending(s) && s->cli_out) {
+        while (len > 0) {
+            ssize_t n = netio_write(&s->cli, p, len);
+            if (n > 0) {
+                p += n;
+                len -= (size_t)n;
                 continue;
             }
-            if (timeout < 0 || left < timeout)
-                timeout = (int)left;
+            if (n == -EAGAIN) {
+                s->cli_out = false;
+                break;
+            }
+            return -1;
         }
-        int rev = netio_poll1(&s->cli, s->cli.want, -1, NULL, timeout);
-        if (rev < 0)
-            return -1;
-        if (rev & (POLLERR | POLLNVAL))
-            return -1;
+    }
+    return len ? out_append(s, p, len) : 0;
+}
+
+static int upstream_send(struct session *s)
+{
+    while (s->up_pend_len > 0 && s->up_out) {
+        ssize_t n = netio_write(&s->up.io, s->up_pend, s->up_pend_len);
+        if (n > 0) {
+            s->up_pend += n;
+            s->up_pend_len -= (size_t)n;
+            continue;
+        }
+        if (n == -EAGAIN) {
+            s->up_out = false;
+            break;
+        }
+        return -1;
     }
     return 0;
+}
+
+/* Queues bytes for the upstream; buf must stay valid until written (cbuf or up_small). */
+static int upstream_write(struct session *s, const void *buf, size_t len)
+{
+    s->up_pend = buf;
+    s->up_pend_len = len;
+    return upstream_send(s);
 }
 
 static int send_error_rfq(struct session *s, const char *severity, const char *code,
@@ -98,12 +151,7 @@ static int send_error_rfq(struct session *s, const char *severity, const char *c
     wire_build_error(&b, 'E', &f);
     if (rfq)
         wire_build_rfq(&b, rfq);
-    return b.overflow ? -ENOBUFS : session_client_write(s, b.data, b.len);
-}
-
-static int upstream_write(struct session *s, const void *buf, size_t len)
-{
-    return netio_write_all(&s->up.io, buf, len, 30000);
+    return b.overflow ? -ENOBUFS : out_append(s, b.data, b.len);
 }
 
 /* ---------- statement bookkeeping ---------- */
@@ -120,7 +168,6 @@ static void statement_begin(struct session *s, char *sql, size_t len)
     s->q_rows = s->q_bytes = 0;
     s->truncating = false;
     s->q_sqlstate[0] = 0;
-    s->q_outcome = "ok";
     s->q_rule = NULL;
     s->q_sql = sql;
     s->q_sql_len = len;
@@ -171,9 +218,8 @@ static int local_error(struct session *s, const char *code, const char *message,
 
 static int start_poison(struct session *s)
 {
-    uint8_t buf[sizeof(poison_sql) + 8];
     struct wire_buf b;
-    wire_buf_init(&b, buf, sizeof(buf));
+    wire_buf_init(&b, s->up_small, sizeof(s->up_small));
     wire_build_query(&b, poison_sql);
     if (upstream_write(s, b.data, b.len))
         return -1;
@@ -211,12 +257,8 @@ static void start_abort(struct session *s, const char *code, const char *message
     a->drain_deadline_ms = netio_now_ms() + DRAIN_GRACE_MS;
     if (rule)
         metrics_guardrail(rule);
-    if (cancel && s->up.cancel) {
-        char err[256];
-        a->cancel_sent = upstream_cancel(s->up.cancel, err, sizeof(err)) == 0;
-        if (!a->cancel_sent)
-            LOG_WARN(s->id, "cancel_failed", "%s", err);
-    }
+    if (cancel)
+        session_cancel_upstream(s);
     LOG_INFO(s->id, "statement_aborted", "client=%s rule=%s code=%s", s->addr,
              rule ? rule : "-", code);
 }
@@ -361,7 +403,7 @@ static enum session_end client_message(struct session *s, uint8_t *msg, size_t t
         struct wire_buf b;
         wire_buf_init(&b, buf, sizeof(buf));
         wire_build_rfq(&b, s->tx);
-        return session_client_write(s, b.data, b.len) ? SE_CLIENT_ERROR : SE_NONE;
+        return out_append(s, b.data, b.len) ? SE_INTERNAL : SE_NONE;
     }
     case 'P':
     case 'B':
@@ -441,20 +483,6 @@ static void compact_client(struct session *s)
     }
 }
 
-static enum session_end read_client(struct session *s)
-{
-    if (s->clen == s->ccap && ensure_cbuf(s, s->ccap ? s->ccap * 2 : CBUF_INITIAL))
-        return SE_INTERNAL;
-    ssize_t n = netio_read(&s->cli, s->cbuf + s->clen, s->ccap - s->clen);
-    if (n > 0) {
-        s->clen += (size_t)n;
-        return SE_NONE;
-    }
-    if (n == -EAGAIN)
-        return SE_NONE;
-    return n == 0 ? SE_CLIENT_EOF : SE_CLIENT_ERROR;
-}
-
 /* ---------- upstream input ---------- */
 
 /* Output cursor over ubuf: bytes [span, pos) are pending forwarding. */
@@ -465,7 +493,7 @@ struct fwd {
 static int flush_span(struct session *s, struct fwd *f, size_t upto)
 {
     if (upto > f->span) {
-        if (session_client_write(s, s->ubuf + f->span, upto - f->span))
+        if (out_span(s, s->ubuf + f->span, upto - f->span))
             return -1;
     }
     f->span = upto;
@@ -476,7 +504,7 @@ static int emit(struct session *s, struct fwd *f, size_t at, const void *buf, si
 {
     if (flush_span(s, f, at))
         return -1;
-    return session_client_write(s, buf, len);
+    return out_append(s, buf, len);
 }
 
 static int emit_abort_error(struct session *s, struct fwd *f, size_t at)
@@ -633,9 +661,8 @@ static enum up_action upstream_message(struct session *s, struct fwd *f, size_t 
     case 'Z':
         return ready_for_query(s, f, at, body, len, err);
     case 'G': { /* CopyInResponse: end the COPY upstream; the client never sees it */
-        uint8_t buf[128];
         struct wire_buf b;
-        wire_buf_init(&b, buf, sizeof(buf));
+        wire_buf_init(&b, s->up_small, sizeof(s->up_small));
         wire_build_copy_fail(&b, "COPY is not supported through pgwire-proxy");
         start_abort(s, "0A000", "COPY is not supported through pgwire-proxy",
                     "rule: copy-protocol", "Use INSERT ... VALUES to load rows.",
@@ -745,51 +772,135 @@ static enum session_end process_upstream(struct session *s)
     return SE_NONE;
 }
 
+static enum session_end upstream_lost(struct session *s, ssize_t n)
+{
+    if (!s->fatal_forwarded)
+        session_send_fatal(s, "08006",
+                           "terminating connection because the upstream server closed the "
+                           "connection",
+                           n == 0 ? "The upstream server closed the connection unexpectedly."
+                                  : strerror((int)-n));
+    LOG_WARN(s->id, "upstream_lost", "client=%s %s", s->addr, n == 0 ? "eof" : strerror((int)-n));
+    return SE_UPSTREAM_LOST;
+}
+
+/* Reads what the upstream has, while the client keeps up (nothing queued for it). */
 static enum session_end read_upstream(struct session *s)
 {
-    do {
-        ssize_t n = netio_read(&s->up.io, s->ubuf + s->ulen, s->ucap - s->ulen);
-        if (n == -EAGAIN)
-            return SE_NONE;
-        if (n <= 0) {
-            if (!s->fatal_forwarded)
-                session_send_fatal(s, "08006", "terminating connection because the upstream "
-                                               "server closed the connection",
-                                   n == 0 ? "The upstream server closed the connection "
-                                            "unexpectedly."
-                                          : strerror((int)-n));
-            LOG_WARN(s->id, "upstream_lost", "client=%s %s", s->addr,
-                     n == 0 ? "eof" : strerror((int)-n));
-            return SE_UPSTREAM_LOST;
+    while (s->up_in && !out_pending(s)) {
+        size_t room = s->ucap - s->ulen;
+        ssize_t n = netio_read(&s->up.io, s->ubuf + s->ulen, room);
+        if (n == -EAGAIN) {
+            s->up_in = false;
+            if (s->up.io.want == POLLOUT)
+                s->up_out = false;
+            break;
         }
+        if (n <= 0)
+            return upstream_lost(s, n);
         s->ulen += (size_t)n;
+        /* a short plain read drained the socket; edge-triggered epoll reports new data */
+        if ((size_t)n < room && !s->up.io.ssl)
+            s->up_in = false;
+        else if (s->up.io.ssl && netio_pending(&s->up.io) == 0 && (size_t)n < room)
+            s->up_in = true; /* TLS: keep reading until WANT_READ */
         enum session_end e = process_upstream(s);
         if (e != SE_NONE)
             return e;
-    } while (netio_pending(&s->up.io) > 0);
+        if (out_flush(s))
+            return SE_CLIENT_ERROR;
+    }
     return SE_NONE;
 }
 
-/* ---------- the loop ---------- */
-
-static int64_t next_wakeup(struct session *s, int64_t now)
+static enum session_end read_client(struct session *s)
 {
-    int64_t t = -1;
-    if (s->st == ST_QUERY && s->q_deadline_ms && !s->ab.active && !s->poisoning)
-        t = s->q_deadline_ms;
-    if (s->ab.active && (t < 0 || s->ab.drain_deadline_ms < t))
-        t = s->ab.drain_deadline_ms;
-    if (s->shutdown_seen) {
-        int64_t d = atomic_load(&s->srv->shutdown_deadline_ms);
-        if (t < 0 || d < t)
-            t = d;
+    while (s->cli_in && s->st != ST_QUERY) {
+        if (s->clen == s->ccap && ensure_cbuf(s, s->ccap * 2))
+            return SE_INTERNAL;
+        size_t room = s->ccap - s->clen;
+        ssize_t n = netio_read(&s->cli, s->cbuf + s->clen, room);
+        if (n == -EAGAIN) {
+            s->cli_in = false;
+            if (s->cli.want == POLLOUT)
+                s->cli_out = false;
+            break;
+        }
+        if (n <= 0)
+            return n == 0 ? SE_CLIENT_EOF : SE_CLIENT_ERROR;
+        s->clen += (size_t)n;
+        if ((size_t)n < room && !s->cli.ssl)
+            s->cli_in = false;
+        enum session_end e = process_client(s);
+        if (e != SE_NONE)
+            return e;
     }
-    if (t < 0)
-        return -1;
-    return t > now ? t - now : 0;
+    return SE_NONE;
 }
 
-static enum session_end check_timers(struct session *s, int64_t now)
+/* ---------- driving ---------- */
+
+int relay_begin(struct session *s)
+{
+    s->ubuf = malloc(UBUF_SIZE);
+    s->ucap = UBUF_SIZE;
+    if (!s->ubuf || ensure_cbuf(s, CBUF_INITIAL))
+        return -1;
+    if (s->cfg->policy_cache)
+        s->gcache = guard_cache_new();
+    return 0;
+}
+
+static bool shutdown_now(struct session *s, int64_t now)
+{
+    if (!s->shutdown_seen)
+        return false;
+    bool idle = s->st == ST_IDLE && s->tx == 'I' && !s->poisoning;
+    return idle || atomic_load(&s->srv->shutting_down) == SERVER_IMMEDIATE ||
+           now >= atomic_load(&s->srv->shutdown_deadline_ms);
+}
+
+enum session_end relay_drive(struct session *s)
+{
+    for (int round = 0; round < 64; round++) {
+        enum session_end e;
+        if (out_flush(s))
+            return SE_CLIENT_ERROR;
+        if (upstream_send(s))
+            return upstream_lost(s, -EPIPE);
+        size_t before_u = s->ulen, before_c = s->clen, before_o = s->olen - s->ooff;
+        bool in_u = s->up_in, in_c = s->cli_in;
+        enum relay_state before_st = s->st;
+        e = read_upstream(s);
+        if (e != SE_NONE)
+            return e;
+        if (s->st != ST_QUERY && s->clen > 0) {
+            e = process_client(s);
+            if (e != SE_NONE)
+                return e;
+        }
+        e = read_client(s);
+        if (e != SE_NONE)
+            return e;
+        if (s->cli_hup && s->st == ST_QUERY)
+            return SE_CLIENT_EOF; /* gone while its statement runs: stop it upstream */
+        if (shutdown_now(s, netio_now_ms())) {
+            session_send_fatal(s, "57P01", "terminating connection due to administrator command",
+                               NULL);
+            return SE_SHUTDOWN;
+        }
+        bool progressed = s->ulen != before_u || s->clen != before_c || s->up_in != in_u ||
+                          s->cli_in != in_c || s->st != before_st ||
+                          s->olen - s->ooff != before_o;
+        if (!progressed)
+            break;
+    }
+    if (out_flush(s))
+        return SE_CLIENT_ERROR;
+    return SE_NONE;
+}
+
+enum session_end relay_timers(struct session *s, int64_t now)
 {
     if (s->st == ST_QUERY && s->q_deadline_ms && now >= s->q_deadline_ms && !s->ab.active &&
         !s->poisoning) {
@@ -802,69 +913,22 @@ static enum session_end check_timers(struct session *s, int64_t now)
                     "query-timeout", METRICS_QUERY_LIMITED, true, false);
     }
     if (s->ab.active && now >= s->ab.drain_deadline_ms) {
-        session_send_fatal(s, "08006", "terminating connection: the upstream server did not "
-                                       "end the canceled statement",
+        session_send_fatal(s, "08006",
+                           "terminating connection: the upstream server did not end the "
+                           "canceled statement",
                            NULL);
         return SE_UPSTREAM_LOST;
     }
-    if (s->shutdown_seen) {
-        bool idle = s->st == ST_IDLE && s->tx == 'I';
-        if (idle || atomic_load(&s->srv->shutting_down) == SERVER_IMMEDIATE ||
-            now >= atomic_load(&s->srv->shutdown_deadline_ms)) {
-            session_send_fatal(s, "57P01", "terminating connection due to administrator command",
-                               NULL);
-            return SE_SHUTDOWN;
-        }
+    uint64_t wt = s->cfg->client_write_timeout_ms;
+    if (wt && out_pending(s) && now - s->last_write_ms >= (int64_t)wt) {
+        LOG_WARN(s->id, "client_stalled", "client=%s accepted no data for %llums", s->addr,
+                 (unsigned long long)wt);
+        return SE_CLIENT_STALLED;
+    }
+    if (shutdown_now(s, now)) {
+        session_send_fatal(s, "57P01", "terminating connection due to administrator command",
+                           NULL);
+        return SE_SHUTDOWN;
     }
     return SE_NONE;
-}
-
-enum session_end relay_run(struct session *s)
-{
-    s->ubuf = malloc(UBUF_SIZE);
-    s->ucap = UBUF_SIZE;
-    if (!s->ubuf || ensure_cbuf(s, CBUF_INITIAL))
-        return SE_INTERNAL;
-    if (s->cfg->policy_cache)
-        s->gcache = guard_cache_new();
-    for (;;) {
-        enum session_end e = SE_NONE;
-        if (s->st != ST_QUERY && s->clen > 0) {
-            e = process_client(s);
-            if (e != SE_NONE)
-                return e;
-        }
-        bool want_client = s->st != ST_QUERY;
-        struct pollfd p[3] = {
-            {.fd = s->cli.fd, .events = POLLRDHUP | (want_client ? s->cli.want : 0)},
-            {.fd = s->up.io.fd, .events = POLLIN},
-            {.fd = s->shutdown_seen ? -1 : s->srv->shutdown_efd, .events = POLLIN},
-        };
-        int64_t now = netio_now_ms();
-        int timeout = (int)next_wakeup(s, now);
-        if (want_client && netio_pending(&s->cli) > 0)
-            timeout = 0;
-        int rc = poll(p, 3, timeout);
-        if (rc < 0 && errno != EINTR)
-            return SE_INTERNAL;
-        if (rc > 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
-            e = read_upstream(s);
-            if (e != SE_NONE)
-                return e;
-        }
-        if (want_client && ((rc > 0 && (p[0].revents & (POLLIN | POLLHUP | POLLERR))) ||
-                            netio_pending(&s->cli) > 0)) {
-            e = read_client(s);
-            if (e != SE_NONE)
-                return e;
-        } else if (rc > 0 && (p[0].revents & (POLLRDHUP | POLLHUP | POLLERR))) {
-            /* the client went away while its statement runs: stop it upstream */
-            return SE_CLIENT_EOF;
-        }
-        if (rc > 0 && (p[2].revents & POLLIN))
-            s->shutdown_seen = true;
-        e = check_timers(s, netio_now_ms());
-        if (e != SE_NONE)
-            return e;
-    }
 }

@@ -7,6 +7,7 @@
 #include "netio.h"
 #include "session.h"
 #include "tls.h"
+#include "worker.h"
 
 #include <errno.h>
 #include <libpq-fe.h>
@@ -195,7 +196,7 @@ static void accept_all(struct server *srv, int lfd)
         /* Threads not yet admitted (startup in progress) are bounded too, so a flood of
          * silent connections cannot exhaust the process. */
         int cap = srv->rt->cfg.max_connections * 2 + 1000;
-        if (atomic_load(&srv->threads) >= cap) {
+        if (atomic_load(&srv->live) >= cap) {
             LOG_WARN(0, "connection_dropped", "too many connections in startup (%d)", cap);
             close(fd);
             continue;
@@ -211,7 +212,7 @@ static int wait_sessions(struct server *srv)
     /* sessions end on their own once drained; bound the wait in case one is stuck in I/O */
     for (;;) {
         pthread_mutex_lock(&srv->mu);
-        int n = atomic_load(&srv->threads);
+        int n = atomic_load(&srv->live);
         if (n > 0) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
@@ -222,7 +223,7 @@ static int wait_sessions(struct server *srv)
             }
             pthread_cond_timedwait(&srv->all_gone, &srv->mu, &ts);
         }
-        n = atomic_load(&srv->threads);
+        n = atomic_load(&srv->live);
         pthread_mutex_unlock(&srv->mu);
         if (n == 0)
             return 0;
@@ -285,6 +286,12 @@ int server_run(struct config *cfg, int argc, char **argv)
         goto out;
     }
     const struct config *c = &srv.rt->cfg;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int rcw = worker_pool_start(&srv, c->workers > 0 ? c->workers : (ncpu > 0 ? (int)ncpu : 1));
+    if (rcw) {
+        fprintf(stderr, "pgwire-proxy: cannot start workers: %s\n", strerror(-rcw));
+        goto out;
+    }
     if (open_listeners(c, lfds, &nl, err, sizeof(err))) {
         fprintf(stderr, "pgwire-proxy: %s\n", err);
         goto out;
@@ -318,7 +325,7 @@ int server_run(struct config *cfg, int argc, char **argv)
                 accept_all(&srv, lfds[i]);
     }
     /* draining: keep reading signals (a second one means now) until sessions are gone */
-    while (atomic_load(&srv.threads) > 0) {
+    while (atomic_load(&srv.live) > 0) {
         struct pollfd p = {.fd = sfd, .events = POLLIN};
         if (poll(&p, 1, 100) > 0)
             handle_signals(&srv, sfd, lfds, &nl);
@@ -331,12 +338,18 @@ int server_run(struct config *cfg, int argc, char **argv)
     LOG_INFO(0, "shutdown_complete", "bye");
     exit_code = 0;
 out:
+    if (srv.nworkers) {
+        if (atomic_load(&srv.shutting_down) == SERVER_RUNNING)
+            start_shutdown(&srv, lfds, &nl, true);
+        if (atomic_load(&srv.live) == 0)
+            worker_pool_join(&srv);
+    }
     http_stop(http);
     for (int i = 0; i < nl; i++)
         close(lfds[i]);
     if (sfd >= 0)
         close(sfd);
-    if (atomic_load(&srv.threads) == 0) {
+    if (atomic_load(&srv.live) == 0) {
         server_runtime_release(srv.rt);
         cancel_table_free(srv.cancels);
     }

@@ -12,6 +12,7 @@ struct guard_policy;
 struct cancel_table;
 struct tls_ctx;
 struct audit_log;
+struct worker;
 
 /* One immutable configuration generation: sessions hold a reference while they use it. */
 struct runtime {
@@ -36,10 +37,13 @@ struct server {
     atomic_int shutting_down; /* enum server_shutdown */
     atomic_llong shutdown_deadline_ms;
     atomic_int admitted;     /* sessions counted against --max-connections */
-    atomic_int threads;      /* all session threads, admitted or not */
+    atomic_int live;         /* all sessions, admitted or not */
     atomic_ullong next_sid;
     pthread_mutex_t mu;
-    pthread_cond_t all_gone; /* threads dropped to 0 */
+    pthread_cond_t all_gone; /* live dropped to 0 */
+    struct worker *workers;
+    int nworkers;
+    atomic_uint next_worker;
 };
 
 struct runtime *server_runtime_acquire(struct server *srv);

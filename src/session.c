@@ -1,5 +1,6 @@
+/* Session lifecycle: startup negotiation, admission, upstream connect, and the one cleanup path
+ * that reads the end reason. Every step is non-blocking; the worker drives it on readiness. */
 #include "session.h"
-#include "audit.h"
 #include "cancel.h"
 #include "config.h"
 #include "log.h"
@@ -7,19 +8,23 @@
 #include "server.h"
 #include "session_int.h"
 #include "tls.h"
+#include "worker.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <poll.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
-#define SESSION_STACK_SIZE (256 * 1024)
+#define CLOSING_GRACE_MS 1000
 
 static const char *const end_names[] = {
     [SE_NONE] = "none",
@@ -56,52 +61,25 @@ void session_send_fatal(struct session *s, const char *code, const char *message
         b.overflow = false;
         wire_build_error(&b, 'E', &f);
     }
-    /* best effort: a client that does not read gets a short grace, then the close */
-    netio_write_all(&s->cli, b.data, b.len, 1000);
+    out_append(s, b.data, b.len);
 }
 
-/* Reads exactly len bytes before deadline_ms. 0, -ETIMEDOUT, -ECONNRESET (EOF) or -errno. */
-static int read_exact(struct session *s, uint8_t *buf, size_t len, int64_t deadline_ms)
+void session_cancel_upstream(struct session *s)
 {
-    size_t got = 0;
-    while (got < len) {
-        ssize_t n = netio_read(&s->cli, buf + got, len - got);
-        if (n > 0) {
-            got += (size_t)n;
-            continue;
-        }
-        if (n == 0)
-            return -ECONNRESET;
-        if (n != -EAGAIN)
-            return (int)n;
-        int64_t left = deadline_ms - netio_now_ms();
-        if (left <= 0)
-            return -ETIMEDOUT;
-        short extra = 0;
-        int rev = netio_poll1(&s->cli, s->cli.want, s->srv->shutdown_efd, &extra, (int)left);
-        if (rev < 0)
-            return rev;
-        if (extra & POLLIN)
-            return -ECANCELED;
-    }
-    return 0;
+    if (s->cancel_registered)
+        cancel_forward_async(s->srv->cancels, s->up.pid, s->secret, -1, false);
 }
 
-static int write_byte(struct session *s, char c)
+/* Moves to PH_CLOSING: what is queued for the client (e.g. a FATAL) gets a short grace. */
+static void session_end_with(struct session *s, enum session_end e)
 {
-    return netio_write_all(&s->cli, &c, 1, 1000);
-}
-
-static enum session_end handle_cancel(struct session *s)
-{
-    enum cancel_result r =
-        cancel_forward(s->srv->cancels, s->sp.cancel_pid, s->sp.cancel_secret);
-    metrics_cancel(r == CANCEL_FORWARDED     ? METRICS_CANCEL_FORWARDED
-                   : r == CANCEL_UNKNOWN_KEY ? METRICS_CANCEL_UNKNOWN_KEY
-                                             : METRICS_CANCEL_FAILED);
-    LOG_INFO(s->id, "cancel_request", "client=%s pid=%u result=%s", s->addr, s->sp.cancel_pid,
-             r == CANCEL_FORWARDED ? "forwarded" : r == CANCEL_UNKNOWN_KEY ? "unknown_key" : "failed");
-    return SE_CANCEL_REQUEST;
+    if (s->phase == PH_CLOSING || s->phase == PH_DONE)
+        return;
+    s->end = e;
+    s->phase = PH_CLOSING;
+    s->deadline_ms = netio_now_ms() + CLOSING_GRACE_MS;
+    if (s->phase == PH_CLOSING && s->st == ST_QUERY && s->up_open)
+        session_cancel_upstream(s); /* nothing of it may keep running upstream */
 }
 
 static enum session_end startup_fail(struct session *s, const char *code, const char *msg)
@@ -110,26 +88,6 @@ static enum session_end startup_fail(struct session *s, const char *code, const 
     session_send_fatal(s, code, msg, NULL);
     metrics_connection(METRICS_CONN_PROTOCOL_ERROR);
     return SE_PROTOCOL;
-}
-
-static enum session_end startup_tls(struct session *s, int64_t deadline, bool *tls_done)
-{
-    struct tls_ctx *tls = s->rt->tls;
-    if (!tls || *tls_done)
-        return write_byte(s, 'N') ? SE_CLIENT_ERROR : SE_NONE;
-    if (write_byte(s, 'S'))
-        return SE_CLIENT_ERROR;
-    char err[256];
-    SSL *ssl = tls_accept(tls, s->cli.fd, deadline, err, sizeof(err));
-    if (!ssl) {
-        metrics_tls_handshake(0);
-        LOG_WARN(s->id, "tls_handshake_failed", "client=%s %s", s->addr, err);
-        return SE_PROTOCOL;
-    }
-    metrics_tls_handshake(1);
-    netio_init_tls(&s->cli, s->cli.fd, ssl);
-    *tls_done = true;
-    return SE_NONE;
 }
 
 static enum session_end check_version(struct session *s)
@@ -152,8 +110,8 @@ static enum session_end check_version(struct session *s)
         struct wire_buf b;
         wire_buf_init(&b, buf, sizeof(buf));
         wire_build_negotiate(&b, WIRE_NEWEST_MINOR, unknown, nunknown);
-        if (b.overflow || netio_write_all(&s->cli, b.data, b.len, 1000))
-            return SE_CLIENT_ERROR;
+        if (b.overflow || out_append(s, b.data, b.len))
+            return SE_INTERNAL;
     }
     return SE_NONE;
 }
@@ -163,95 +121,11 @@ static void copy_param(char *dst, size_t len, const char *v)
     snprintf(dst, len, "%s", v ? v : "");
 }
 
-/* SSLRequest / GSSENCRequest / CancelRequest / StartupMessage, within --startup-timeout. */
-static enum session_end startup(struct session *s)
-{
-    int64_t deadline = netio_now_ms() + (int64_t)s->cfg->startup_timeout_ms;
-    bool tls_done = false;
-    for (int round = 0; round < 3; round++) {
-        uint32_t len = 0;
-        int rc = read_exact(s, s->startup, 4, deadline);
-        if (rc == 0) {
-            rc = wire_startup_len(s->startup, 4, &len);
-            if (rc < 0)
-                return startup_fail(s, "08P01", "invalid length of startup packet");
-            rc = read_exact(s, s->startup + 4, len - 4, deadline);
-        }
-        if (rc == -ETIMEDOUT) {
-            LOG_INFO(s->id, "startup_timeout", "client=%s", s->addr);
-            metrics_connection(METRICS_CONN_PROTOCOL_ERROR);
-            return SE_STARTUP_TIMEOUT;
-        }
-        if (rc)
-            return rc == -ECANCELED ? SE_SHUTDOWN : SE_CLIENT_EOF;
-        if (wire_parse_startup(s->startup, len, &s->sp) != WIRE_OK)
-            return startup_fail(s, "08P01", "invalid startup packet layout");
-        enum session_end e = SE_NONE;
-        switch (s->sp.kind) {
-        case WIRE_PKT_SSL:
-            e = startup_tls(s, deadline, &tls_done);
-            break;
-        case WIRE_PKT_GSSENC:
-            e = write_byte(s, 'N') ? SE_CLIENT_ERROR : SE_NONE;
-            break;
-        case WIRE_PKT_CANCEL:
-            return handle_cancel(s);
-        case WIRE_PKT_STARTUP:
-            if (s->cfg->tls_mode == CONFIG_TLS_REQUIRE && !s->cli.ssl)
-                return startup_fail(s, "28000", "TLS required: connect with sslmode=require");
-            if ((e = check_version(s)) != SE_NONE)
-                return e;
-            if (!wire_startup_get(&s->sp, "user"))
-                return startup_fail(s, "28000",
-                                    "no PostgreSQL user name specified in startup packet");
-            if (wire_startup_get(&s->sp, "replication"))
-                if (strcmp(wire_startup_get(&s->sp, "replication"), "false") &&
-                    strcmp(wire_startup_get(&s->sp, "replication"), "0"))
-                    return startup_fail(s, "0A000",
-                                        "replication connections are not supported by "
-                                        "pgwire-proxy");
-            copy_param(s->user, sizeof(s->user), wire_startup_get(&s->sp, "user"));
-            copy_param(s->database, sizeof(s->database), wire_startup_get(&s->sp, "database"));
-            copy_param(s->app, sizeof(s->app), wire_startup_get(&s->sp, "application_name"));
-            return SE_NONE;
-        }
-        if (e != SE_NONE)
-            return e;
-    }
-    return startup_fail(s, "08P01", "too many negotiation requests in startup");
-}
-
-static const char *const reported_params[] = {
-    "application_name", "client_encoding", "DateStyle", "default_transaction_read_only",
-    "in_hot_standby", "integer_datetimes", "IntervalStyle", "is_superuser", "server_encoding",
-    "server_version", "session_authorization", "standard_conforming_strings", "TimeZone"};
-
-/* AuthenticationOk, the upstream's ParameterStatus values, BackendKeyData, ReadyForQuery. */
-static int send_greeting(struct session *s)
-{
-    uint8_t buf[4096];
-    struct wire_buf b;
-    wire_buf_init(&b, buf, sizeof(buf));
-    wire_build_auth_ok(&b);
-    for (size_t i = 0; i < sizeof(reported_params) / sizeof(reported_params[0]); i++) {
-        const char *name = reported_params[i];
-        /* the client sees its own application_name; the upstream's carries audit details */
-        const char *v = strcmp(name, "application_name") == 0 ? s->app : upstream_param(&s->up, name);
-        if (v)
-            wire_build_param_status(&b, name, v);
-    }
-    wire_build_backend_key(&b, s->up.pid, s->secret);
-    wire_build_rfq(&b, 'I');
-    if (b.overflow)
-        return -ENOBUFS;
-    return netio_write_all(&s->cli, b.data, b.len, 5000);
-}
-
 static enum session_end admit(struct session *s)
 {
     int n = atomic_fetch_add(&s->srv->admitted, 1) + 1;
+    s->admitted = true;
     if (n > s->cfg->max_connections) {
-        atomic_fetch_sub(&s->srv->admitted, 1);
         metrics_connection(METRICS_CONN_REJECTED_LIMIT);
         LOG_WARN(s->id, "connection_rejected", "client=%s limit=%d", s->addr,
                  s->cfg->max_connections);
@@ -261,87 +135,335 @@ static enum session_end admit(struct session *s)
     return SE_NONE;
 }
 
-static enum session_end connect_upstream(struct session *s)
+static enum session_end start_connect(struct session *s)
 {
-    struct upstream_request req = {.cfg = s->cfg,
-                                   .startup = &s->sp,
-                                   .client_addr = s->addr,
-                                   .wake_fd = s->srv->shutdown_efd};
+    struct upstream_request req = {.cfg = s->cfg, .startup = &s->sp, .client_addr = s->addr};
     char code[6], err[512];
-    int64_t t0 = netio_now_us();
-    if (upstream_connect(&s->up, &req, code, err, sizeof(err)) != 0) {
-        metrics_upstream_connect((uint64_t)(netio_now_us() - t0), 0);
+    s->q_start_us = netio_now_us();
+    if (upstream_start(&s->up, &req, code, err, sizeof(err)) != 0) {
         metrics_connection(METRICS_CONN_UPSTREAM_FAILED);
         LOG_WARN(s->id, "upstream_connect_failed", "client=%s code=%s %s", s->addr, code, err);
         session_send_fatal(s, code, err, NULL);
         return SE_UPSTREAM_CONNECT;
     }
-    metrics_upstream_connect((uint64_t)(netio_now_us() - t0), 1);
     s->up_open = true;
-    if (cancel_new_secret(&s->secret) == 0 &&
-        cancel_register(s->srv->cancels, s->up.pid, s->secret, s->up.cancel) == 0)
-        s->cancel_registered = true;
-    if (send_greeting(s))
-        return SE_CLIENT_ERROR;
-    metrics_connection(METRICS_CONN_ACCEPTED);
-    LOG_INFO(s->id, "session_start", "client=%s user=%s database=%s application=%s upstream_pid=%u",
-             s->addr, s->user, s->database, s->app, s->up.pid);
+    s->phase = PH_CONNECT;
+    s->deadline_ms = s->up.deadline_ms;
     return SE_NONE;
 }
 
-static void session_free(struct session *s)
+static enum session_end startup_message(struct session *s)
 {
-    if (s->cancel_registered)
-        cancel_unregister(s->srv->cancels, s->up.pid);
-    if (s->up_open) {
-        if (s->st == ST_QUERY && s->up.cancel) {
-            /* the client left mid-statement: nothing of it may keep running upstream */
-            char err[256];
-            upstream_cancel(s->up.cancel, err, sizeof(err));
+    if (s->cfg->tls_mode == CONFIG_TLS_REQUIRE && !s->cli.ssl)
+        return startup_fail(s, "28000", "TLS required: connect with sslmode=require");
+    enum session_end e = check_version(s);
+    if (e != SE_NONE)
+        return e;
+    if (!wire_startup_get(&s->sp, "user"))
+        return startup_fail(s, "28000", "no PostgreSQL user name specified in startup packet");
+    const char *repl = wire_startup_get(&s->sp, "replication");
+    if (repl && strcmp(repl, "false") && strcmp(repl, "0") && strcmp(repl, "off"))
+        return startup_fail(s, "0A000", "replication connections are not supported by pgwire-proxy");
+    copy_param(s->user, sizeof(s->user), wire_startup_get(&s->sp, "user"));
+    copy_param(s->database, sizeof(s->database), wire_startup_get(&s->sp, "database"));
+    copy_param(s->app, sizeof(s->app), wire_startup_get(&s->sp, "application_name"));
+    if ((e = admit(s)) != SE_NONE)
+        return e;
+    return start_connect(s);
+}
+
+static enum session_end startup_packet(struct session *s, uint32_t len)
+{
+    if (wire_parse_startup(s->startup, len, &s->sp) != WIRE_OK)
+        return startup_fail(s, "08P01", "invalid startup packet layout");
+    s->su_have = 0;
+    switch (s->sp.kind) {
+    case WIRE_PKT_SSL:
+        if (s->rt->tls && !s->cli.ssl) {
+            if (out_append(s, "S", 1))
+                return SE_INTERNAL;
+            s->phase = PH_TLS;
+            return SE_NONE;
         }
-        upstream_close(&s->up);
+        return out_append(s, "N", 1) ? SE_INTERNAL : SE_NONE;
+    case WIRE_PKT_GSSENC:
+        return out_append(s, "N", 1) ? SE_INTERNAL : SE_NONE;
+    case WIRE_PKT_CANCEL: {
+        /* the cancel pool closes this socket once the cancel is forwarded */
+        int fd = s->cli.fd;
+        worker_unwatch(s->w, fd);
+        s->cli.fd = -1;
+        if (cancel_forward_async(s->srv->cancels, s->sp.cancel_pid, s->sp.cancel_secret, fd,
+                                 true))
+            close(fd);
+        return SE_CANCEL_REQUEST;
     }
-    if (s->cli.ssl)
-        tls_free_ssl(s->cli.ssl);
-    close(s->cli.fd);
+    case WIRE_PKT_STARTUP:
+        return startup_message(s);
+    }
+    return SE_PROTOCOL;
+}
+
+/* Reads the untyped startup packets: exactly their length, so bytes of a TLS handshake that
+ * follows an SSLRequest stay in the socket for OpenSSL. */
+static enum session_end startup_read(struct session *s)
+{
+    while (s->cli_in && s->phase == PH_STARTUP) {
+        size_t need = 4;
+        uint32_t len = 0;
+        if (s->su_have >= 4) {
+            int rc = wire_startup_len(s->startup, s->su_have, &len);
+            if (rc < 0)
+                return startup_fail(s, "08P01", "invalid length of startup packet");
+            need = len;
+        }
+        if (s->su_have == need) {
+            enum session_end e = startup_packet(s, len);
+            if (e != SE_NONE)
+                return e;
+            if (out_flush(s))
+                return SE_CLIENT_ERROR;
+            continue;
+        }
+        ssize_t n = netio_read(&s->cli, s->startup + s->su_have, need - s->su_have);
+        if (n == -EAGAIN) {
+            s->cli_in = false;
+            break;
+        }
+        if (n <= 0)
+            return n == 0 ? SE_CLIENT_EOF : SE_CLIENT_ERROR;
+        s->su_have += (size_t)n;
+        if (s->su_have == 4 && wire_startup_len(s->startup, 4, &len) < 0)
+            return startup_fail(s, "08P01", "invalid length of startup packet");
+    }
+    return SE_NONE;
+}
+
+static enum session_end tls_step(struct session *s)
+{
+    if (out_pending(s)) /* the 'S' must reach the client before the handshake */
+        return out_flush(s) ? SE_CLIENT_ERROR : SE_NONE;
+    char err[256];
+    int rc = tls_accept_step(s->rt->tls, s->cli.fd, (SSL **)&s->ssl_pending, err, sizeof(err));
+    if (rc == 0) {
+        s->cli_in = s->cli_out = false; /* wait for the next edge */
+        return SE_NONE;
+    }
+    if (rc < 0) {
+        metrics_tls_handshake(0);
+        LOG_WARN(s->id, "tls_handshake_failed", "client=%s %s", s->addr, err);
+        metrics_connection(METRICS_CONN_PROTOCOL_ERROR);
+        return SE_PROTOCOL;
+    }
+    metrics_tls_handshake(1);
+    netio_init_tls(&s->cli, s->cli.fd, s->ssl_pending);
+    s->ssl_pending = NULL;
+    s->phase = PH_STARTUP;
+    s->cli_in = s->cli_out = true;
+    return SE_NONE;
+}
+
+static const char *const reported_params[] = {
+    "application_name", "client_encoding", "DateStyle", "default_transaction_read_only",
+    "in_hot_standby", "integer_datetimes", "IntervalStyle", "is_superuser", "server_encoding",
+    "server_version", "session_authorization", "standard_conforming_strings", "TimeZone"};
+
+/* AuthenticationOk, the upstream's ParameterStatus values, BackendKeyData, ReadyForQuery. */
+static int queue_greeting(struct session *s)
+{
+    uint8_t buf[4096];
+    struct wire_buf b;
+    wire_buf_init(&b, buf, sizeof(buf));
+    wire_build_auth_ok(&b);
+    for (size_t i = 0; i < sizeof(reported_params) / sizeof(reported_params[0]); i++) {
+        const char *name = reported_params[i];
+        /* the client sees its own application_name; the upstream's carries audit details */
+        const char *v =
+            strcmp(name, "application_name") == 0 ? s->app : upstream_param(&s->up, name);
+        if (v)
+            wire_build_param_status(&b, name, v);
+    }
+    wire_build_backend_key(&b, s->up.pid, s->secret);
+    wire_build_rfq(&b, 'I');
+    if (b.overflow)
+        return -ENOBUFS;
+    return out_append(s, b.data, b.len);
+}
+
+static enum session_end connected(struct session *s)
+{
+    metrics_upstream_connect((uint64_t)(netio_now_us() - s->q_start_us), 1);
+    if (cancel_new_secret(&s->secret) == 0 &&
+        cancel_register(s->srv->cancels, s->up.pid, s->secret, s->up.cancel) == 0) {
+        s->cancel_registered = true;
+        s->up.cancel = NULL; /* owned by the cancel table now */
+    }
+    if (relay_begin(s) || queue_greeting(s))
+        return SE_INTERNAL;
+    /* steady state: one edge-triggered registration, never modified again */
+    if (worker_watch(s->w, s->up.io.fd, s, 1, 0, s->up_watched_fd < 0))
+        return SE_INTERNAL;
+    s->up_watched_fd = s->up.io.fd;
+    s->up_edge = true;
+    s->up_in = s->up_out = true;
+    s->phase = PH_RELAY;
+    s->deadline_ms = 0;
+    metrics_connection(METRICS_CONN_ACCEPTED);
+    metrics_session_open();
+    LOG_INFO(s->id, "session_start",
+             "client=%s user=%s database=%s application=%s upstream_pid=%u", s->addr, s->user,
+             s->database, s->app, s->up.pid);
+    return SE_NONE;
+}
+
+static enum session_end connect_step(struct session *s)
+{
+    char code[6], err[512];
+    int rc = upstream_step(&s->up, code, err, sizeof(err));
+    if (rc == 1)
+        return connected(s);
+    if (rc < 0) {
+        metrics_upstream_connect((uint64_t)(netio_now_us() - s->q_start_us), 0);
+        metrics_connection(METRICS_CONN_UPSTREAM_FAILED);
+        LOG_WARN(s->id, "upstream_connect_failed", "client=%s code=%s %s", s->addr, code, err);
+        session_send_fatal(s, code, err, NULL);
+        return SE_UPSTREAM_CONNECT;
+    }
+    /* libpq may switch sockets between attempts (several hosts, SSL fallback) */
+    int fd = upstream_socket(&s->up);
+    uint32_t ev = s->up.reading ? EPOLLIN : EPOLLOUT;
+    if (fd != s->up_watched_fd) {
+        if (s->up_watched_fd >= 0)
+            worker_unwatch(s->w, s->up_watched_fd);
+        s->up_watched_fd = -1;
+        if (worker_watch(s->w, fd, s, 1, ev, 1))
+            return SE_INTERNAL;
+        s->up_watched_fd = fd;
+    } else if (worker_watch(s->w, fd, s, 1, ev, 0)) {
+        return SE_INTERNAL;
+    }
+    s->up_in = s->up_out = false;
+    return SE_NONE;
+}
+
+static enum session_end step(struct session *s)
+{
+    switch (s->phase) {
+    case PH_STARTUP:
+        return startup_read(s);
+    case PH_TLS:
+        return tls_step(s);
+    case PH_CONNECT:
+        if (s->up_in || s->up_out || s->up_watched_fd < 0)
+            return connect_step(s);
+        return SE_NONE;
+    case PH_RELAY:
+        return relay_drive(s);
+    case PH_CLOSING:
+        if (out_flush(s) || !out_pending(s))
+            s->phase = PH_DONE;
+        return SE_NONE;
+    case PH_DONE:
+        return SE_NONE;
+    }
+    return SE_NONE;
+}
+
+void session_drive(struct session *s)
+{
+    for (int i = 0; i < 8 && s->phase != PH_DONE; i++) {
+        enum session_phase before = s->phase;
+        enum session_end e = step(s);
+        if (e != SE_NONE) {
+            session_end_with(s, e);
+            if (e == SE_CANCEL_REQUEST)
+                s->phase = PH_DONE;
+        }
+        if (s->phase == before)
+            break;
+    }
+    if (s->phase == PH_CLOSING && (out_flush(s) || !out_pending(s)))
+        s->phase = PH_DONE;
+}
+
+void session_timers(struct session *s, int64_t now)
+{
+    if (s->phase == PH_DONE)
+        return;
+    if (s->phase == PH_RELAY) {
+        enum session_end e = relay_timers(s, now);
+        if (e != SE_NONE)
+            session_end_with(s, e);
+    } else if (s->deadline_ms && now >= s->deadline_ms) {
+        switch (s->phase) {
+        case PH_STARTUP:
+        case PH_TLS:
+            LOG_INFO(s->id, "startup_timeout", "client=%s", s->addr);
+            metrics_connection(METRICS_CONN_PROTOCOL_ERROR);
+            s->end = SE_STARTUP_TIMEOUT;
+            s->phase = PH_DONE;
+            break;
+        case PH_CONNECT: {
+            char code[6], err[256];
+            upstream_timeout(&s->up, code, err, sizeof(err));
+            metrics_connection(METRICS_CONN_UPSTREAM_FAILED);
+            LOG_WARN(s->id, "upstream_connect_failed", "client=%s code=%s %s", s->addr, code,
+                     err);
+            session_send_fatal(s, code, err, NULL);
+            session_end_with(s, SE_UPSTREAM_CONNECT);
+            break;
+        }
+        default:
+            s->phase = PH_DONE;
+            break;
+        }
+    } else if (s->shutdown_seen && s->phase != PH_CLOSING) {
+        /* not yet relaying: nothing to drain */
+        if (s->phase == PH_CONNECT)
+            session_send_fatal(s, "57P01", "terminating connection due to administrator command",
+                               NULL);
+        session_end_with(s, SE_SHUTDOWN);
+    }
+    session_drive(s);
+}
+
+void session_destroy(struct session *s)
+{
+    struct server *srv = s->srv;
+    if (s->phase == PH_RELAY || s->end != SE_NONE) {
+        if (s->admitted && s->up_open && s->end != SE_UPSTREAM_CONNECT)
+            LOG_INFO(s->id, "session_end", "client=%s reason=%s", s->addr,
+                     session_end_name(s->end));
+    }
+    if (s->up_open && s->up.pid && s->up_edge)
+        metrics_session_close();
+    if (s->cancel_registered)
+        cancel_unregister(srv->cancels, s->up.pid);
+    if (s->up_watched_fd >= 0)
+        worker_unwatch(s->w, s->up_watched_fd);
+    if (s->up_open)
+        upstream_close(&s->up);
+    if (s->cli.fd >= 0) {
+        worker_unwatch(s->w, s->cli.fd);
+        if (s->cli.ssl)
+            tls_free_ssl(s->cli.ssl);
+        close(s->cli.fd);
+    }
+    if (s->ssl_pending)
+        tls_free_ssl(s->ssl_pending);
     guard_cache_free(s->gcache);
     free(s->cbuf);
     free(s->ubuf);
+    free(s->obuf);
     if (s->rt)
         server_runtime_release(s->rt);
-    free(s);
-}
-
-static void *session_main(void *arg)
-{
-    struct session *s = arg;
-    struct server *srv = s->srv;
-    bool admitted = false;
-    enum session_end e = startup(s);
-    if (e == SE_NONE) {
-        e = admit(s);
-        admitted = e == SE_NONE;
-    }
-    if (e == SE_NONE)
-        e = connect_upstream(s);
-    if (e == SE_NONE) {
-        metrics_session_open();
-        e = relay_run(s);
-        metrics_session_close();
-    }
-    s->end = e;
-    if (e != SE_CANCEL_REQUEST && admitted)
-        LOG_INFO(s->id, "session_end", "client=%s reason=%s", s->addr, session_end_name(e));
-    else
-        LOG_DEBUG(s->id, "connection_end", "client=%s reason=%s", s->addr, session_end_name(e));
-    session_free(s);
-    if (admitted)
+    if (s->admitted)
         atomic_fetch_sub(&srv->admitted, 1);
+    free(s);
     pthread_mutex_lock(&srv->mu);
-    if (atomic_fetch_sub(&srv->threads, 1) == 1)
+    if (atomic_fetch_sub(&srv->live, 1) == 1)
         pthread_cond_broadcast(&srv->all_gone);
     pthread_mutex_unlock(&srv->mu);
-    return NULL;
 }
 
 static void format_peer(const struct sockaddr_storage *peer, char *out, size_t len)
@@ -376,21 +498,14 @@ int session_spawn(struct server *srv, int fd, const struct sockaddr_storage *pee
     s->rt_gen = s->rt->gen;
     s->tx = 'I';
     s->st = ST_IDLE;
+    s->phase = PH_STARTUP;
+    s->up_watched_fd = -1;
+    s->up.io.fd = -1;
+    s->cli_in = s->cli_out = true;
+    s->deadline_ms = netio_now_ms() + (int64_t)s->cfg->startup_timeout_ms;
     netio_init_plain(&s->cli, fd);
     format_peer(peer, s->addr, sizeof(s->addr));
-
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, SESSION_STACK_SIZE);
-    atomic_fetch_add(&srv->threads, 1);
-    pthread_t th;
-    int rc = pthread_create(&th, &attr, session_main, s);
-    pthread_attr_destroy(&attr);
-    if (rc != 0) {
-        atomic_fetch_sub(&srv->threads, 1);
-        session_free(s);
-        return -rc;
-    }
+    atomic_fetch_add(&srv->live, 1);
+    worker_assign(srv, s);
     return 0;
 }

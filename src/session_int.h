@@ -1,4 +1,5 @@
-/* Session internals shared by session.c (lifecycle, startup) and relay.c (the relay loop). */
+/* Session internals shared by session.c (lifecycle, startup, connect), relay.c (the relay) and
+ * worker.c (the event loop that drives them). */
 #ifndef PGWP_SESSION_INT_H
 #define PGWP_SESSION_INT_H
 
@@ -15,6 +16,16 @@
 struct server;
 struct runtime;
 struct config;
+struct worker;
+
+enum session_phase {
+    PH_STARTUP, /* reading SSLRequest / GSSENCRequest / CancelRequest / StartupMessage */
+    PH_TLS,     /* TLS handshake with the client */
+    PH_CONNECT, /* libpq connecting upstream */
+    PH_RELAY,   /* relaying statements */
+    PH_CLOSING, /* flushing a last message (e.g. FATAL) to the client, then done */
+    PH_DONE,    /* freed by the worker after the current batch of events */
+};
 
 enum relay_state {
     ST_IDLE,    /* waiting for a client message */
@@ -26,8 +37,7 @@ enum relay_state {
  * sends until ReadyForQuery is dropped, then our error goes out instead. */
 struct abort_state {
     bool active;
-    bool saw_error;    /* upstream ended the statement with an error (e.g. our cancel) */
-    bool cancel_sent;
+    bool saw_error; /* upstream ended the statement with an error (e.g. our cancel) */
     int64_t drain_deadline_ms;
     char code[6];
     char message[256];
@@ -39,14 +49,28 @@ struct abort_state {
 };
 
 struct session {
+    struct session *prev, *next; /* worker's list */
+    struct worker *w;
     uint64_t id;
     struct server *srv;
     struct runtime *rt;
     const struct config *cfg;
     unsigned rt_gen;
+    enum session_phase phase;
+    enum session_end end;
+    bool admitted;
+    bool queued; /* on the worker's ready list */
+    struct session *ready_next;
+
+    /* readiness, set by epoll events, cleared when an operation would block */
+    bool cli_in, cli_out, cli_hup;
+    bool up_in, up_out;
+
     struct netio cli;
     struct upstream up;
     bool up_open;
+    int up_watched_fd; /* upstream fd registered in epoll, -1 = none */
+    bool up_edge;      /* registered edge-triggered for relaying */
     bool cancel_registered;
     uint32_t secret;
     char addr[64];
@@ -54,7 +78,21 @@ struct session {
     char database[64];
     char app[64];
 
-    char tx;  /* upstream transaction status from the last ReadyForQuery */
+    int64_t deadline_ms; /* startup / TLS / connect / closing deadline, 0 = none */
+    void *ssl_pending;   /* SSL* during the handshake */
+    size_t su_have;      /* startup bytes read so far */
+
+    /* client output: bytes [ooff, olen) of obuf are waiting for the client */
+    uint8_t *obuf;
+    size_t ooff, olen, ocap;
+    int64_t last_write_ms; /* last progress writing to a client with output pending */
+
+    /* upstream output still to be written (a Query in cbuf, or up_small) */
+    const uint8_t *up_pend;
+    size_t up_pend_len;
+    uint8_t up_small[256];
+
+    char tx; /* upstream transaction status from the last ReadyForQuery */
     enum relay_state st;
     bool shutdown_seen;
     bool fatal_forwarded; /* upstream FATAL already relayed: close quietly */
@@ -74,7 +112,6 @@ struct session {
     uint64_t q_rows, q_bytes; /* whole Query, for metrics and audit */
     bool truncating;
     char q_sqlstate[6];
-    const char *q_outcome;
     const char *q_rule;
     struct abort_state ab;
     struct guard_cache *gcache;
@@ -82,16 +119,35 @@ struct session {
     size_t q_sql_len;
     size_t q_in_cbuf; /* bytes of the forwarded Query still at the front of cbuf */
 
-    enum session_end end;
     uint8_t startup[WIRE_MAX_STARTUP_LEN];
     struct wire_startup sp;
 };
 
-/* relay.c */
-enum session_end relay_run(struct session *s);
-/* Sends an ErrorResponse (severity FATAL) to the client, best effort. */
+/* session.c */
+/* Runs the session as far as it can go without blocking. */
+void session_drive(struct session *s);
+/* Called by the worker's periodic scan and on shutdown. */
+void session_timers(struct session *s, int64_t now_ms);
+void session_destroy(struct session *s);
+/* Queues an ErrorResponse with severity FATAL for the client (the caller then ends). */
 void session_send_fatal(struct session *s, const char *code, const char *message,
                         const char *detail);
-int session_client_write(struct session *s, const void *buf, size_t len);
+void session_cancel_upstream(struct session *s);
+
+/* output helpers (relay.c) */
+int out_append(struct session *s, const void *buf, size_t len);
+int out_span(struct session *s, const void *buf, size_t len);
+/* Writes pending client output. 0 (maybe still pending), -1 on a client error. */
+int out_flush(struct session *s);
+static inline bool out_pending(const struct session *s)
+{
+    return s->olen > s->ooff;
+}
+
+/* relay.c */
+int relay_begin(struct session *s);
+/* Returns SE_NONE while the session goes on. */
+enum session_end relay_drive(struct session *s);
+enum session_end relay_timers(struct session *s, int64_t now_ms);
 
 #endif

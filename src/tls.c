@@ -145,6 +145,26 @@ SSL *tls_accept(struct tls_ctx *t, int fd, int64_t deadline_ms, char *err, size_
     }
 }
 
+int tls_accept_step(struct tls_ctx *t, int fd, SSL **sslp, char *err, size_t errlen)
+{
+    if (!*sslp) {
+        *sslp = SSL_new(t->ctx);
+        if (!*sslp || SSL_set_fd(*sslp, fd) != 1) {
+            ssl_err(err, errlen, "cannot start TLS", NULL);
+            return -1;
+        }
+    }
+    ERR_clear_error();
+    int rc = SSL_accept(*sslp);
+    if (rc == 1)
+        return 1;
+    int e = SSL_get_error(*sslp, rc);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+        return 0;
+    ssl_err(err, errlen, "TLS handshake failed", NULL);
+    return -1;
+}
+
 void tls_free_ssl(SSL *ssl)
 {
     if (ssl) {

@@ -115,29 +115,23 @@ static void classify_failure(PGconn *conn, char sqlstate[6], char *err, size_t e
         memcpy(sqlstate, "3D000", 6);
 }
 
-/* Drives PQconnectPoll with poll() so a shutdown (wake_fd) or connect_timeout is honoured. */
-static int drive_connect(PGconn *conn, int wake_fd)
+static int64_t connect_timeout_ms(const char *dsn)
 {
-    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
-    for (;;) {
-        if (st == PGRES_POLLING_OK)
-            return 0;
-        if (st == PGRES_POLLING_FAILED)
-            return -1;
-        struct pollfd p[2] = {
-            {.fd = PQsocket(conn), .events = st == PGRES_POLLING_READING ? POLLIN : POLLOUT},
-            {.fd = wake_fd, .events = POLLIN}};
-        int rc = poll(p, wake_fd >= 0 ? 2 : 1, -1);
-        if (rc < 0 && errno != EINTR)
-            return -1;
-        if (wake_fd >= 0 && (p[1].revents & POLLIN))
-            return -2;
-        st = PQconnectPoll(conn);
-    }
+    long secs = 10; /* libpq's own default is to wait forever */
+    PQconninfoOption *parsed = PQconninfoParse(dsn, NULL);
+    for (PQconninfoOption *o = parsed; o && o->keyword; o++)
+        if (strcmp(o->keyword, "connect_timeout") == 0 && o->val && *o->val)
+            secs = strtol(o->val, NULL, 10);
+    PQconninfoFree(parsed);
+    if (secs <= 0)
+        secs = 10;
+    if (secs < 2)
+        secs = 2; /* as libpq: shorter values are raised to 2 seconds */
+    return secs * 1000;
 }
 
-int upstream_connect(struct upstream *u, const struct upstream_request *req, char sqlstate[6],
-                     char *err, size_t errlen)
+int upstream_start(struct upstream *u, const struct upstream_request *req, char sqlstate[6],
+                   char *err, size_t errlen)
 {
     memset(u, 0, sizeof(*u));
     u->io.fd = -1;
@@ -151,30 +145,48 @@ int upstream_connect(struct upstream *u, const struct upstream_request *req, cha
     /* Keywords before dbname are defaults the DSN may override; those after win over it. */
     const char *keys[8], *vals[8];
     int k = 0;
-    keys[k] = "connect_timeout", vals[k++] = "10";
     keys[k] = "dbname", vals[k++] = req->cfg->upstream_dsn;
     keys[k] = "application_name", vals[k++] = appname;
     keys[k] = "options", vals[k++] = options;
     if (enc && *enc)
         keys[k] = "client_encoding", vals[k++] = enc;
     keys[k] = NULL, vals[k] = NULL;
-
+    u->deadline_ms = netio_now_ms() + connect_timeout_ms(req->cfg->upstream_dsn);
     PGconn *conn = PQconnectStartParams(keys, vals, 1);
     if (!conn || PQstatus(conn) == CONNECTION_BAD) {
         classify_failure(conn, sqlstate, err, errlen);
-        goto fail;
+        PQfinish(conn);
+        return -1;
     }
-    int rc = drive_connect(conn, req->wake_fd);
-    if (rc == -2) {
-        memcpy(sqlstate, "57P01", 6);
-        snprintf(err, errlen, "terminating connection due to administrator command");
-        goto fail;
-    }
-    if (rc != 0 || PQstatus(conn) != CONNECTION_OK) {
-        classify_failure(conn, sqlstate, err, errlen);
-        goto fail;
-    }
+    PQsetnonblocking(conn, 1);
     u->conn = conn;
+    u->reading = false;
+    return 0;
+}
+
+int upstream_socket(const struct upstream *u)
+{
+    return u->conn ? PQsocket(u->conn) : -1;
+}
+
+void upstream_timeout(struct upstream *u, char sqlstate[6], char *err, size_t errlen)
+{
+    memcpy(sqlstate, "08001", 6);
+    snprintf(err, errlen, "could not connect to the upstream server: timeout expired");
+}
+
+int upstream_step(struct upstream *u, char sqlstate[6], char *err, size_t errlen)
+{
+    PGconn *conn = u->conn;
+    PostgresPollingStatusType st = PQconnectPoll(conn);
+    if (st == PGRES_POLLING_READING || st == PGRES_POLLING_WRITING) {
+        u->reading = st == PGRES_POLLING_READING;
+        return 0;
+    }
+    if (st == PGRES_POLLING_FAILED || PQstatus(conn) != CONNECTION_OK) {
+        classify_failure(conn, sqlstate, err, errlen);
+        return -1;
+    }
     u->cancel = PQgetCancel(conn);
     u->pid = (uint32_t)PQbackendPID(conn);
     SSL *ssl = PQsslStruct(conn, "OpenSSL");
@@ -182,10 +194,7 @@ int upstream_connect(struct upstream *u, const struct upstream_request *req, cha
         netio_init_tls(&u->io, PQsocket(conn), ssl);
     else
         netio_init_plain(&u->io, PQsocket(conn));
-    return 0;
-fail:
-    PQfinish(conn);
-    return -1;
+    return 1;
 }
 
 const char *upstream_param(const struct upstream *u, const char *name)
@@ -200,6 +209,12 @@ int upstream_cancel(void *cancel_handle, char *err, size_t errlen)
         return -1;
     }
     return PQcancel(cancel_handle, err, (int)errlen) ? 0 : -1;
+}
+
+void upstream_free_cancel(void *cancel_handle)
+{
+    if (cancel_handle)
+        PQfreeCancel(cancel_handle);
 }
 
 void upstream_close(struct upstream *u)

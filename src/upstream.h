@@ -13,29 +13,39 @@ struct config;
 struct wire_startup;
 
 struct upstream {
-    void *conn;         /* PGconn */
-    void *cancel;       /* PGcancel */
+    void *conn;   /* PGconn */
+    void *cancel; /* PGcancel, handed to the cancel table once connected */
     struct netio io;
     uint32_t pid;
+    int64_t deadline_ms; /* connect must finish by then */
+    bool reading;        /* connect waits for POLLIN (else POLLOUT) */
 };
 
 struct upstream_request {
     const struct config *cfg;
     const struct wire_startup *startup; /* client's startup params (allowlisted ones applied) */
     const char *client_addr;            /* "ip:port" for the audit application_name */
-    int wake_fd;                        /* readable = give up (shutdown); -1 = none */
 };
 
-/* Opens the upstream connection. On failure returns -1 and fills sqlstate (6 bytes) and a
- * message for the client (never containing the DSN password). */
-int upstream_connect(struct upstream *u, const struct upstream_request *req, char sqlstate[6],
-                     char *err, size_t errlen);
+/* Starts a non-blocking connect. 0, or -1 with sqlstate (6 bytes) and a client-safe message. */
+int upstream_start(struct upstream *u, const struct upstream_request *req, char sqlstate[6],
+                   char *err, size_t errlen);
+
+/* Advances the connect after socket readiness. Returns 1 when connected (u->io is then the
+ * relay socket), 0 while in progress (wait for u->reading ? POLLIN : POLLOUT on
+ * upstream_socket()), -1 on failure with sqlstate and a message without the password. */
+int upstream_step(struct upstream *u, char sqlstate[6], char *err, size_t errlen);
+int upstream_socket(const struct upstream *u);
+/* Fills the failure for a connect past its deadline. */
+void upstream_timeout(struct upstream *u, char sqlstate[6], char *err, size_t errlen);
 
 /* Value of a ParameterStatus reported by the upstream at connect, or NULL. */
 const char *upstream_param(const struct upstream *u, const char *name);
 
 /* Sends a cancel for whatever runs on the upstream now (blocking, thread-safe). 0 or -1. */
 int upstream_cancel(void *cancel_handle, char *err, size_t errlen);
+
+void upstream_free_cancel(void *cancel_handle);
 
 /* Closes the connection (Terminate + close) and frees everything. Safe on a zeroed struct. */
 void upstream_close(struct upstream *u);

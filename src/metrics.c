@@ -1,0 +1,525 @@
+#include "metrics.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#ifndef PGWP_VERSION
+#define PGWP_VERSION "dev"
+#endif
+
+#define METRIC_PREFIX "pgwire_proxy_"
+
+/* Bounds are kept in integer microseconds so an observation never touches floating point, and
+ * the le label is spelled by hand so the text never shows "0.00050000000000000001". */
+struct bucket_bound {
+    uint64_t us;
+    const char *le;
+};
+
+static const struct bucket_bound query_bounds[] = {
+    {500, "0.0005"},  {1000, "0.001"},  {2500, "0.0025"}, {5000, "0.005"},  {10000, "0.01"},
+    {25000, "0.025"}, {50000, "0.05"},  {100000, "0.1"},  {250000, "0.25"}, {500000, "0.5"},
+    {1000000, "1"},   {2500000, "2.5"}, {5000000, "5"},   {10000000, "10"}, {30000000, "30"},
+};
+
+static const struct bucket_bound connect_bounds[] = {
+    {1000, "0.001"},  {2500, "0.0025"}, {5000, "0.005"},  {10000, "0.01"}, {25000, "0.025"},
+    {50000, "0.05"},  {100000, "0.1"},  {250000, "0.25"}, {500000, "0.5"}, {1000000, "1"},
+    {2500000, "2.5"}, {5000000, "5"},   {10000000, "10"},
+};
+
+#define NELEM(a)         (sizeof(a) / sizeof((a)[0]))
+#define HIST_MAX_BUCKETS 16 /* finite bounds plus the +Inf slot */
+
+_Static_assert(NELEM(query_bounds) < HIST_MAX_BUCKETS, "query histogram too wide");
+_Static_assert(NELEM(connect_bounds) < HIST_MAX_BUCKETS, "connect histogram too wide");
+
+/* Buckets are stored non-cumulative so one observation is a single atomic add; the renderer
+ * accumulates them. There is no separate count: _count is the sum of the buckets, which keeps
+ * _count equal to the +Inf bucket in every scrape even while writers are running. */
+struct histogram {
+    const struct bucket_bound *bounds;
+    size_t nbounds;
+    _Atomic uint64_t buckets[HIST_MAX_BUCKETS];
+    _Atomic uint64_t sum_us;
+};
+
+/* SQLSTATE classes are two characters of [0-9A-Z]: a flat array indexed by them needs no
+ * lookup and no lock. */
+#define SQLSTATE_ALPHABET 36
+#define SQLSTATE_CLASSES  (SQLSTATE_ALPHABET * SQLSTATE_ALPHABET)
+
+/* Guardrail rule labels come from configuration, so the set is small but not known at compile
+ * time. A fixed table bounds the series count even if a caller passes something unbounded. */
+#define RULE_SLOTS    64
+#define RULE_NAME_MAX 96 /* matches guard's rule buffer, e.g. "deny:function:pg_sleep" */
+
+struct rule_slot {
+    char name[RULE_NAME_MAX]; /* immutable once published through rule_used */
+    _Atomic uint64_t count;
+};
+
+static const char *const conn_outcome_names[] = {"accepted", "rejected_limit", "upstream_failed",
+                                                 "protocol_error"};
+static const char *const query_outcome_names[] = {"ok", "error", "denied", "limited", "rejected"};
+static const char *const cancel_outcome_names[] = {"forwarded", "unknown_key", "failed"};
+
+_Static_assert(NELEM(conn_outcome_names) == METRICS_CONN_OUTCOME_MAX, "conn outcome names");
+_Static_assert(NELEM(query_outcome_names) == METRICS_QUERY_OUTCOME_MAX, "query outcome names");
+_Static_assert(NELEM(cancel_outcome_names) == METRICS_CANCEL_OUTCOME_MAX, "cancel outcome names");
+
+static _Atomic int64_t sessions_active;
+static _Atomic uint64_t connections[METRICS_CONN_OUTCOME_MAX];
+static _Atomic uint64_t queries[METRICS_QUERY_OUTCOME_MAX];
+static struct histogram query_hist = {.bounds = query_bounds, .nbounds = NELEM(query_bounds)};
+static _Atomic uint64_t errors_by_class[SQLSTATE_CLASSES];
+static _Atomic uint64_t errors_malformed; /* rendered as class="other" */
+static _Atomic uint64_t rows_sent;
+static _Atomic uint64_t bytes_sent;
+static struct rule_slot rule_slots[RULE_SLOTS];
+static atomic_size_t rule_used;
+static _Atomic uint64_t rule_other;
+static pthread_mutex_t rule_insert_lock = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic uint64_t cancels[METRICS_CANCEL_OUTCOME_MAX];
+static _Atomic uint64_t tls_ok;
+static _Atomic uint64_t tls_failed;
+static struct histogram connect_hist = {.bounds = connect_bounds, .nbounds = NELEM(connect_bounds)};
+static _Atomic uint64_t connect_failures;
+static uint64_t start_time_us;
+
+static inline void counter_add(_Atomic uint64_t *c, uint64_t n)
+{
+    atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
+static inline uint64_t counter_get(_Atomic uint64_t *c)
+{
+    return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+/* Runs before main() so the start time is the process's, not the first scrape's, without
+ * asking main.c to remember an init call. */
+__attribute__((constructor)) static void record_start_time(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_REALTIME, &ts) == 0)
+        start_time_us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void histogram_observe(struct histogram *h, uint64_t us)
+{
+    size_t i = 0;
+    /* Prometheus buckets are "less than or equal": a value on a bound belongs to it. */
+    while (i < h->nbounds && us > h->bounds[i].us)
+        i++;
+    counter_add(&h->buckets[i], 1);
+    counter_add(&h->sum_us, us);
+}
+
+void metrics_session_open(void)
+{
+    atomic_fetch_add_explicit(&sessions_active, 1, memory_order_relaxed);
+}
+
+void metrics_session_close(void)
+{
+    atomic_fetch_sub_explicit(&sessions_active, 1, memory_order_relaxed);
+}
+
+void metrics_connection(enum metrics_conn_outcome o)
+{
+    if ((unsigned)o < METRICS_CONN_OUTCOME_MAX)
+        counter_add(&connections[o], 1);
+}
+
+void metrics_query(enum metrics_query_outcome o, uint64_t duration_us)
+{
+    if ((unsigned)o < METRICS_QUERY_OUTCOME_MAX)
+        counter_add(&queries[o], 1);
+    histogram_observe(&query_hist, duration_us);
+}
+
+void metrics_rows_bytes(uint64_t rows, uint64_t bytes)
+{
+    if (rows)
+        counter_add(&rows_sent, rows);
+    if (bytes)
+        counter_add(&bytes_sent, bytes);
+}
+
+/* Maps one SQLSTATE character to 0..35, or -1. Written out instead of <ctype.h> so the locale
+ * cannot change which classes exist. */
+static int sqlstate_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A' + 10;
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 10;
+    return -1;
+}
+
+static int sqlstate_class_index(const char *sqlstate)
+{
+    if (!sqlstate)
+        return -1;
+    int hi = sqlstate_digit(sqlstate[0]);
+    if (hi < 0)
+        return -1;
+    int lo = sqlstate_digit(sqlstate[1]);
+    if (lo < 0)
+        return -1;
+    return hi * SQLSTATE_ALPHABET + lo;
+}
+
+static char sqlstate_char(int digit)
+{
+    return (char)(digit < 10 ? '0' + digit : 'A' + digit - 10);
+}
+
+void metrics_error_sqlstate(const char *sqlstate)
+{
+    int idx = sqlstate_class_index(sqlstate);
+    if (idx < 0)
+        counter_add(&errors_malformed, 1);
+    else
+        counter_add(&errors_by_class[idx], 1);
+}
+
+/* Label values must be valid UTF-8 in the exposition format; a rule name is operator text, so
+ * anything outside printable ASCII becomes '_' rather than risk an unparsable scrape. Returns
+ * false when the name does not fit a slot. */
+static bool rule_normalize(const char *rule, char out[RULE_NAME_MAX])
+{
+    size_t i = 0;
+    for (; rule[i]; i++) {
+        if (i + 1 >= RULE_NAME_MAX)
+            return false;
+        unsigned char c = (unsigned char)rule[i];
+        out[i] = (c < 0x20 || c >= 0x7f) ? '_' : (char)c;
+    }
+    out[i] = '\0';
+    return i > 0;
+}
+
+static struct rule_slot *rule_find(const char *name, size_t from, size_t to)
+{
+    for (size_t i = from; i < to; i++)
+        if (strcmp(rule_slots[i].name, name) == 0)
+            return &rule_slots[i];
+    return NULL;
+}
+
+/* Lock-free for names already interned (the common case); the mutex only serialises the first
+ * insertion of a name, so two threads can never publish the same label twice. */
+static struct rule_slot *rule_intern(const char *name)
+{
+    size_t used = atomic_load_explicit(&rule_used, memory_order_acquire);
+    struct rule_slot *slot = rule_find(name, 0, used);
+    if (slot)
+        return slot;
+
+    pthread_mutex_lock(&rule_insert_lock);
+    size_t now = atomic_load_explicit(&rule_used, memory_order_relaxed);
+    slot = rule_find(name, used, now);
+    if (!slot && now < RULE_SLOTS) {
+        slot = &rule_slots[now];
+        memcpy(slot->name, name, strlen(name) + 1);
+        atomic_store_explicit(&rule_used, now + 1, memory_order_release);
+    }
+    pthread_mutex_unlock(&rule_insert_lock);
+    return slot;
+}
+
+void metrics_guardrail(const char *rule)
+{
+    char name[RULE_NAME_MAX];
+    struct rule_slot *slot = NULL;
+
+    /* "other" is the overflow series itself, so it must never also be an interned label. */
+    if (rule && rule_normalize(rule, name) && strcmp(name, "other") != 0)
+        slot = rule_intern(name);
+    counter_add(slot ? &slot->count : &rule_other, 1);
+}
+
+void metrics_cancel(enum metrics_cancel_outcome o)
+{
+    if ((unsigned)o < METRICS_CANCEL_OUTCOME_MAX)
+        counter_add(&cancels[o], 1);
+}
+
+void metrics_tls_handshake(int ok)
+{
+    counter_add(ok ? &tls_ok : &tls_failed, 1);
+}
+
+/* Only successful connects feed the histogram: a failure is usually a timeout or a refusal,
+ * and mixing those in would make the latency quantiles describe the failure mode instead. */
+void metrics_upstream_connect(uint64_t duration_us, int ok)
+{
+    if (ok)
+        histogram_observe(&connect_hist, duration_us);
+    else
+        counter_add(&connect_failures, 1);
+}
+
+/* ---- rendering ---------------------------------------------------------------------------- */
+
+struct out {
+    char *buf;
+    size_t len;
+    size_t cap;
+    bool failed;
+};
+
+__attribute__((format(printf, 2, 3))) static void out_printf(struct out *o, const char *fmt, ...)
+{
+    if (o->failed)
+        return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(o->buf + o->len, o->cap - o->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            o->failed = true;
+            return;
+        }
+        if ((size_t)n < o->cap - o->len) {
+            o->len += (size_t)n;
+            return;
+        }
+        size_t want = o->cap * 2 > o->len + (size_t)n + 1 ? o->cap * 2 : o->len + (size_t)n + 1;
+        char *p = realloc(o->buf, want);
+        if (!p) {
+            o->failed = true;
+            return;
+        }
+        o->buf = p;
+        o->cap = want;
+    }
+}
+
+static void out_family(struct out *o, const char *name, const char *type, const char *help)
+{
+    out_printf(o, "# HELP " METRIC_PREFIX "%s %s\n# TYPE " METRIC_PREFIX "%s %s\n", name, help,
+               name, type);
+}
+
+/* The exposition format escapes exactly these three characters in label values. */
+static void out_label_value(struct out *o, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == '\\')
+            out_printf(o, "\\\\");
+        else if (*v == '"')
+            out_printf(o, "\\\"");
+        else if (*v == '\n')
+            out_printf(o, "\\n");
+        else
+            out_printf(o, "%c", *v);
+    }
+}
+
+/* Integer microseconds printed as seconds with a fixed decimal point: exact, no rounding. */
+static void out_seconds(struct out *o, uint64_t us)
+{
+    out_printf(o, "%" PRIu64 ".%06" PRIu64, us / 1000000u, us % 1000000u);
+}
+
+static void render_labeled(struct out *o, const char *name, const char *label,
+                           const char *const *values, _Atomic uint64_t *counters, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        out_printf(o, METRIC_PREFIX "%s{%s=\"%s\"} %" PRIu64 "\n", name, label, values[i],
+                   counter_get(&counters[i]));
+}
+
+static void render_histogram(struct out *o, const char *name, struct histogram *h)
+{
+    uint64_t cumulative = 0;
+    for (size_t i = 0; i <= h->nbounds; i++) {
+        cumulative += counter_get(&h->buckets[i]);
+        out_printf(o, METRIC_PREFIX "%s_bucket{le=\"%s\"} %" PRIu64 "\n", name,
+                   i < h->nbounds ? h->bounds[i].le : "+Inf", cumulative);
+    }
+    out_printf(o, METRIC_PREFIX "%s_sum ", name);
+    out_seconds(o, counter_get(&h->sum_us));
+    out_printf(o, "\n" METRIC_PREFIX "%s_count %" PRIu64 "\n", name, cumulative);
+}
+
+static void render_process(struct out *o)
+{
+    out_family(o, "build_info", "gauge", "Build information; the value is always 1.");
+    out_printf(o, METRIC_PREFIX "build_info{version=\"");
+    out_label_value(o, PGWP_VERSION);
+    out_printf(o, "\"} 1\n");
+
+    out_family(o, "process_start_time_seconds", "gauge",
+               "Start time of the process since the Unix epoch, in seconds.");
+    out_printf(o, METRIC_PREFIX "process_start_time_seconds ");
+    out_seconds(o, start_time_us);
+    out_printf(o, "\n");
+}
+
+static void render_sessions(struct out *o)
+{
+    out_family(o, "sessions_active", "gauge", "Client sessions currently open.");
+    out_printf(o, METRIC_PREFIX "sessions_active %" PRId64 "\n",
+               atomic_load_explicit(&sessions_active, memory_order_relaxed));
+
+    out_family(o, "connections_total", "counter", "Client connections by how they ended up.");
+    render_labeled(o, "connections_total", "outcome", conn_outcome_names, connections,
+                   METRICS_CONN_OUTCOME_MAX);
+
+    out_family(o, "tls_handshakes_total", "counter", "Client TLS handshakes by result.");
+    out_printf(o, METRIC_PREFIX "tls_handshakes_total{outcome=\"ok\"} %" PRIu64 "\n",
+               counter_get(&tls_ok));
+    out_printf(o, METRIC_PREFIX "tls_handshakes_total{outcome=\"failed\"} %" PRIu64 "\n",
+               counter_get(&tls_failed));
+
+    out_family(o, "cancel_requests_total", "counter", "CancelRequest messages by result.");
+    render_labeled(o, "cancel_requests_total", "outcome", cancel_outcome_names, cancels,
+                   METRICS_CANCEL_OUTCOME_MAX);
+}
+
+static void render_errors(struct out *o)
+{
+    out_family(o, "errors_total", "counter",
+               "ErrorResponses sent to clients, by SQLSTATE class (first two characters).");
+    for (int i = 0; i < SQLSTATE_CLASSES; i++) {
+        uint64_t v = counter_get(&errors_by_class[i]);
+        if (v)
+            out_printf(o, METRIC_PREFIX "errors_total{class=\"%c%c\"} %" PRIu64 "\n",
+                       sqlstate_char(i / SQLSTATE_ALPHABET), sqlstate_char(i % SQLSTATE_ALPHABET),
+                       v);
+    }
+    uint64_t bad = counter_get(&errors_malformed);
+    if (bad)
+        out_printf(o, METRIC_PREFIX "errors_total{class=\"other\"} %" PRIu64 "\n", bad);
+}
+
+static void render_guardrails(struct out *o)
+{
+    out_family(o, "guardrail_violations_total", "counter",
+               "Statements or sessions stopped by a guardrail, by rule.");
+    size_t used = atomic_load_explicit(&rule_used, memory_order_acquire);
+    for (size_t i = 0; i < used; i++) {
+        out_printf(o, METRIC_PREFIX "guardrail_violations_total{rule=\"");
+        out_label_value(o, rule_slots[i].name);
+        out_printf(o, "\"} %" PRIu64 "\n", counter_get(&rule_slots[i].count));
+    }
+    out_printf(o, METRIC_PREFIX "guardrail_violations_total{rule=\"other\"} %" PRIu64 "\n",
+               counter_get(&rule_other));
+}
+
+static void render_queries(struct out *o)
+{
+    out_family(o, "queries_total", "counter", "Simple-protocol Query messages by outcome.");
+    render_labeled(o, "queries_total", "outcome", query_outcome_names, queries,
+                   METRICS_QUERY_OUTCOME_MAX);
+
+    out_family(o, "query_duration_seconds", "histogram",
+               "Time from receiving a Query to sending its ReadyForQuery.");
+    render_histogram(o, "query_duration_seconds", &query_hist);
+
+    render_errors(o);
+
+    out_family(o, "rows_sent_total", "counter", "DataRow messages relayed to clients.");
+    out_printf(o, METRIC_PREFIX "rows_sent_total %" PRIu64 "\n", counter_get(&rows_sent));
+    out_family(o, "bytes_sent_total", "counter", "Result bytes relayed to clients.");
+    out_printf(o, METRIC_PREFIX "bytes_sent_total %" PRIu64 "\n", counter_get(&bytes_sent));
+
+    render_guardrails(o);
+}
+
+static void render_upstream(struct out *o)
+{
+    out_family(o, "upstream_connect_seconds", "histogram",
+               "Time to open and authenticate a successful upstream connection.");
+    render_histogram(o, "upstream_connect_seconds", &connect_hist);
+
+    out_family(o, "upstream_connect_failures_total", "counter",
+               "Upstream connection attempts that failed.");
+    out_printf(o, METRIC_PREFIX "upstream_connect_failures_total %" PRIu64 "\n",
+               counter_get(&connect_failures));
+}
+
+char *metrics_render(size_t *len)
+{
+    struct out o = {.cap = 8192};
+    char *ret = NULL;
+
+    o.buf = malloc(o.cap);
+    if (!o.buf)
+        goto out;
+    render_process(&o);
+    render_sessions(&o);
+    render_queries(&o);
+    render_upstream(&o);
+    if (o.failed)
+        goto out;
+    ret = o.buf;
+    o.buf = NULL;
+    if (len)
+        *len = o.len;
+out:
+    free(o.buf);
+    return ret;
+}
+
+/* Series that exist but are not rendered while zero (error classes, rules never hit) still
+ * read as 0, so a test can take a "before" value. */
+static bool series_is_sparse(const char *series)
+{
+    static const char err[] = METRIC_PREFIX "errors_total{class=\"";
+    static const char rule[] = METRIC_PREFIX "guardrail_violations_total{rule=\"";
+    size_t n = strlen(series);
+
+    if (strncmp(series, err, sizeof(err) - 1) == 0) {
+        const char *c = series + sizeof(err) - 1;
+        if (strcmp(c, "other\"}") == 0)
+            return true;
+        return sqlstate_digit(c[0]) >= 0 && sqlstate_digit(c[1]) >= 0 && strcmp(c + 2, "\"}") == 0;
+    }
+    if (strncmp(series, rule, sizeof(rule) - 1) == 0)
+        return n > sizeof(rule) - 1 + 2 && strcmp(series + n - 2, "\"}") == 0;
+    return false;
+}
+
+/* Reads the value back out of the rendered text, so tests check exactly what a scraper sees. */
+int64_t metrics_value(const char *series)
+{
+    int64_t ret = -1;
+    size_t n = series ? strlen(series) : 0;
+    char *text = NULL;
+
+    if (n == 0)
+        goto out;
+    text = metrics_render(NULL);
+    if (!text)
+        goto out;
+    for (const char *line = text; *line;) {
+        const char *eol = strchr(line, '\n');
+        if (strncmp(line, series, n) == 0 && line[n] == ' ') {
+            ret = strtoll(line + n + 1, NULL, 10);
+            goto out;
+        }
+        if (!eol)
+            break;
+        line = eol + 1;
+    }
+    if (series_is_sparse(series))
+        ret = 0;
+out:
+    free(text);
+    return ret;
+}

@@ -1,0 +1,591 @@
+/* Metrics are process-wide and never reset, so every check is a delta against a value read
+ * before acting. Test order matters once: the rule-table overflow test fills the table, so it
+ * runs after everything that needs to intern a new rule. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "http.h"
+#include "metrics.h"
+
+#ifndef PGWP_VERSION
+#define PGWP_VERSION "dev"
+#endif
+
+#define P "pgwire_proxy_"
+
+static int64_t val(const char *series)
+{
+    int64_t v = metrics_value(series);
+    if (v < 0)
+        fail_msg("series %s not found", series);
+    return v;
+}
+
+static char *render(void)
+{
+    size_t len = 0;
+    char *text = metrics_render(&len);
+    assert_non_null(text);
+    assert_int_equal(strlen(text), len);
+    return text;
+}
+
+/* True when the text has this exact line (not merely a prefix of a longer one). */
+static int has_line(const char *text, const char *line)
+{
+    size_t n = strlen(line);
+    for (const char *p = strstr(text, line); p; p = strstr(p + 1, line))
+        if ((p == text || p[-1] == '\n') && (p[n] == '\n' || p[n] == '\0'))
+            return 1;
+    return 0;
+}
+
+static size_t count_prefix(const char *text, const char *prefix)
+{
+    size_t n = 0, len = strlen(prefix);
+    for (const char *line = text; *line;) {
+        if (strncmp(line, prefix, len) == 0)
+            n++;
+        const char *eol = strchr(line, '\n');
+        if (!eol)
+            break;
+        line = eol + 1;
+    }
+    return n;
+}
+
+/* Values that metrics_value() truncates (seconds with a fraction) are parsed here. */
+static double sample_double(const char *series)
+{
+    char *text = render();
+    size_t n = strlen(series);
+    const char *p = text;
+    while ((p = strstr(p, series)) && !((p == text || p[-1] == '\n') && p[n] == ' '))
+        p++;
+    assert_non_null(p);
+    double v = strtod(p + n + 1, NULL);
+    free(text);
+    return v;
+}
+
+static void test_build_info_and_families(void **state)
+{
+    (void)state;
+    char *text = render();
+
+    assert_true(has_line(text, P "build_info{version=\"" PGWP_VERSION "\"} 1"));
+    assert_true(has_line(text, "# TYPE " P "build_info gauge"));
+    assert_true(has_line(text, "# TYPE " P "sessions_active gauge"));
+    assert_true(has_line(text, "# TYPE " P "queries_total counter"));
+    assert_true(has_line(text, "# TYPE " P "query_duration_seconds histogram"));
+    assert_true(has_line(text, "# TYPE " P "upstream_connect_seconds histogram"));
+    assert_true(has_line(text, "# TYPE " P "errors_total counter"));
+    assert_true(has_line(text, "# TYPE " P "guardrail_violations_total counter"));
+    assert_true(strstr(text, "# HELP " P "rows_sent_total ") != NULL);
+    /* Every family has HELP and TYPE together. */
+    assert_int_equal(count_prefix(text, "# HELP "), count_prefix(text, "# TYPE "));
+    assert_int_equal(text[strlen(text) - 1], '\n');
+    free(text);
+
+    double start = sample_double(P "process_start_time_seconds");
+    assert_true(start > 1.6e9);
+    assert_true(start <= (double)time(NULL) + 1);
+    assert_int_equal(metrics_value(P "no_such_metric"), -1);
+    assert_int_equal(metrics_value(P "queries_total{outcome=\"nope\"}"), -1);
+}
+
+static void test_counters(void **state)
+{
+    (void)state;
+    int64_t active = val(P "sessions_active");
+    metrics_session_open();
+    metrics_session_open();
+    metrics_session_close();
+    assert_int_equal(val(P "sessions_active"), active + 1);
+    metrics_session_close();
+    assert_int_equal(val(P "sessions_active"), active);
+
+    static const char *const conns[] = {"accepted", "rejected_limit", "upstream_failed",
+                                        "protocol_error"};
+    for (int o = 0; o < METRICS_CONN_OUTCOME_MAX; o++) {
+        char series[128];
+        snprintf(series, sizeof(series), P "connections_total{outcome=\"%s\"}", conns[o]);
+        int64_t before = val(series);
+        for (int i = 0; i <= o; i++)
+            metrics_connection((enum metrics_conn_outcome)o);
+        assert_int_equal(val(series), before + o + 1);
+    }
+
+    static const char *const queries[] = {"ok", "error", "denied", "limited", "rejected"};
+    int64_t count = val(P "query_duration_seconds_count");
+    for (int o = 0; o < METRICS_QUERY_OUTCOME_MAX; o++) {
+        char series[128];
+        snprintf(series, sizeof(series), P "queries_total{outcome=\"%s\"}", queries[o]);
+        int64_t before = val(series);
+        metrics_query((enum metrics_query_outcome)o, 100);
+        assert_int_equal(val(series), before + 1);
+    }
+    assert_int_equal(val(P "query_duration_seconds_count"), count + METRICS_QUERY_OUTCOME_MAX);
+
+    static const char *const cancels[] = {"forwarded", "unknown_key", "failed"};
+    for (int o = 0; o < METRICS_CANCEL_OUTCOME_MAX; o++) {
+        char series[128];
+        snprintf(series, sizeof(series), P "cancel_requests_total{outcome=\"%s\"}", cancels[o]);
+        int64_t before = val(series);
+        metrics_cancel((enum metrics_cancel_outcome)o);
+        assert_int_equal(val(series), before + 1);
+    }
+
+    int64_t rows = val(P "rows_sent_total"), bytes = val(P "bytes_sent_total");
+    metrics_rows_bytes(10, 1000);
+    metrics_rows_bytes(0, 5);
+    assert_int_equal(val(P "rows_sent_total"), rows + 10);
+    assert_int_equal(val(P "bytes_sent_total"), bytes + 1005);
+
+    int64_t tls_ok = val(P "tls_handshakes_total{outcome=\"ok\"}");
+    int64_t tls_failed = val(P "tls_handshakes_total{outcome=\"failed\"}");
+    metrics_tls_handshake(1);
+    metrics_tls_handshake(0);
+    metrics_tls_handshake(0);
+    assert_int_equal(val(P "tls_handshakes_total{outcome=\"ok\"}"), tls_ok + 1);
+    assert_int_equal(val(P "tls_handshakes_total{outcome=\"failed\"}"), tls_failed + 2);
+
+    int64_t connects = val(P "upstream_connect_seconds_count");
+    int64_t failures = val(P "upstream_connect_failures_total");
+    metrics_upstream_connect(3000, 1);
+    metrics_upstream_connect(10000000, 0);
+    assert_int_equal(val(P "upstream_connect_seconds_count"), connects + 1);
+    assert_int_equal(val(P "upstream_connect_failures_total"), failures + 1);
+}
+
+/* Checks that rendered buckets never decrease and that +Inf equals _count. */
+static void assert_histogram_consistent(const char *name)
+{
+    char *text = render();
+    char prefix[128];
+    snprintf(prefix, sizeof(prefix), "%s_bucket{le=\"", name);
+    uint64_t prev = 0, inf = 0;
+    size_t buckets = 0;
+    for (const char *p = strstr(text, prefix); p; p = strstr(p + 1, prefix)) {
+        const char *sp = strchr(p, ' ');
+        uint64_t v = strtoull(sp + 1, NULL, 10);
+        assert_true(v >= prev);
+        prev = v;
+        buckets++;
+        if (strncmp(p + strlen(prefix), "+Inf\"", 5) == 0)
+            inf = v;
+    }
+    assert_true(buckets > 10);
+    char count[128];
+    snprintf(count, sizeof(count), "%s_count ", name);
+    const char *c = strstr(text, count);
+    assert_non_null(c);
+    assert_int_equal(strtoull(c + strlen(count), NULL, 10), inf);
+    free(text);
+}
+
+static void test_histogram_buckets(void **state)
+{
+    (void)state;
+    static const char *const les[] = {"0.0005", "0.001", "30", "+Inf"};
+    int64_t before[4];
+    char series[4][128];
+    for (int i = 0; i < 4; i++) {
+        snprintf(series[i], sizeof(series[i]), P "query_duration_seconds_bucket{le=\"%s\"}",
+                 les[i]);
+        before[i] = val(series[i]);
+    }
+    double sum = sample_double(P "query_duration_seconds_sum");
+
+    metrics_query(METRICS_QUERY_OK, 500);      /* on the bound: le is inclusive */
+    metrics_query(METRICS_QUERY_OK, 501);      /* just over: next bucket */
+    metrics_query(METRICS_QUERY_OK, 30000000); /* largest finite bound */
+    metrics_query(METRICS_QUERY_OK, 30000001); /* only +Inf */
+
+    /* Cumulative: every bucket counts all observations at or below its bound. */
+    assert_int_equal(val(series[0]) - before[0], 1);
+    assert_int_equal(val(series[1]) - before[1], 2);
+    assert_int_equal(val(series[2]) - before[2], 3);
+    assert_int_equal(val(series[3]) - before[3], 4);
+    double added = sample_double(P "query_duration_seconds_sum") - sum;
+    assert_true(added > 60.001002 - 1e-6 && added < 60.001002 + 1e-6);
+
+    int64_t c001 = val(P "upstream_connect_seconds_bucket{le=\"0.001\"}");
+    int64_t c10 = val(P "upstream_connect_seconds_bucket{le=\"10\"}");
+    metrics_upstream_connect(1000, 1);
+    metrics_upstream_connect(11000000, 1);
+    assert_int_equal(val(P "upstream_connect_seconds_bucket{le=\"0.001\"}"), c001 + 1);
+    assert_int_equal(val(P "upstream_connect_seconds_bucket{le=\"10\"}"), c10 + 1);
+
+    assert_histogram_consistent(P "query_duration_seconds");
+    assert_histogram_consistent(P "upstream_connect_seconds");
+}
+
+static void test_sqlstate_classes(void **state)
+{
+    (void)state;
+    int64_t c22 = val(P "errors_total{class=\"22\"}");
+    int64_t c42 = val(P "errors_total{class=\"42\"}");
+    int64_t c0a = val(P "errors_total{class=\"0A\"}");
+    int64_t other = val(P "errors_total{class=\"other\"}");
+
+    metrics_error_sqlstate("22012");
+    metrics_error_sqlstate("22003");
+    metrics_error_sqlstate("42601");
+    metrics_error_sqlstate("0a000"); /* lower case is the same class */
+    metrics_error_sqlstate("!x000");
+    metrics_error_sqlstate("2");
+    metrics_error_sqlstate(NULL);
+
+    assert_int_equal(val(P "errors_total{class=\"22\"}"), c22 + 2);
+    assert_int_equal(val(P "errors_total{class=\"42\"}"), c42 + 1);
+    assert_int_equal(val(P "errors_total{class=\"0A\"}"), c0a + 1);
+    assert_int_equal(val(P "errors_total{class=\"other\"}"), other + 3);
+
+    /* Zero classes are not rendered, yet still read as 0. */
+    char *text = render();
+    assert_null(strstr(text, "class=\"ZZ\""));
+    assert_int_equal(count_prefix(text, P "errors_total{class=\"22\"} "), 1);
+    free(text);
+    assert_int_equal(metrics_value(P "errors_total{class=\"ZZ\"}"), 0);
+    assert_int_equal(metrics_value(P "errors_total{class=\"Z\"}"), -1);
+}
+
+static void test_guardrail_labels(void **state)
+{
+    (void)state;
+    assert_int_equal(metrics_value(P "guardrail_violations_total{rule=\"deny:drop\"}"), 0);
+    int64_t other = val(P "guardrail_violations_total{rule=\"other\"}");
+
+    metrics_guardrail("deny:drop");
+    metrics_guardrail("deny:drop");
+    metrics_guardrail("max-rows");
+    assert_int_equal(val(P "guardrail_violations_total{rule=\"deny:drop\"}"), 2);
+    assert_int_equal(val(P "guardrail_violations_total{rule=\"max-rows\"}"), 1);
+
+    /* Label values are escaped, and non-ASCII never reaches the scrape. */
+    metrics_guardrail("pattern:\"x\"\\y\nz");
+    metrics_guardrail("caf\xc3\xa9");
+    char *text = render();
+    assert_true(
+        has_line(text, P "guardrail_violations_total{rule=\"pattern:\\\"x\\\"\\\\y_z\"} 1"));
+    assert_true(has_line(text, P "guardrail_violations_total{rule=\"caf__\"} 1"));
+    assert_int_equal(count_prefix(text, P "guardrail_violations_total{rule=\"deny:drop\"}"), 1);
+    free(text);
+
+    /* Names that cannot be a label of their own land in "other", never in a second series. */
+    char long_name[200];
+    memset(long_name, 'a', sizeof(long_name) - 1);
+    long_name[sizeof(long_name) - 1] = '\0';
+    metrics_guardrail(long_name);
+    metrics_guardrail("");
+    metrics_guardrail(NULL);
+    metrics_guardrail("other");
+    assert_int_equal(val(P "guardrail_violations_total{rule=\"other\"}"), other + 4);
+    text = render();
+    assert_int_equal(count_prefix(text, P "guardrail_violations_total{rule=\"other\"}"), 1);
+    free(text);
+}
+
+#define THREADS    8
+#define ITERATIONS 100000
+
+static void *hammer(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < ITERATIONS; i++) {
+        metrics_query(METRICS_QUERY_LIMITED, 1);
+        metrics_rows_bytes(1, 3);
+        metrics_error_sqlstate("57014");
+        /* Every thread races to intern the same new label on its first call. */
+        metrics_guardrail("concurrent-rule");
+    }
+    return NULL;
+}
+
+static void test_concurrency(void **state)
+{
+    (void)state;
+    pthread_t t[THREADS];
+    int64_t limited = val(P "queries_total{outcome=\"limited\"}");
+    int64_t count = val(P "query_duration_seconds_count");
+    int64_t rows = val(P "rows_sent_total"), bytes = val(P "bytes_sent_total");
+    int64_t c57 = val(P "errors_total{class=\"57\"}");
+    int64_t total = (int64_t)THREADS * ITERATIONS;
+
+    for (int i = 0; i < THREADS; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, hammer, NULL), 0);
+    for (int i = 0; i < THREADS; i++)
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+
+    assert_int_equal(val(P "queries_total{outcome=\"limited\"}"), limited + total);
+    assert_int_equal(val(P "query_duration_seconds_count"), count + total);
+    assert_int_equal(val(P "rows_sent_total"), rows + total);
+    assert_int_equal(val(P "bytes_sent_total"), bytes + 3 * total);
+    assert_int_equal(val(P "errors_total{class=\"57\"}"), c57 + total);
+    assert_int_equal(val(P "guardrail_violations_total{rule=\"concurrent-rule\"}"), total);
+    char *text = render();
+    assert_int_equal(count_prefix(text, P "guardrail_violations_total{rule=\"concurrent-rule\"}"),
+                     1);
+    free(text);
+}
+
+static void test_guardrail_overflow(void **state)
+{
+    (void)state;
+    int64_t other = val(P "guardrail_violations_total{rule=\"other\"}");
+    int64_t drop = val(P "guardrail_violations_total{rule=\"deny:drop\"}");
+    int interned = 0;
+
+    for (int i = 0; i < 100; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "overflow-%d", i);
+        metrics_guardrail(name);
+        char series[96];
+        snprintf(series, sizeof(series), P "guardrail_violations_total{rule=\"%s\"}", name);
+        if (val(series) == 1)
+            interned++;
+    }
+    int64_t spilled = val(P "guardrail_violations_total{rule=\"other\"}") - other;
+    assert_int_equal(interned + spilled, 100);
+    assert_true(spilled >= 100 - 64);
+
+    char *text = render();
+    /* At most 64 interned rules plus the "other" series. */
+    assert_true(count_prefix(text, P "guardrail_violations_total{") <= 65);
+    assert_null(strstr(text, "rule=\"overflow-99\""));
+    free(text);
+
+    /* A full table still counts the rules it already holds under their own names. */
+    metrics_guardrail("deny:drop");
+    assert_int_equal(val(P "guardrail_violations_total{rule=\"deny:drop\"}"), drop + 1);
+    metrics_guardrail("never-seen-before");
+    assert_int_equal(val(P "guardrail_violations_total{rule=\"other\"}"), other + spilled + 1);
+}
+
+/* ---- HTTP endpoint ------------------------------------------------------------------------ */
+
+struct http_reply {
+    int status;
+    char *raw;        /* whole response */
+    const char *body; /* points into raw */
+};
+
+static atomic_int healthy = 1;
+
+static int health_cb(void *arg)
+{
+    return atomic_load((atomic_int *)arg);
+}
+
+static int connect_to(int family, int port)
+{
+    struct sockaddr_storage ss = {0};
+    socklen_t sl;
+    if (family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons((uint16_t)port);
+        a->sin6_addr = in6addr_loopback;
+        sl = sizeof(*a);
+    } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        a->sin_family = AF_INET;
+        a->sin_port = htons((uint16_t)port);
+        a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        sl = sizeof(*a);
+    }
+    int fd = socket(family, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    /* A hung server must fail the test, not hang it. */
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    assert_int_equal(connect(fd, (struct sockaddr *)&ss, sl), 0);
+    return fd;
+}
+
+static struct http_reply http_do(int family, int port, const char *method, const char *path)
+{
+    struct http_reply r = {0};
+    char req[256];
+    int n =
+        snprintf(req, sizeof(req), "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+                 method, path);
+    int fd = connect_to(family, port);
+    assert_int_equal(send(fd, req, (size_t)n, MSG_NOSIGNAL), n);
+
+    size_t len = 0, cap = 4096;
+    r.raw = malloc(cap);
+    assert_non_null(r.raw);
+    for (;;) {
+        if (cap - len < 1024) {
+            cap *= 2;
+            r.raw = realloc(r.raw, cap);
+            assert_non_null(r.raw);
+        }
+        ssize_t got = recv(fd, r.raw + len, cap - len - 1, 0);
+        assert_true(got >= 0);
+        if (got == 0)
+            break;
+        len += (size_t)got;
+    }
+    close(fd);
+    r.raw[len] = '\0';
+    assert_int_equal(sscanf(r.raw, "HTTP/1.%*d %d", &r.status), 1);
+    char *sep = strstr(r.raw, "\r\n\r\n");
+    assert_non_null(sep);
+    r.body = sep + 4;
+    return r;
+}
+
+static int header_has(const struct http_reply *r, const char *needle)
+{
+    const char *end = strstr(r->raw, "\r\n\r\n");
+    const char *p = strstr(r->raw, needle);
+    return p && p < end;
+}
+
+static void test_http_endpoints(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    struct http_server *s = http_start("127.0.0.1", 0, health_cb, &healthy, err, sizeof(err));
+    if (!s)
+        fail_msg("http_start: %s", err);
+    int port = http_port(s);
+    assert_true(port > 0);
+
+    metrics_session_open();
+    struct http_reply r = http_do(AF_INET, port, "GET", "/metrics");
+    assert_int_equal(r.status, 200);
+    assert_true(header_has(&r, "text/plain; version=0.0.4"));
+    assert_true(has_line(r.body, P "build_info{version=\"" PGWP_VERSION "\"} 1"));
+    assert_non_null(strstr(r.body, "# TYPE " P "query_duration_seconds histogram\n"));
+    free(r.raw);
+    metrics_session_close();
+
+    r = http_do(AF_INET, port, "GET", "/metrics?name[]=x");
+    assert_int_equal(r.status, 200);
+    free(r.raw);
+
+    r = http_do(AF_INET, port, "HEAD", "/metrics");
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "");
+    free(r.raw);
+
+    atomic_store(&healthy, 1);
+    r = http_do(AF_INET, port, "GET", "/healthz");
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "ok\n");
+    free(r.raw);
+
+    atomic_store(&healthy, 0);
+    r = http_do(AF_INET, port, "GET", "/healthz");
+    assert_int_equal(r.status, 503);
+    assert_string_equal(r.body, "unavailable\n");
+    free(r.raw);
+    atomic_store(&healthy, 1);
+
+    r = http_do(AF_INET, port, "GET", "/");
+    assert_int_equal(r.status, 404);
+    free(r.raw);
+    r = http_do(AF_INET, port, "GET", "/metrics/extra");
+    assert_int_equal(r.status, 404);
+    free(r.raw);
+
+    r = http_do(AF_INET, port, "POST", "/metrics");
+    assert_int_equal(r.status, 405);
+    assert_true(header_has(&r, "Allow: GET, HEAD"));
+    free(r.raw);
+    r = http_do(AF_INET, port, "DELETE", "/healthz");
+    assert_int_equal(r.status, 405);
+    free(r.raw);
+
+    http_stop(s);
+}
+
+static void test_http_bind_errors(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    struct http_server *s = http_start("127.0.0.1", 0, NULL, NULL, err, sizeof(err));
+    if (!s)
+        fail_msg("http_start: %s", err);
+    int port = http_port(s);
+
+    /* A NULL health callback means "always healthy". */
+    struct http_reply r = http_do(AF_INET, port, "GET", "/healthz");
+    assert_int_equal(r.status, 200);
+    free(r.raw);
+
+    char want[128];
+    snprintf(want, sizeof(want), "cannot listen on 127.0.0.1:%d: Address already in use", port);
+    assert_null(http_start("127.0.0.1", port, NULL, NULL, err, sizeof(err)));
+    assert_string_equal(err, want);
+    http_stop(s);
+
+    assert_null(http_start("localhost", 0, NULL, NULL, err, sizeof(err)));
+    assert_non_null(strstr(err, "cannot listen on localhost:0: not a numeric"));
+    assert_null(http_start("127.0.0.1", 70000, NULL, NULL, err, sizeof(err)));
+    assert_non_null(strstr(err, "port must be between 0 and 65535"));
+    assert_null(http_start("192.0.2.1", 0, NULL, NULL, err, sizeof(err)));
+    assert_non_null(strstr(err, "cannot listen on 192.0.2.1:0: "));
+    http_stop(NULL);
+}
+
+static void test_http_ipv6(void **state)
+{
+    (void)state;
+    char err[256] = "";
+    struct http_server *s = http_start("::1", 0, health_cb, &healthy, err, sizeof(err));
+    if (!s) {
+        /* Containers often run without IPv6 on loopback. */
+        print_message("skipping IPv6: %s\n", err);
+        skip();
+    }
+    atomic_store(&healthy, 1);
+    struct http_reply r = http_do(AF_INET6, http_port(s), "GET", "/healthz");
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "ok\n");
+    free(r.raw);
+
+    char want[64];
+    snprintf(want, sizeof(want), "cannot listen on [::1]:%d: ", http_port(s));
+    assert_null(http_start("::1", http_port(s), NULL, NULL, err, sizeof(err)));
+    assert_non_null(strstr(err, want));
+    http_stop(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_build_info_and_families),
+        cmocka_unit_test(test_counters),
+        cmocka_unit_test(test_histogram_buckets),
+        cmocka_unit_test(test_sqlstate_classes),
+        cmocka_unit_test(test_guardrail_labels),
+        cmocka_unit_test(test_concurrency),
+        cmocka_unit_test(test_guardrail_overflow), /* fills the rule table: keep after the above */
+        cmocka_unit_test(test_http_endpoints),
+        cmocka_unit_test(test_http_bind_errors),
+        cmocka_unit_test(test_http_ipv6),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

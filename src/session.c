@@ -208,6 +208,14 @@ static enum session_end startup_packet(struct session *s, uint32_t len)
  * follows an SSLRequest stay in the socket for OpenSSL. */
 static enum session_end startup_read(struct session *s)
 {
+    if (s->su_have == 0 && s->rt->tls && !s->cli.ssl && s->cli_in) {
+        /* direct TLS (PostgreSQL 17 sslnegotiation=direct): a handshake record, no SSLRequest */
+        uint8_t first;
+        if (recv(s->cli.fd, &first, 1, MSG_PEEK) == 1 && first == 0x16) {
+            s->phase = PH_TLS;
+            return SE_NONE;
+        }
+    }
     while (s->cli_in && s->phase == PH_STARTUP) {
         size_t need = 4;
         uint32_t len = 0;

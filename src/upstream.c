@@ -12,6 +12,8 @@
 
 /* Client startup parameters applied upstream; everything else the client sends is ignored
  * (credentials and database always come from the operator's DSN). */
+#define UPSTREAM_TIMEOUT_MARGIN_MS 1000
+
 static const char *const option_params[] = {"DateStyle", "TimeZone", "IntervalStyle",
                                             "extra_float_digits"};
 
@@ -73,7 +75,13 @@ static void build_options(char *opts, size_t len, const struct upstream_request 
             append(opts, len, "%s ", o->val);
     PQconninfoFree(parsed);
     char num[32];
-    snprintf(num, sizeof(num), "%llu", (unsigned long long)cfg->query_timeout_ms);
+    /* Defence in depth: the proxy's own deadline fires first (its error names the rule); the
+     * upstream stops a statement only if the proxy's cancel somehow does not land. */
+    if (cfg->query_timeout_ms)
+        snprintf(num, sizeof(num), "%llu",
+                 (unsigned long long)cfg->query_timeout_ms + UPSTREAM_TIMEOUT_MARGIN_MS);
+    else
+        snprintf(num, sizeof(num), "0");
     append(opts, len, "-c %s=%s ", "statement_timeout", num);
     if (cfg->idle_tx_timeout_ms) {
         snprintf(num, sizeof(num), "%llu", (unsigned long long)cfg->idle_tx_timeout_ms);

@@ -1,0 +1,618 @@
+/* Statement policy, decision cache and budgets. The policy table is the contract: each row is a
+ * SQL text, a policy and the verdict a client must see. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "guard.h"
+#include "guard_internal.h"
+
+#define NONE  GUARD_ALLOW
+#define DENY  GUARD_DENY
+#define RO    GUARD_READ_ONLY
+#define COPY  GUARD_COPY
+#define SYNTX GUARD_SYNTAX
+
+/* deny/allow: comma-separated rules; "-" = pass a NULL policy. */
+struct policy_case {
+    const char *deny;
+    const char *allow;
+    bool read_only;
+    const char *sql;
+    enum guard_verdict verdict;
+    const char *rule; /* expected rule; NULL = not checked */
+};
+
+static const struct policy_case cases[] = {
+    /* always-on rules, no policy at all */
+    {"-", NULL, false, "SELECT 1", NONE, ""},
+    {"-", NULL, false, "COPY t FROM STDIN", COPY, "copy-protocol"},
+    {"-", NULL, false, "copy t to stdout", COPY, "copy-protocol"},
+    {"-", NULL, false, "COPY (SELECT 1) TO STDOUT WITH (FORMAT csv)", COPY, "copy-protocol"},
+    {"-", NULL, false, "SELECT 1; CoPy t FROM stdin", COPY, "copy-protocol"},
+    {"-", NULL, false, "COPY t FROM '/tmp/x'", NONE, ""},
+    {"-", NULL, false, "COPY t TO PROGRAM 'cat'", NONE, ""},
+    {"-", NULL, false, "SELECT * FROM copy_log", NONE, ""},
+    {"-", NULL, false, "SET standard_conforming_strings = off", DENY,
+     "standard_conforming_strings"},
+    {"-", NULL, false, "reset standard_conforming_strings", DENY, "standard_conforming_strings"},
+    {"-", NULL, false, "SET LOCAL backslash_quote = on", DENY, "standard_conforming_strings"},
+    {"-", NULL, false, "SET \"Standard_Conforming_Strings\" TO off", DENY,
+     "standard_conforming_strings"},
+    {"-", NULL, false, "SET U&\"\\0073tandard_conforming_strings\" = off", DENY,
+     "standard_conforming_strings"},
+    {"-", NULL, false, "SELECT set_config('standard_conforming_strings', 'off', false)", DENY,
+     "standard_conforming_strings"},
+    {"-", NULL, false, "SELECT pg_catalog.set_config('backslash_quote'::text, 'on', true)", DENY,
+     "standard_conforming_strings"},
+    {"-", NULL, false, "SHOW standard_conforming_strings", NONE, ""},
+    {"-", NULL, false, "SELECT set_config(name, 'x', false) FROM t", NONE, ""},
+    {"-", NULL, false, "selec 1", NONE, ""},
+    {"-", NULL, false, "copy t from stdin selec", NONE, ""},
+    {"", NULL, false, "COPY t FROM STDIN", COPY, "copy-protocol"},
+    {"", NULL, false, "DROP TABLE t", NONE, ""},
+
+    /* deny by kind: spelling games */
+    {"drop", NULL, false, "DrOp TaBlE t", DENY, "deny:drop"},
+    {"drop", NULL, false, "DROP /*x*/ TABLE t", DENY, "deny:drop"},
+    {"drop", NULL, false, "DROP/**/TABLE/**/t", DENY, "deny:drop"},
+    {"drop", NULL, false, "select 1; drop table t", DENY, "deny:drop"},
+    {"drop", NULL, false, "\n\t  DROP\n  TABLE\r\n\"T\"  ;", DENY, "deny:drop"},
+    {"drop", NULL, false, "DROP TABLE \"drop\"", DENY, "deny:drop"},
+    {"drop", NULL, false, "SELECT \"drop table t\" FROM x", NONE, ""},
+    {"drop", NULL, false, "SELECT 'drop table t'", NONE, ""},
+    {"drop", NULL, false, "SELECT 1 -- ; DROP TABLE t", NONE, ""},
+    {"drop", NULL, false, "SELECT $$; DROP TABLE t; $$", NONE, ""},
+    {"drop", NULL, false, "SELECT $x$'$x$; DROP TABLE t; --'", DENY, "deny:drop"},
+    {"drop", NULL, false, "SELECT 1 /* ; DROP TABLE t */", NONE, ""},
+    {"DROP ", NULL, false, "DROP INDEX i", DENY, "deny:drop"},
+    {"truncate", NULL, false, "TRUNCATE t", DENY, "deny:truncate"},
+    {"alter_system", NULL, false, "ALTER SYSTEM SET work_mem = '1MB'", DENY, "deny:alter_system"},
+
+    /* families */
+    {"drop", NULL, false, "DROP ROLE r", DENY, "deny:drop"},
+    {"drop", NULL, false, "DROP DATABASE d", DENY, "deny:drop"},
+    {"drop", NULL, false, "DROP OWNED BY r", DENY, "deny:drop"},
+    {"drop_role", NULL, false, "DROP USER u", DENY, "deny:drop_role"},
+    {"drop_role", NULL, false, "DROP TABLE t", NONE, ""},
+    {"create", NULL, false, "CREATE ROLE r", DENY, "deny:create"},
+    {"create", NULL, false, "CREATE TABLE t (a int)", DENY, "deny:create"},
+    {"create", NULL, false, "CREATE AGGREGATE a (sfunc = f, stype = int)", DENY, "deny:create"},
+    {"alter", NULL, false, "ALTER SYSTEM SET work_mem = '1MB'", DENY, "deny:alter"},
+    {"alter", NULL, false, "ALTER TABLE t RENAME TO u", DENY, "deny:alter"},
+    {"alter", NULL, false, "SELECT 1", NONE, ""},
+
+    /* nested statements */
+    {"delete", NULL, false, "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d", DENY,
+     "deny:delete"},
+    {"delete", NULL, false, "EXPLAIN ANALYZE DELETE FROM t", DENY, "deny:delete"},
+    {"delete", NULL, false, "EXPLAIN SELECT 1", NONE, ""},
+    {"delete", NULL, false, "PREPARE p AS DELETE FROM t", DENY, "deny:delete"},
+    {"delete", NULL, false, "EXECUTE p", NONE, ""},
+    {"delete", NULL, false,
+     "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC DELETE FROM t; SELECT 1; END", DENY,
+     "deny:delete"},
+    {"delete", NULL, false, "CREATE RULE r AS ON INSERT TO t DO INSTEAD DELETE FROM u", DENY,
+     "deny:delete"},
+    {"create_table_as", NULL, false, "CREATE TABLE x AS SELECT 1", DENY, "deny:create_table_as"},
+    {"create", NULL, false, "CREATE TABLE x AS SELECT 1", DENY, "deny:create"},
+    {"create_table_as", NULL, false, "SELECT 1 INTO x", DENY, "deny:create_table_as"},
+    {"create", NULL, false, "select * into x from t", DENY, "deny:create"},
+    {"create_materialized_view", NULL, false, "CREATE MATERIALIZED VIEW v AS SELECT 1", DENY,
+     "deny:create_materialized_view"},
+    {"create_table_as", NULL, false, "CREATE MATERIALIZED VIEW v AS SELECT 1", NONE, ""},
+    {"vacuum", NULL, false, "VACUUM t", DENY, "deny:vacuum"},
+    {"vacuum", NULL, false, "ANALYZE t", NONE, ""},
+    {"analyze", NULL, false, "analyze", DENY, "deny:analyze"},
+    {"select", NULL, false, "INSERT INTO t SELECT * FROM u", DENY, "deny:select"},
+    {"copy", NULL, false, "COPY t TO '/tmp/x'", DENY, "deny:copy"},
+
+    /* functions */
+    {"function:pg_terminate_backend", NULL, false, "SELECT pg_terminate_backend(1)", DENY,
+     "deny:function:pg_terminate_backend"},
+    {"function:pg_read_file", NULL, false, "SELECT pg_catalog.pg_read_file('x')", DENY,
+     "deny:function:pg_read_file"},
+    {"function:dblink", NULL, false, "select * from dblink('host=x', 'select 1') as t(a int)", DENY,
+     "deny:function:dblink"},
+    {"function:pg_sleep", NULL, false, "SELECT PG_SLEEP(1)", DENY, "deny:function:pg_sleep"},
+    {"Function:PG_CATALOG.PG_SLEEP", NULL, false, "SELECT \"pg_sleep\"(1)", DENY,
+     "deny:function:pg_sleep"},
+    {"function:pg_sleep", NULL, false, "SELECT U&\"pg_sl\\0065ep\"(1)", DENY,
+     "deny:function:pg_sleep"},
+    {"function:pg_sleep", NULL, false, "SELECT * FROM ROWS FROM (pg_sleep(1))", DENY,
+     "deny:function:pg_sleep"},
+    {"function:pg_sleep", NULL, false,
+     "SELECT count(*) FROM t WHERE x IN (SELECT abs(pg_sleep(1)))", DENY, "deny:function:pg_sleep"},
+    {"function:pg_sleep", NULL, false, "SELECT pg_sleep_for('1s')", NONE, ""},
+    {"function:pg_sleep", NULL, false, "SELECT now()", NONE, ""},
+    {"function:p", NULL, false, "CALL p()", DENY, "deny:function:p"},
+    {"function:pg_sleep", NULL, false, "SELECT set_config(name, 'x', false) FROM t", DENY,
+     "standard_conforming_strings"},
+
+    /* read-only */
+    {NULL, NULL, true, "SELECT * FROM t", NONE, ""},
+    {NULL, NULL, true, "INSERT INTO t VALUES (1)", RO, "read-only"},
+    {NULL, NULL, true, "UPDATE t SET a = 1", RO, "read-only"},
+    {NULL, NULL, true, "DELETE FROM t", RO, "read-only"},
+    {NULL, NULL, true, "MERGE INTO t USING u ON t.a = u.a WHEN MATCHED THEN DELETE", RO,
+     "read-only"},
+    {NULL, NULL, true, "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d", RO, "read-only"},
+    {NULL, NULL, true, "SELECT 1 INTO x", RO, "read-only"},
+    {NULL, NULL, true, "EXPLAIN SELECT 1", NONE, ""},
+    {NULL, NULL, true, "EXPLAIN ANALYZE DELETE FROM t", RO, "read-only"},
+    {NULL, NULL, true, "CREATE TEMP TABLE x (a int)", RO, "read-only"},
+    {NULL, NULL, true, "COPY t FROM '/tmp/f'", RO, "read-only"},
+    {NULL, NULL, true, "COPY t TO STDOUT", COPY, "copy-protocol"},
+    {NULL, NULL, true, "DO $$BEGIN END$$", RO, "read-only"},
+    {NULL, NULL, true, "CALL p()", RO, "read-only"},
+    {NULL, NULL, true, "SET transaction_read_only = off", RO, "read-only"},
+    {NULL, NULL, true, "SET default_transaction_read_only TO off", RO, "read-only"},
+    {NULL, NULL, true, "RESET default_transaction_read_only", RO, "read-only"},
+    {NULL, NULL, true, "SET SESSION AUTHORIZATION bob", RO, "read-only"},
+    {NULL, NULL, true, "SET ROLE bob", RO, "read-only"},
+    {NULL, NULL, true, "RESET ROLE", RO, "read-only"},
+    {NULL, NULL, true, "SELECT set_config('role', 'bob', false)", RO, "read-only"},
+    {NULL, NULL, true, "SELECT set_config('work_mem', '1MB', false)", NONE, ""},
+    {NULL, NULL, true, "BEGIN READ WRITE", RO, "read-only"},
+    {NULL, NULL, true, "START TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ WRITE", RO,
+     "read-only"},
+    {NULL, NULL, true, "SET TRANSACTION READ WRITE", RO, "read-only"},
+    {NULL, NULL, true, "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE", RO, "read-only"},
+    {NULL, NULL, true, "BEGIN READ ONLY; SELECT 1; COMMIT", NONE, ""},
+    {NULL, NULL, true, "BEGIN; SAVEPOINT s; RELEASE s; ROLLBACK", NONE, ""},
+    {NULL, NULL, true, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", NONE, ""},
+    {NULL, NULL, true, "SET work_mem = '64MB'; SHOW work_mem; RESET ALL", NONE, ""},
+    {NULL, NULL, true, "DECLARE c CURSOR FOR SELECT 1; FETCH 1 FROM c; MOVE c; CLOSE c", NONE, ""},
+    {NULL, NULL, true, "DISCARD ALL; LISTEN x; UNLISTEN *", NONE, ""},
+    {NULL, NULL, true, "NOTIFY x", RO, "read-only"},
+    {NULL, NULL, true, "PREPARE p AS SELECT 1; EXECUTE p; DEALLOCATE p", NONE, ""},
+    {NULL, NULL, true, "PREPARE p AS INSERT INTO t VALUES (1)", RO, "read-only"},
+    {NULL, NULL, true, "SELECT * FROM t FOR UPDATE", RO, "read-only"},
+    {NULL, NULL, true, "LOCK TABLE t", RO, "read-only"},
+    {NULL, NULL, true, "VACUUM", RO, "read-only"},
+    {NULL, NULL, true, "GRANT SELECT ON t TO r", RO, "read-only"},
+    {NULL, NULL, true, "COMMENT ON TABLE t IS 'x'", RO, "read-only"},
+    {NULL, NULL, true, "REFRESH MATERIALIZED VIEW v", RO, "read-only"},
+    {NULL, NULL, true, "COMMIT PREPARED 'x'", RO, "read-only"},
+    {"function:pg_sleep", NULL, true, "DELETE FROM t WHERE pg_sleep(1) IS NULL", DENY,
+     "deny:function:pg_sleep"},
+
+    /* allow lists */
+    {NULL, "select", false, "SELECT 1", NONE, ""},
+    {NULL, "select", false, "DELETE FROM t", DENY, "allow"},
+    {NULL, "select", false, "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d", DENY, "allow"},
+    {NULL, "select", false, "SELECT 1 INTO x", DENY, "allow"},
+    {NULL, "select", false, "EXPLAIN SELECT 1", DENY, "allow"},
+    {NULL, "select", false, "SELECT 1; UPDATE t SET a = 1", DENY, "allow"},
+    {NULL, "select,explain", false, "EXPLAIN SELECT 1", NONE, ""},
+    {NULL, "select,explain", false, "EXPLAIN ANALYZE DELETE FROM t", DENY, "allow"},
+    {NULL, "insert", false, "INSERT INTO t SELECT * FROM u", NONE, ""},
+    {NULL, "insert", false, "INSERT INTO t VALUES (1)", NONE, ""},
+    {NULL, "select,transaction", false, "BEGIN; SELECT 1; COMMIT", NONE, ""},
+    {NULL, "select,transaction", false, "BEGIN; UPDATE t SET a = 1; COMMIT", DENY, "allow"},
+    {NULL, "create", false, "CREATE SCHEMA s CREATE TABLE t (a int)", NONE, ""},
+    {NULL, "create_schema", false, "CREATE SCHEMA s CREATE TABLE t (a int)", DENY, "allow"},
+    {NULL, "alter_table", false, "ALTER TABLE t REPLICA IDENTITY FULL", NONE, ""},
+    {NULL, "create_function", false, "CREATE FUNCTION f() RETURNS int RETURN 1", NONE, ""},
+    {NULL, "select,function:count", false, "SELECT count(*) FROM t", NONE, ""},
+    {NULL, "select,function:count", false, "SELECT now()", DENY, "allow"},
+    {"function:pg_sleep", "select", false, "SELECT pg_sleep(1)", DENY, "deny:function:pg_sleep"},
+    {"drop", "drop", false, "DROP TABLE t", DENY, "deny:drop"},
+    {NULL, "select", true, "SELECT 1", NONE, ""},
+    {NULL, "select", true, "SELECT * FROM t FOR UPDATE", RO, "read-only"},
+
+    /* parse errors, empty texts */
+    {"drop", NULL, false, "selec 1", SYNTX, "syntax"},
+    {"drop", NULL, false, "SELECT 1; DROP TABLE", SYNTX, "syntax"},
+    {"drop", NULL, false, "SELECT 'unterminated", SYNTX, "syntax"},
+    {"drop", NULL, false, "", NONE, ""},
+    {"drop", NULL, false, ";;", NONE, ""},
+    {"drop", NULL, false, "-- only a comment", NONE, ""},
+    {"drop", NULL, false, "/* only a comment */ ; ", NONE, ""},
+    {NULL, NULL, true, "", NONE, ""},
+};
+
+static char **split_rules(const char *list, size_t *n)
+{
+    char **out = calloc(16, sizeof *out);
+    *n = 0;
+    if (!list || !*list)
+        return out;
+    char *copy = strdup(list), *save = NULL;
+    for (char *tok = strtok_r(copy, ",", &save); tok && *n < 16; tok = strtok_r(NULL, ",", &save))
+        out[(*n)++] = strdup(tok);
+    free(copy);
+    return out;
+}
+
+static void free_rules(char **r, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(r[i]);
+    free(r);
+}
+
+static struct guard_policy *make_policy(const char *deny, const char *allow, bool ro)
+{
+    size_t nd, na;
+    char err[512] = "";
+    char **d = split_rules(deny, &nd), **a = split_rules(allow, &na);
+    struct guard_policy *p = guard_policy_new((const char *const *)d, nd, (const char *const *)a,
+                                              na, ro, err, sizeof err);
+    if (!p)
+        fail_msg("policy deny=%s allow=%s: %s", deny ? deny : "", allow ? allow : "", err);
+    free_rules(d, nd);
+    free_rules(a, na);
+    return p;
+}
+
+static void check(const struct guard_policy *p, struct guard_cache *c, const char *sql,
+                  struct guard_decision *d)
+{
+    assert_int_equal(guard_check(p, c, sql, strlen(sql), d), 0);
+}
+
+static void test_policy_table(void **state)
+{
+    (void)state;
+    size_t n = sizeof cases / sizeof cases[0];
+    assert_true(n >= 60);
+    for (size_t i = 0; i < n; i++) {
+        const struct policy_case *t = &cases[i];
+        bool null_policy = t->deny && strcmp(t->deny, "-") == 0;
+        struct guard_policy *p = null_policy ? NULL : make_policy(t->deny, t->allow, t->read_only);
+        struct guard_cache *c = guard_cache_new();
+        struct guard_decision d, d1, d2;
+
+        assert_non_null(c);
+        check(p, NULL, t->sql, &d);
+        if (d.verdict != t->verdict || (t->rule && strcmp(d.rule, t->rule) != 0))
+            fail_msg("case %zu [%s]: verdict %d rule \"%s\" (%s), want %d \"%s\"", i, t->sql,
+                     (int)d.verdict, d.rule, d.message, (int)t->verdict, t->rule ? t->rule : "");
+        if (d.verdict != GUARD_ALLOW && d.message[0] == '\0')
+            fail_msg("case %zu [%s]: empty message", i, t->sql);
+        /* A miss and then a (possible) hit must both give the uncached answer. */
+        check(p, c, t->sql, &d1);
+        check(p, c, t->sql, &d2);
+        if (memcmp(&d, &d1, sizeof d) != 0 || memcmp(&d, &d2, sizeof d) != 0)
+            fail_msg("case %zu [%s]: cached decision differs", i, t->sql);
+        guard_cache_free(c);
+        guard_policy_free(p);
+    }
+}
+
+static void test_messages(void **state)
+{
+    (void)state;
+    struct guard_policy *p = make_policy("drop,function:pg_sleep", NULL, false);
+    struct guard_decision d;
+
+    check(p, NULL, "selec 1", &d);
+    assert_int_equal(d.verdict, GUARD_SYNTAX);
+    assert_string_equal(d.message, "syntax error at or near \"selec\"");
+    assert_int_equal(d.cursorpos, 1);
+    check(p, NULL, "SELECT 1; DROP TABLE", &d);
+    assert_string_equal(d.message, "syntax error at end of input");
+    assert_int_equal(d.cursorpos, 21);
+    check(p, NULL, "SELECT 1 FROM t WHERE", &d);
+    assert_int_equal(d.cursorpos, 22);
+
+    check(p, NULL, "DROP TABLE t", &d);
+    assert_string_equal(d.message, "statement denied by pgwire-proxy policy: deny:drop");
+    assert_int_equal(d.cursorpos, 0);
+    check(p, NULL, "DROP ROLE r", &d);
+    assert_string_equal(d.message,
+                        "statement denied by pgwire-proxy policy: deny:drop (drop_role)");
+    check(p, NULL, "SELECT pg_sleep(1)", &d);
+    assert_string_equal(d.message,
+                        "statement denied by pgwire-proxy policy: deny:function:pg_sleep");
+    check(p, NULL, "COPY t FROM STDIN", &d);
+    assert_int_equal(d.verdict, GUARD_COPY);
+    assert_string_equal(d.message, "COPY is not supported through pgwire-proxy");
+    guard_policy_free(p);
+
+    p = make_policy(NULL, "select", true);
+    check(p, NULL, "DELETE FROM t", &d);
+    assert_int_equal(d.verdict, GUARD_READ_ONLY);
+    assert_string_equal(d.message, "cannot execute delete in read-only mode");
+    check(p, NULL, "SET ROLE bob", &d);
+    assert_string_equal(d.message, "cannot execute SET role in read-only mode");
+    check(p, NULL, "SHOW x", &d);
+    assert_int_equal(d.verdict, GUARD_DENY);
+    assert_string_equal(d.message,
+                        "statement denied by pgwire-proxy policy: allow (show is not in the allow "
+                        "list)");
+    guard_policy_free(p);
+}
+
+static void test_policy_errors(void **state)
+{
+    (void)state;
+    char err[2048];
+    const char *bad_deny[] = {"dorp"};
+    const char *bad_allow[] = {"select", "selekt"};
+    const char *bad_fn[] = {"function:"};
+    const char *bad_fn2[] = {"function:pg sleep"};
+    const char *empty[] = {"  "};
+    const char *null_rule[] = {NULL};
+    const char *fine[] = {" Create ", "ALTER", "drop", "function:public.f"};
+
+    assert_null(guard_policy_new(bad_deny, 1, NULL, 0, false, err, sizeof err));
+    assert_non_null(strstr(err, "\"dorp\""));
+    assert_non_null(strstr(err, "deny"));
+    assert_non_null(strstr(err, "drop_role")); /* the kinds are listed */
+    assert_null(guard_policy_new(NULL, 0, bad_allow, 2, false, err, sizeof err));
+    assert_non_null(strstr(err, "\"selekt\" in allow list"));
+    /* A short buffer still gets a terminated, truncated message. */
+    assert_null(guard_policy_new(bad_deny, 1, NULL, 0, false, err, 40));
+    assert_true(strlen(err) < 40);
+    assert_null(guard_policy_new(bad_deny, 1, NULL, 0, false, NULL, 0));
+    assert_null(guard_policy_new(bad_fn, 1, NULL, 0, false, err, sizeof err));
+    assert_null(guard_policy_new(bad_fn2, 1, NULL, 0, false, err, sizeof err));
+    assert_null(guard_policy_new(empty, 1, NULL, 0, false, err, sizeof err));
+    assert_null(guard_policy_new(null_rule, 1, NULL, 0, false, err, sizeof err));
+
+    struct guard_policy *p = guard_policy_new(fine, 4, NULL, 0, false, err, sizeof err);
+    assert_non_null(p);
+    assert_true(guard_policy_parses(p));
+    guard_policy_free(p);
+    p = guard_policy_new(NULL, 0, NULL, 0, false, err, sizeof err);
+    assert_non_null(p);
+    assert_false(guard_policy_parses(p));
+    guard_policy_free(p);
+    p = guard_policy_new(NULL, 0, NULL, 0, true, err, sizeof err);
+    assert_true(guard_policy_parses(p));
+    guard_policy_free(p);
+    assert_false(guard_policy_parses(NULL));
+    guard_policy_free(NULL);
+}
+
+static void test_kind_names(void **state)
+{
+    (void)state;
+    const char *const *k = guard_kind_names();
+    size_t n = 0;
+    bool seen_drop = false, seen_analyze = false, seen_ctas = false;
+    char err[256];
+
+    assert_true(guard_kinds_self_check());
+    for (; k[n]; n++) {
+        const char *one[] = {k[n]};
+        struct guard_policy *p = guard_policy_new(one, 1, one, 1, false, err, sizeof err);
+        if (!p)
+            fail_msg("kind %s is not accepted as a rule: %s", k[n], err);
+        guard_policy_free(p);
+        seen_drop |= strcmp(k[n], "drop") == 0;
+        seen_analyze |= strcmp(k[n], "analyze") == 0;
+        seen_ctas |= strcmp(k[n], "create_table_as") == 0;
+        if (n > 0)
+            assert_true(strcmp(k[n - 1], k[n]) < 0);
+    }
+    assert_int_equal(n, GUARD_K_COUNT);
+    assert_true(seen_drop && seen_analyze && seen_ctas);
+}
+
+static void test_cache_key(void **state)
+{
+    (void)state;
+    char a[GUARD_CACHE_KEY_MAX], b[GUARD_CACHE_KEY_MAX];
+    size_t la, lb;
+
+#define SAME(x, y)                                                                                 \
+    do {                                                                                           \
+        la = guard_cache_key(x, strlen(x), a, sizeof a);                                           \
+        lb = guard_cache_key(y, strlen(y), b, sizeof b);                                           \
+        assert_true(la > 0);                                                                       \
+        assert_true(la == lb && memcmp(a, b, la) == 0);                                            \
+    } while (0)
+#define DIFFERENT(x, y)                                                                            \
+    do {                                                                                           \
+        la = guard_cache_key(x, strlen(x), a, sizeof a);                                           \
+        lb = guard_cache_key(y, strlen(y), b, sizeof b);                                           \
+        assert_false(la == lb && memcmp(a, b, la) == 0);                                           \
+    } while (0)
+
+    SAME("SELECT abalance FROM pgbench_accounts WHERE aid = 12345;",
+         "SELECT abalance FROM pgbench_accounts WHERE aid = 7;");
+    SAME("SELECT * FROM t WHERE a = 'x'", "SELECT * FROM t WHERE a = 'it''s; DROP TABLE t'");
+    SAME("SELECT 1.5, x1 FROM t", "SELECT 22.75, x1 FROM t");
+    DIFFERENT("SELECT * FROM t1", "SELECT * FROM t2");
+    DIFFERENT("SELECT \"a1\"", "SELECT \"a2\"");
+    DIFFERENT("SELECT \"a'b\" FROM t", "SELECT \"a'c\" FROM t");
+    DIFFERENT("SELECT 'abc", "SELECT 'abc'");
+    DIFFERENT("SELECT $$'$$; DROP TABLE t; --'", "SELECT $$'$$; SELECT 1; --'");
+    DIFFERENT("SELECT $1", "SELECT $2");
+    DIFFERENT("SELECT E'\\''; DROP TABLE t; --'", "SELECT E'\\''; SELECT 1; --'");
+    DIFFERENT("SELECT 1 /* ' */; DROP TABLE t; -- '", "SELECT 1 /* ' */; SELECT 1; -- '");
+    DIFFERENT("SELECT U&\"a!0061\" UESCAPE '!'", "SELECT U&\"a!0061\" UESCAPE '#'");
+    DIFFERENT("SELECT 0", "SELECT 0 -- x"); /* verbatim and normalized keys never meet */
+
+    char big[GUARD_CACHE_KEY_MAX + 100];
+    memset(big, ' ', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    memcpy(big, "SELECT 1", 8);
+    assert_int_equal(guard_cache_key(big, strlen(big), a, sizeof a), 0);
+    /* Literals shrink: a long string literal still fits. */
+    memset(big + 7, 'x', sizeof big - 9);
+    big[7] = '\'';
+    big[sizeof big - 2] = '\'';
+    assert_true(guard_cache_key(big, strlen(big), a, sizeof a) > 0);
+#undef SAME
+#undef DIFFERENT
+}
+
+static void test_cache_hits(void **state)
+{
+    (void)state;
+    struct guard_policy *p = make_policy("drop,delete,function:pg_sleep", NULL, false);
+    struct guard_cache *c = guard_cache_new();
+    struct guard_decision d;
+
+    check(p, c, "SELECT * FROM t WHERE a = 1", &d);
+    assert_int_equal(guard_cache_hits(c), 0);
+    check(p, c, "SELECT * FROM t WHERE a = 2", &d);
+    assert_int_equal(guard_cache_hits(c), 1);
+    assert_int_equal(d.verdict, GUARD_ALLOW);
+    check(p, c, "DELETE FROM t WHERE a = 5", &d);
+    check(p, c, "DELETE FROM t WHERE a = 6", &d);
+    assert_int_equal(guard_cache_hits(c), 2);
+    assert_int_equal(d.verdict, GUARD_DENY);
+    assert_string_equal(d.rule, "deny:delete");
+
+    /* Dollar quotes hide statement boundaries from the key lexer: no shared key. */
+    check(p, c, "SELECT $$'$$; SELECT 1; --'", &d);
+    assert_int_equal(d.verdict, GUARD_ALLOW);
+    check(p, c, "SELECT $$'$$; DROP TABLE t; --'", &d);
+    assert_int_equal(d.verdict, GUARD_DENY);
+    assert_string_equal(d.rule, "deny:drop");
+    /* ... and exact text still hits. */
+    uint64_t h = guard_cache_hits(c);
+    check(p, c, "SELECT $$'$$; DROP TABLE t; --'", &d);
+    assert_int_equal(guard_cache_hits(c), h + 1);
+    assert_int_equal(d.verdict, GUARD_DENY);
+
+    /* UESCAPE comes from a string literal and changes the identifier. */
+    check(p, c, "SELECT U&\"pg_sl!0065ep\" UESCAPE '#'(1)", &d);
+    assert_int_equal(d.verdict, GUARD_ALLOW);
+    check(p, c, "SELECT U&\"pg_sl!0065ep\" UESCAPE '!'(1)", &d);
+    assert_int_equal(d.verdict, GUARD_DENY);
+
+    /* A syntax error is never cached: the same shape can be valid. The other way round, a
+     * cached ALLOW answers for a same-shaped text the parser would reject; PostgreSQL then
+     * reports the syntax error itself, and a shape's statement kinds cannot differ. */
+    check(p, c, "FETCH 99999999999 FROM c", &d);
+    assert_int_equal(d.verdict, GUARD_SYNTAX);
+    assert_int_equal(d.cursorpos, 7);
+    check(p, c, "FETCH 5 FROM c", &d);
+    assert_int_equal(d.verdict, GUARD_ALLOW);
+    check(p, c, "FETCH 99999999999 FROM c", &d);
+    assert_int_equal(d.verdict, GUARD_ALLOW);
+    guard_policy_free(p);
+
+    /* set_config() decisions read a literal: not cached by shape. */
+    p = make_policy(NULL, NULL, true);
+    check(p, c, "SELECT set_config('work_mem', '1MB', false)", &d);
+    assert_int_equal(d.verdict, GUARD_ALLOW);
+    check(p, c, "SELECT set_config('role', 'bob', false)", &d);
+    assert_int_equal(d.verdict, GUARD_READ_ONLY);
+    guard_policy_free(p);
+
+    /* Another policy: old entries must not answer. */
+    p = make_policy("drop", NULL, false);
+    check(p, c, "DELETE FROM t WHERE a = 7", &d);
+    assert_int_equal(d.verdict, GUARD_ALLOW);
+    guard_policy_free(p);
+    p = make_policy("delete", NULL, false);
+    check(p, c, "DELETE FROM t WHERE a = 8", &d);
+    assert_int_equal(d.verdict, GUARD_DENY);
+    guard_policy_free(p);
+    guard_cache_free(c);
+    guard_cache_free(NULL);
+}
+
+static void test_cache_bounded(void **state)
+{
+    (void)state;
+    struct guard_policy *p = make_policy("drop", NULL, false);
+    struct guard_cache *c = guard_cache_new();
+    struct guard_decision d;
+    char sql[64];
+
+    for (int i = 0; i < 40; i++) {
+        snprintf(sql, sizeof sql, "SELECT * FROM t%c%c", 'a' + i / 26, 'a' + i % 26);
+        check(p, c, sql, &d);
+    }
+    assert_int_equal(guard_cache_hits(c), 0);
+    check(p, c, "SELECT * FROM tbn", &d); /* the last one is still there */
+    assert_int_equal(guard_cache_hits(c), 1);
+    check(p, c, "SELECT * FROM taa", &d); /* the first one was evicted */
+    assert_int_equal(guard_cache_hits(c), 1);
+
+    /* Past the key limit nothing is cached, but the decision is the same. */
+    size_t n = GUARD_CACHE_KEY_MAX + 64;
+    char *big = malloc(n + 32);
+    strcpy(big, "DROP TABLE t");
+    for (size_t i = strlen(big); i < n; i++)
+        big[i] = i % 2 ? ' ' : '\n';
+    big[n] = '\0';
+    check(p, c, big, &d);
+    check(p, c, big, &d);
+    assert_int_equal(guard_cache_hits(c), 1);
+    assert_int_equal(d.verdict, GUARD_DENY);
+    free(big);
+    guard_cache_free(c);
+    guard_policy_free(p);
+}
+
+static void test_no_rules_skips_parse(void **state)
+{
+    (void)state;
+    struct guard_cache *c = guard_cache_new();
+    struct guard_decision d;
+
+    /* No trigger word: allowed without touching the cache or the parser. */
+    check(NULL, c, "SELECT abalance FROM pgbench_accounts WHERE aid = 1", &d);
+    check(NULL, c, "SELECT abalance FROM pgbench_accounts WHERE aid = 2", &d);
+    assert_int_equal(d.verdict, GUARD_ALLOW);
+    assert_int_equal(guard_cache_hits(c), 0);
+    check(NULL, c, "COPY t FROM STDIN", &d);
+    check(NULL, c, "COPY t FROM STDIN", &d);
+    assert_int_equal(d.verdict, GUARD_COPY);
+    assert_int_equal(guard_cache_hits(c), 1);
+    /* len is honoured as PostgreSQL reads a Query: up to the NUL. */
+    const char with_nul[] = "SELECT 1\0COPY t FROM STDIN";
+    assert_int_equal(guard_check(NULL, NULL, with_nul, sizeof with_nul - 1, &d), 0);
+    assert_int_equal(d.verdict, GUARD_ALLOW);
+    guard_cache_free(c);
+}
+
+static void test_budget(void **state)
+{
+    (void)state;
+    struct guard_budget b;
+
+    guard_budget_start(&b, 2, 0);
+    assert_int_equal(guard_budget_row(&b, 100), GUARD_LIMIT_NONE);
+    assert_int_equal(guard_budget_row(&b, 100), GUARD_LIMIT_NONE);
+    assert_int_equal(guard_budget_row(&b, 100), GUARD_LIMIT_ROWS);
+    assert_int_equal(b.rows, 2);
+    assert_int_equal(b.bytes, 200);
+
+    guard_budget_start(&b, 0, 250);
+    assert_int_equal(guard_budget_row(&b, 100), GUARD_LIMIT_NONE);
+    assert_int_equal(guard_budget_row(&b, 150), GUARD_LIMIT_NONE);
+    assert_int_equal(guard_budget_row(&b, 1), GUARD_LIMIT_BYTES);
+    assert_int_equal(b.rows, 2); /* the refused row is not counted */
+    assert_int_equal(b.bytes, 250);
+
+    guard_budget_start(&b, 0, 0);
+    for (int i = 0; i < 100000; i++)
+        assert_int_equal(guard_budget_row(&b, UINT32_MAX), GUARD_LIMIT_NONE);
+    assert_int_equal(b.rows, 100000);
+
+    /* Rows are checked before bytes, and a restart clears the counters. */
+    guard_budget_start(&b, 1, 10);
+    assert_int_equal(guard_budget_row(&b, 5), GUARD_LIMIT_NONE);
+    assert_int_equal(guard_budget_row(&b, 50), GUARD_LIMIT_ROWS);
+    guard_budget_start(&b, 1, 10);
+    assert_int_equal(b.rows, 0);
+    assert_int_equal(guard_budget_row(&b, 50), GUARD_LIMIT_BYTES);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_policy_table),  cmocka_unit_test(test_messages),
+        cmocka_unit_test(test_policy_errors), cmocka_unit_test(test_kind_names),
+        cmocka_unit_test(test_cache_key),     cmocka_unit_test(test_cache_hits),
+        cmocka_unit_test(test_cache_bounded), cmocka_unit_test(test_no_rules_skips_parse),
+        cmocka_unit_test(test_budget),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

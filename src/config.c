@@ -718,11 +718,9 @@ char *config_redact_dsn(const char *dsn)
     size_t o = 0;
     const char *p = dsn;
     /* URI form: scheme://user:password@host; libpq knows only these two schemes */
-    const char *scheme = strstr(dsn, "://");
-    bool uri = scheme && (strncmp(dsn, "postgresql://", 13) == 0 ||
-                          strncmp(dsn, "postgres://", 11) == 0);
+    bool uri = strncmp(dsn, "postgresql://", 13) == 0 || strncmp(dsn, "postgres://", 11) == 0;
     if (uri) {
-        const char *auth_start = scheme + 3;
+        const char *auth_start = strstr(dsn, "://") + 3;
         const char *at = strchr(auth_start, '@');
         const char *slash = strchr(auth_start, '/');
         if (at && (!slash || at < slash)) {

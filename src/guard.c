@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define GUC_NAME_MAX 256
 
@@ -629,4 +630,22 @@ int guard_check(const struct guard_policy *p, struct guard_cache *cache, const c
     if (rc == 0 && cache && klen && cacheable)
         guard_cache_put(cache, gen, key, klen, out);
     return rc;
+}
+
+const char *guard_unsafe_setting(const char *name, const char *value)
+{
+    /* Client encodings whose multibyte characters may contain the byte 0x5C (backslash): the
+     * server reads such a byte as part of a character, the parser as an escape. */
+    static const char *const unsafe_encodings[] = {"SJIS", "SHIFT_JIS_2004", "BIG5", "GBK",
+                                                   "GB18030", "JOHAB", "UHC"};
+    if (!name || !value)
+        return NULL;
+    if (strcmp(name, "standard_conforming_strings") == 0 && strcmp(value, "on") != 0)
+        return "pgwire-proxy requires standard_conforming_strings=on";
+    if (strcmp(name, "client_encoding") == 0)
+        for (size_t i = 0; i < sizeof(unsafe_encodings) / sizeof(unsafe_encodings[0]); i++)
+            if (strcasecmp(value, unsafe_encodings[i]) == 0)
+                return "client encodings that can hide a backslash inside a character are not "
+                       "supported by pgwire-proxy; use UTF8";
+    return NULL;
 }

@@ -46,6 +46,11 @@ int guard_check(const struct guard_policy *p, struct guard_cache *cache, const c
 /* Lists every statement kind name, for --help/docs ("NULL"-terminated). */
 const char *const *guard_kind_names(void);
 
+/* The parser reads statements as a UTF-8-safe client with standard_conforming_strings=on
+ * would send them. Returns why a reported upstream setting breaks that (the session must end),
+ * or NULL when it is safe. */
+const char *guard_unsafe_setting(const char *name, const char *value);
+
 /* --- budgets: per statement, counted on DataRow messages --- */
 enum guard_limit { GUARD_LIMIT_NONE = 0, GUARD_LIMIT_ROWS, GUARD_LIMIT_BYTES };
 

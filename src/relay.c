@@ -676,9 +676,23 @@ static enum up_action upstream_message(struct session *s, struct fwd *f, size_t 
                     "rule: copy-protocol", "Use SELECT to read rows.", "copy-protocol",
                     METRICS_QUERY_REJECTED, true, false);
         return DROP;
+    case 'S': {
+        const char *name = (const char *)body;
+        const char *nul = body ? memchr(body, 0, len) : NULL;
+        const char *why = nul ? guard_unsafe_setting(name, nul + 1) : NULL;
+        if (why && !s->unsafe_setting) {
+            if (flush_span(s, f, at)) {
+                *err = -1;
+                return DROP;
+            }
+            session_send_fatal(s, "0A000", why, NULL);
+            s->unsafe_setting = true;
+            return DROP;
+        }
+        return FORWARD;
+    }
     case 'N':
     case 'A':
-    case 'S':
         return FORWARD; /* notices, notifications and parameter changes always reach the client */
     default:
         return aborting ? DROP : FORWARD;
@@ -767,6 +781,8 @@ static enum session_end process_upstream(struct session *s)
         memmove(s->ubuf, s->ubuf + pos, s->ulen - pos);
         s->ulen -= pos;
     }
+    if (s->unsafe_setting)
+        return SE_PROTOCOL;
     if (s->fatal_forwarded && s->st == ST_IDLE)
         return SE_UPSTREAM_LOST;
     return SE_NONE;

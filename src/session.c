@@ -300,6 +300,15 @@ static int queue_greeting(struct session *s)
 
 static enum session_end connected(struct session *s)
 {
+    const char *names[] = {"client_encoding", "standard_conforming_strings"};
+    for (size_t i = 0; i < 2; i++) {
+        const char *why = guard_unsafe_setting(names[i], upstream_param(&s->up, names[i]));
+        if (why) {
+            session_send_fatal(s, "0A000", why, NULL);
+            metrics_connection(METRICS_CONN_PROTOCOL_ERROR);
+            return SE_REJECTED;
+        }
+    }
     metrics_upstream_connect((uint64_t)(netio_now_us() - s->q_start_us), 1);
     if (cancel_new_secret(&s->secret) == 0 &&
         cancel_register(s->srv->cancels, s->up.pid, s->secret, s->up.cancel) == 0) {

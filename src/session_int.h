@@ -97,6 +97,7 @@ struct session {
     bool shutdown_seen;
     bool fatal_forwarded; /* upstream FATAL already relayed: close quietly */
     bool poisoning;       /* our failing statement runs to fail the client's transaction */
+    bool unsafe_setting;  /* upstream reported a setting the policy parser cannot follow */
 
     uint8_t *cbuf; /* client → proxy */
     size_t clen, ccap;

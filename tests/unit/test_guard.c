@@ -605,6 +605,19 @@ static void test_budget(void **state)
     assert_int_equal(guard_budget_row(&b, 50), GUARD_LIMIT_BYTES);
 }
 
+static void test_unsafe_settings(void **state)
+{
+    (void)state;
+    assert_null(guard_unsafe_setting("standard_conforming_strings", "on"));
+    assert_non_null(guard_unsafe_setting("standard_conforming_strings", "off"));
+    assert_null(guard_unsafe_setting("client_encoding", "UTF8"));
+    assert_null(guard_unsafe_setting("client_encoding", "LATIN1"));
+    assert_non_null(guard_unsafe_setting("client_encoding", "SJIS"));
+    assert_non_null(guard_unsafe_setting("client_encoding", "big5"));
+    assert_null(guard_unsafe_setting("TimeZone", "off"));
+    assert_null(guard_unsafe_setting(NULL, "x"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -612,7 +625,7 @@ int main(void)
         cmocka_unit_test(test_policy_errors), cmocka_unit_test(test_kind_names),
         cmocka_unit_test(test_cache_key),     cmocka_unit_test(test_cache_hits),
         cmocka_unit_test(test_cache_bounded), cmocka_unit_test(test_no_rules_skips_parse),
-        cmocka_unit_test(test_budget),
+        cmocka_unit_test(test_budget),        cmocka_unit_test(test_unsafe_settings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -277,9 +277,9 @@ int server_run(struct config *cfg, int argc, char **argv)
     pthread_mutex_init(&srv.rt_mu, NULL);
     pthread_mutex_init(&srv.mu, NULL);
     pthread_cond_init(&srv.all_gone, NULL);
+    sfd = signal_setup(); /* before any thread starts, so all inherit the blocked mask */
     srv.shutdown_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     srv.cancels = cancel_table_new();
-    sfd = signal_setup();
     srv.rt = server_runtime_new(cfg, err, sizeof(err));
     if (!srv.rt || srv.shutdown_efd < 0 || !srv.cancels || sfd < 0) {
         fprintf(stderr, "pgwire-proxy: %s\n", srv.rt ? strerror(errno) : err);

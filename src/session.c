@@ -109,7 +109,7 @@ static enum session_end check_version(struct session *s)
         uint8_t buf[WIRE_MAX_STARTUP_LEN + 64];
         struct wire_buf b;
         wire_buf_init(&b, buf, sizeof(buf));
-        wire_build_negotiate(&b, WIRE_NEWEST_MINOR, unknown, nunknown);
+        wire_build_negotiate(&b, WIRE_PROTO_3_0 | WIRE_NEWEST_MINOR, unknown, nunknown);
         if (b.overflow || out_append(s, b.data, b.len))
             return SE_INTERNAL;
     }

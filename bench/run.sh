@@ -1,0 +1,654 @@
+#!/usr/bin/env bash
+# pgwire-proxy benchmark suite.
+#
+#   bash bench/run.sh <path-to-pgwire-proxy-binary>      (or: make bench)
+#
+# Starts a throwaway PostgreSQL 15, PgBouncer (session mode) and pgwire-proxy on free
+# 127.0.0.1 ports, measures every case against all targets in the same run, alternating
+# (direct, pgbouncer, proxy, direct, ...), takes the median of BENCH_REPS repetitions and
+# prints a markdown table with absolute numbers and ratios to direct. See bench/README.md.
+#
+# Environment:
+#   BENCH_T=10          pgbench -T seconds           BENCH_REPS=3   repetitions (median)
+#   BENCH_QUICK=1       smoke test: -T 3, 1 rep, results not written to RESULTS.md
+#   BENCH_CASES="a b c d e"   subset of cases to run (f is measured during a)
+#   BENCH_IDLE_SESSIONS=1000  sessions for case e
+#   BENCH_RESULTS=path  where to write the "Latest run" section (default bench/RESULTS.md
+#                       for full runs, nothing for quick runs; set to "" to skip)
+#   BENCH_PROXY_FLAGS   extra flags for every pgwire-proxy instance (word-split)
+#   BENCH_KEEP=1        keep the temporary directory (logs) after the run
+#
+# If the binary is missing, the proxy columns are reported as n/a (useful while developing).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+BINARY=${1:-}
+PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+PGBOUNCER=${PGBOUNCER:-/usr/sbin/pgbouncer}
+PYTHON=${PYTHON:-/usr/bin/python3}
+
+QUICK=${BENCH_QUICK:-0}
+if [[ $QUICK == 1 ]]; then
+    T=${BENCH_T:-3}
+    REPS=${BENCH_REPS:-1}
+    RESULTS=${BENCH_RESULTS-}
+else
+    T=${BENCH_T:-10}
+    REPS=${BENCH_REPS:-3}
+    RESULTS=${BENCH_RESULTS-$HERE/RESULTS.md}
+fi
+CASES=" ${BENCH_CASES:-a b c d e} "
+IDLE_N=${BENCH_IDLE_SESSIONS:-1000}
+read -r -a EXTRA_PROXY_FLAGS <<<"${BENCH_PROXY_FLAGS:-}"
+
+[[ $T =~ ^[0-9]+$ && $T -ge 1 ]] || { echo "BENCH_T must be a positive integer" >&2; exit 2; }
+[[ $REPS =~ ^[0-9]+$ && $REPS -ge 1 ]] || { echo "BENCH_REPS must be a positive integer" >&2; exit 2; }
+[[ $IDLE_N =~ ^[0-9]+$ && $IDLE_N -ge 1 ]] || { echo "BENCH_IDLE_SESSIONS must be a positive integer" >&2; exit 2; }
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+HAVE_PROXY=1
+if [[ -z $BINARY ]]; then
+    echo "usage: bash bench/run.sh <path-to-pgwire-proxy-binary>" >&2
+    exit 2
+fi
+if [[ ! -x $BINARY ]]; then
+    log "WARNING: $BINARY is not an executable; pgwire-proxy columns will be n/a"
+    HAVE_PROXY=0
+else
+    BINARY=$(cd "$(dirname "$BINARY")" && pwd)/$(basename "$BINARY")
+fi
+[[ $(id -u) == 0 ]] || die "run as root (PostgreSQL and PgBouncer are started as 'postgres' via runuser)"
+for f in "$PGBIN/initdb" "$PGBIN/pg_ctl" "$PGBIN/pgbench" "$PGBIN/psql" "$PGBOUNCER"; do
+    [[ -x $f ]] || die "missing $f"
+done
+command -v cc >/dev/null || die "missing C compiler (cc)"
+
+# --------------------------------------------------------------------------------------
+# Process bookkeeping and cleanup: only PIDs started by this script are ever signalled.
+# --------------------------------------------------------------------------------------
+WORK=""
+PG_STARTED=0
+declare -A PORT=() PID=()
+OWN_PIDS=()        # every daemon PID this script started (proxy children, pgbouncers)
+USED_PORTS=" "
+
+proc_state() { # prints the /proc state letter of PID, or nothing if gone
+    local s
+    s=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+    s=${s##*) }
+    printf '%s' "${s%% *}"
+}
+
+stop_pid() { # stop_pid PID: TERM, wait up to 10 s, then KILL; reaps own children
+    local pid=$1 i st
+    [[ -n $pid ]] || return 0
+    st=$(proc_state "$pid")
+    if [[ -n $st && $st != Z ]]; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for ((i = 0; i < 100; i++)); do
+            st=$(proc_state "$pid")
+            [[ -z $st || $st == Z ]] && break
+            sleep 0.1
+        done
+        st=$(proc_state "$pid")
+        if [[ -n $st && $st != Z ]]; then
+            log "pid $pid did not stop on TERM; sending KILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+forget_pid() {
+    local p keep=()
+    for p in "${OWN_PIDS[@]}"; do
+        [[ $p == "$1" ]] || keep+=("$p")
+    done
+    OWN_PIDS=("${keep[@]}")
+}
+
+cleanup() {
+    local rc=$? p
+    set +e
+    trap - EXIT INT TERM
+    for p in "${OWN_PIDS[@]}"; do
+        stop_pid "$p"
+    done
+    if [[ $PG_STARTED == 1 ]]; then
+        runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg/data" -m fast -w -t 30 stop >/dev/null 2>&1 ||
+            runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg/data" -m immediate -w -t 30 stop >/dev/null 2>&1
+    fi
+    if [[ -n $WORK && -d $WORK ]]; then
+        if [[ ${BENCH_KEEP:-0} == 1 || $rc != 0 ]]; then
+            log "logs kept in $WORK"
+        else
+            rm -rf "$WORK"
+        fi
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+free_port() { # a currently free TCP port on 127.0.0.1, distinct from ports handed out before
+    local p i
+    for ((i = 0; i < 50; i++)); do
+        p=$("$PYTHON" -c 'import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        if [[ $USED_PORTS != *" $p "* ]]; then
+            USED_PORTS+="$p "
+            printf '%s' "$p"
+            return 0
+        fi
+    done
+    die "could not find a free port"
+}
+
+psql_at() { # psql_at PORT SQL: run one statement, unaligned tuples-only output
+    "$PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$1" -U postgres -d postgres -c "$2"
+}
+
+wait_ready() { # wait_ready PORT PID NAME: until `select 1` works (<= 30 s); 1 on failure
+    local port=$1 pid=$2 name=$3 i st
+    for ((i = 0; i < 300; i++)); do
+        if psql_at "$port" 'select 1' >/dev/null 2>&1; then
+            return 0
+        fi
+        if [[ -n $pid ]]; then
+            st=$(proc_state "$pid")
+            if [[ -z $st || $st == Z ]]; then
+                log "$name exited during start-up (see $WORK)"
+                return 1
+            fi
+        fi
+        sleep 0.1
+    done
+    log "$name did not answer 'select 1' on port $port within 30 s (see $WORK)"
+    return 1
+}
+
+# --------------------------------------------------------------------------------------
+# Targets
+# --------------------------------------------------------------------------------------
+start_postgres() {
+    PORT[direct]=$(free_port)
+    mkdir -p "$WORK/pg"
+    chown postgres:postgres "$WORK/pg"
+    log "initdb (PostgreSQL 15) in $WORK/pg/data"
+    runuser -u postgres -- "$PGBIN/initdb" -D "$WORK/pg/data" -U postgres -A trust -E UTF8 \
+        --locale=C --no-sync >"$WORK/initdb.log" 2>&1 || die "initdb failed (see $WORK/initdb.log)"
+    cat >>"$WORK/pg/data/postgresql.conf" <<EOF
+
+# pgwire-proxy bench
+listen_addresses = '127.0.0.1'
+port = ${PORT[direct]}
+unix_socket_directories = ''
+max_connections = 1200
+shared_buffers = 256MB
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+max_wal_size = 4GB
+autovacuum = off
+EOF
+    log "starting PostgreSQL on 127.0.0.1:${PORT[direct]}"
+    PG_STARTED=1
+    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/postgres.log" -w -t 60 \
+        start >/dev/null || die "PostgreSQL did not start (see $WORK/pg/postgres.log)"
+    PID[direct]=$(head -n1 "$WORK/pg/data/postmaster.pid")
+    wait_ready "${PORT[direct]}" "" postgres || die "PostgreSQL is not answering"
+    log "pgbench -i -s 10"
+    "$PGBIN/pgbench" -i -s 10 -q -h 127.0.0.1 -p "${PORT[direct]}" -U postgres postgres \
+        >"$WORK/pgbench-init.log" 2>&1 || die "pgbench -i failed (see $WORK/pgbench-init.log)"
+    psql_at "${PORT[direct]}" 'vacuum analyze' >/dev/null
+    PG_VERSION=$(psql_at "${PORT[direct]}" 'show server_version')
+}
+
+# start_pgbouncer NAME: fresh PgBouncer (session mode) instance; sets PORT[NAME], PID[NAME]
+start_pgbouncer() {
+    local name=$1 dir=$WORK/$1 port i pid=""
+    port=$(free_port)
+    mkdir -p "$dir"
+    printf '"postgres" ""\n' >"$dir/userlist.txt"
+    cat >"$dir/pgbouncer.ini" <<EOF
+[databases]
+postgres = host=127.0.0.1 port=${PORT[direct]} dbname=postgres user=postgres
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $port
+unix_socket_dir =
+auth_type = trust
+auth_file = $dir/userlist.txt
+pool_mode = session
+default_pool_size = 100
+max_client_conn = 1200
+ignore_startup_parameters = extra_float_digits
+logfile = $dir/pgbouncer.log
+pidfile = $dir/pgbouncer.pid
+EOF
+    chown -R postgres:postgres "$dir"
+    # PgBouncer refuses to run as root; runuser's PAM session resets the soft fd limit to
+    # 1024, too low for max_client_conn 1200, so raise it (within the hard limit) first.
+    # shellcheck disable=SC2016 # expanded by the inner sh
+    runuser -u postgres -- sh -c 'ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$0" -d "$1"' \
+        "$PGBOUNCER" "$dir/pgbouncer.ini" >"$dir/start.log" 2>&1 ||
+        die "PgBouncer $name did not start (see $dir)"
+    for ((i = 0; i < 100; i++)); do
+        if [[ -s $dir/pgbouncer.pid ]]; then
+            pid=$(<"$dir/pgbouncer.pid")
+            [[ $(cat "/proc/$pid/comm" 2>/dev/null) == pgbouncer ]] && break
+            pid=""
+        fi
+        sleep 0.1
+    done
+    [[ -n $pid ]] || die "PgBouncer $name wrote no pidfile (see $dir)"
+    OWN_PIDS+=("$pid")
+    PORT[$name]=$port
+    PID[$name]=$pid
+    wait_ready "$port" "$pid" "PgBouncer $name" || die "PgBouncer $name is not answering"
+}
+
+# start_proxy NAME [FLAGS...]: fresh pgwire-proxy instance; sets PORT[NAME], PID[NAME].
+# Not fatal: if the binary is missing or the instance does not answer, NAME stays unset
+# and its measurements are reported as n/a.
+start_proxy() {
+    local name=$1 port pid
+    shift
+    [[ $HAVE_PROXY == 1 ]] || return 0
+    port=$(free_port)
+    "$BINARY" --listen "127.0.0.1:$port" \
+        --upstream "host=127.0.0.1 port=${PORT[direct]} dbname=postgres user=postgres" \
+        --max-connections 1100 "$@" ${EXTRA_PROXY_FLAGS[@]+"${EXTRA_PROXY_FLAGS[@]}"} \
+        >"$WORK/$name.log" 2>&1 &
+    pid=$!
+    OWN_PIDS+=("$pid")
+    PORT[$name]=$port
+    PID[$name]=$pid
+    if ! wait_ready "$port" "$pid" "pgwire-proxy $name"; then
+        log "pgwire-proxy $name: $(tail -n 3 "$WORK/$name.log" | tr '\n' ' ')"
+        stop_target "$name"
+    fi
+}
+
+stop_target() { # stop_target NAME (PgBouncer or proxy instance)
+    local pid=${PID[$1]:-}
+    [[ -n $pid ]] || return 0
+    stop_pid "$pid"
+    forget_pid "$pid"
+    unset "PID[$1]" "PORT[$1]"
+}
+
+# --------------------------------------------------------------------------------------
+# Measurements
+# --------------------------------------------------------------------------------------
+CLK_TCK=$(getconf CLK_TCK)
+
+cpu_ticks() { # utime+stime (all threads) of PID, in clock ticks; empty if unknown
+    local s f
+    [[ -n ${1:-} ]] || return 0
+    s=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+    s=${s##*) }
+    read -r -a f <<<"$s"
+    # fields after "(comm)" start at field 3; utime is field 14, stime field 15
+    printf '%s' $((f[11] + f[12]))
+}
+
+declare -A R=() # R[metric:target] = space-separated per-rep values ("fail" for failures)
+add() { R[$1:$2]="${R[$1:$2]:-}$3 "; }
+
+# run_pgbench TARGET METRIC-PREFIX pgbench-args...: records PREFIX_tps, PREFIX_lat,
+# and PREFIX_cpu (target CPU seconds per 100k transactions, when the target PID is known)
+run_pgbench() {
+    local target=$1 prefix=$2 out c0 c1 tps lat ntx
+    shift 2
+    if [[ -z ${PORT[$target]:-} ]]; then
+        add "${prefix}_tps" "$target" fail
+        add "${prefix}_lat" "$target" fail
+        return 0
+    fi
+    c0=$(cpu_ticks "${PID[$target]:-}")
+    if ! out=$(timeout $((T + 120)) "$PGBIN/pgbench" -h 127.0.0.1 -p "${PORT[$target]}" -U postgres \
+        "$@" -T "$T" postgres 2>&1); then
+        log "pgbench on $target failed: $(tail -n 3 <<<"$out" | tr '\n' ' ')"
+        add "${prefix}_tps" "$target" fail
+        add "${prefix}_lat" "$target" fail
+        add "${prefix}_cpu" "$target" fail
+        return 0
+    fi
+    c1=$(cpu_ticks "${PID[$target]:-}")
+    tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' <<<"$out" | head -n1)
+    lat=$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' <<<"$out" | head -n1)
+    ntx=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out" | head -n1)
+    add "${prefix}_tps" "$target" "${tps:-fail}"
+    add "${prefix}_lat" "$target" "${lat:-fail}"
+    if [[ $target != direct && -n $c0 && -n $c1 && ${ntx:-0} -gt 0 ]]; then
+        add "${prefix}_cpu" "$target" "$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v n="$ntx" \
+            'BEGIN { printf "%.4f", d / hz / n * 100000 }')"
+    fi
+}
+
+# run_psql_time TARGET METRIC SQL: wall time of psql streaming the result to /dev/null
+run_psql_time() {
+    local target=$1 metric=$2 sql=$3 t0 t1
+    if [[ -z ${PORT[$target]:-} ]]; then
+        add "$metric" "$target" fail
+        return 0
+    fi
+    t0=$(date +%s.%N)
+    if ! timeout 600 "$PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "${PORT[$target]}" \
+        -U postgres -d postgres -c "$sql" >/dev/null 2>"$WORK/psql.err"; then
+        log "psql on $target failed: $(head -c 300 "$WORK/psql.err" | tr '\n' ' ')"
+        add "$metric" "$target" fail
+        return 0
+    fi
+    t1=$(date +%s.%N)
+    add "$metric" "$target" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')"
+}
+
+idle_kv() { sed -n "s/^$1=//p" <<<"$2" | head -n1; }
+
+# run_idle LABEL [INSTANCE]: IDLE_N concurrent idle sessions against INSTANCE (default
+# LABEL), results recorded under LABEL; memory is measured for every target but direct
+run_idle() {
+    local label=$1 inst=${2:-$1} out pidarg=()
+    if [[ -z ${PORT[$inst]:-} ]]; then
+        add e_mem "$label" fail
+        add e_sel "$label" fail
+        add e_sel2 "$label" fail
+        add e_open "$label" fail
+        return 0
+    fi
+    [[ $label != direct ]] && pidarg=(-p "${PID[$inst]}")
+    if ! out=$(timeout 300 "$WORK/idle_sessions" -n "$IDLE_N" -t 240 "${pidarg[@]}" \
+        -d "host=127.0.0.1 port=${PORT[$inst]} dbname=postgres user=postgres" 2>"$WORK/idle.err"); then
+        log "idle_sessions on $label failed: $(head -c 300 "$WORK/idle.err" | tr '\n' ' ')"
+        add e_mem "$label" fail
+        add e_sel "$label" fail
+        add e_sel2 "$label" fail
+        add e_open "$label" fail
+        return 0
+    fi
+    if [[ $label != direct ]]; then
+        add e_mem "$label" "$(idle_kv kib_per_session "$out")"
+        add e_rss0 "$label" "$(idle_kv rss_before_kib "$out")"
+        add e_rss1 "$label" "$(idle_kv rss_after_kib "$out")"
+    fi
+    add e_sel "$label" "$(idle_kv select1_ms_median "$out")"
+    add e_sel2 "$label" "$(idle_kv select1_again_ms_median "$out")"
+    add e_open "$label" "$(idle_kv open_seconds "$out")"
+    log "   $label: $(tr '\n' ' ' <<<"$out")"
+}
+
+wait_backends_below() { # wait (≤ 60 s) until PostgreSQL has fewer than $1 client backends
+    local i n
+    for ((i = 0; i < 600; i++)); do
+        n=$(psql_at "${PORT[direct]}" \
+            "select count(*) from pg_stat_activity where backend_type = 'client backend'" 2>/dev/null) || n=999999
+        ((n < $1)) && return 0
+        sleep 0.1
+    done
+    log "warning: PostgreSQL still has $n client backends"
+}
+
+has_case() { [[ $CASES == *" $1 "* ]]; }
+
+
+# --------------------------------------------------------------------------------------
+# Run
+# --------------------------------------------------------------------------------------
+WORK=$(mktemp -d /tmp/pgwp-bench.XXXXXX)
+chmod 755 "$WORK"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+if awk -v l="${LOAD_START%% *}" -v n="$(nproc)" 'BEGIN { exit !(l > n / 2) }'; then
+    log "warning: load average is already $LOAD_START on $(nproc) CPUs; other work will add noise"
+fi
+log "work dir $WORK; T=${T}s, reps=$REPS, cases:$CASES"
+
+log "compiling bench/idle_sessions.c"
+cc -O2 -Wall -Wextra -std=c11 -I"$("$PGBIN/pg_config" --includedir)" -o "$WORK/idle_sessions" \
+    "$HERE/idle_sessions.c" -lpq || die "could not compile idle_sessions.c (needs libpq-dev)"
+
+start_postgres
+start_pgbouncer pgbouncer
+TARGETS=(direct pgbouncer proxy)
+
+if has_case a; then
+    start_proxy proxy
+    start_proxy proxy_policy --deny alter_system
+    for ((r = 1; r <= REPS; r++)); do
+        for tg in direct pgbouncer proxy proxy_policy; do
+            log "a. select-only: $tg rep $r/$REPS (${T}s)"
+            run_pgbench "$tg" a -n -S -M simple -c 16 -j 2
+        done
+    done
+    stop_target proxy
+    stop_target proxy_policy
+fi
+
+if has_case b; then
+    start_proxy proxy
+    for ((r = 1; r <= REPS; r++)); do
+        for tg in "${TARGETS[@]}"; do
+            log "b. tpcb-like: $tg rep $r/$REPS (${T}s)"
+            run_pgbench "$tg" b -n -M simple -c 8 -j 2
+        done
+    done
+    stop_target proxy
+fi
+
+if has_case c; then
+    start_proxy proxy --max-rows 0 --max-bytes 0
+    log "c. warm-up (direct, untimed)"
+    psql_at "${PORT[direct]}" 'select * from pgbench_accounts' >/dev/null
+    psql_at "${PORT[direct]}" "select g, repeat('x', 1000) from generate_series(1, 200000) g" >/dev/null
+    for ((r = 1; r <= REPS; r++)); do
+        for tg in "${TARGETS[@]}"; do
+            log "c1. 1,000,000 narrow rows: $tg rep $r/$REPS"
+            run_psql_time "$tg" c1 'select * from pgbench_accounts'
+        done
+    done
+    for ((r = 1; r <= REPS; r++)); do
+        for tg in "${TARGETS[@]}"; do
+            log "c2. 200,000 rows of 1 kB: $tg rep $r/$REPS"
+            run_psql_time "$tg" c2 "select g, repeat('x', 1000) from generate_series(1, 200000) g"
+        done
+    done
+    stop_target proxy
+fi
+
+if has_case d; then
+    start_proxy proxy
+    for ((r = 1; r <= REPS; r++)); do
+        for tg in "${TARGETS[@]}"; do
+            log "d. connection rate (-C): $tg rep $r/$REPS (${T}s)"
+            run_pgbench "$tg" d -n -S -M simple -C -c 8 -j 2
+        done
+    done
+    stop_target proxy
+fi
+
+if has_case e; then
+    # A fresh PgBouncer and proxy per repetition, so "before" is a clean baseline.
+    for ((r = 1; r <= REPS; r++)); do
+        for tg in "${TARGETS[@]}"; do
+            wait_backends_below 200
+            log "e. $IDLE_N idle sessions: $tg rep $r/$REPS"
+            case $tg in
+                direct) run_idle direct ;;
+                pgbouncer)
+                    start_pgbouncer pgbouncer_idle
+                    run_idle pgbouncer pgbouncer_idle
+                    stop_target pgbouncer_idle
+                    ;;
+                proxy)
+                    start_proxy proxy_idle
+                    run_idle proxy proxy_idle
+                    stop_target proxy_idle
+                    ;;
+            esac
+        done
+    done
+fi
+
+# --------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------
+median() { # median of the numeric values in R[$1]; "n/a" if none
+    tr ' ' '\n' <<<"${R[$1]:-}" | awk '/^-?[0-9]+(\.[0-9]+)?$/ { print }' | sort -g |
+        awk '{ a[NR] = $1 } END { if (NR == 0) print "n/a";
+              else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+fmt() { # fmt VALUE DECIMALS
+    [[ $1 == n/a ]] && { printf 'n/a'; return; }
+    awk -v v="$1" -v d="$2" 'BEGIN { printf "%.*f", d, v }'
+}
+ratio() { # ratio A B: A / B formatted "0.00×", or n/a
+    awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a" || b + 0 == 0) printf "n/a";
+                                     else printf "%.2f×", a / b }'
+}
+meets() { # meets RATIO(0.00×) OP THRESHOLD -> yes/no/n/a
+    awk -v r="${1%×}" -v op="$2" -v t="$3" 'BEGIN { if (r == "n/a") { print "n/a"; exit }
+        ok = (op == ">=") ? (r + 0 >= t + 0) : (r + 0 <= t + 0); print ok ? "yes" : "**no**" }'
+}
+both() { # both A B -> yes if both yes
+    if [[ $1 == n/a || $2 == n/a ]]; then printf 'n/a'
+    elif [[ $1 == yes && $2 == yes ]]; then printf 'yes'
+    else printf '**no**'; fi
+}
+
+TABLE="| case | metric | direct | PgBouncer | pgwire-proxy | proxy vs direct | PgBouncer vs direct | target | met |
+|---|---|---:|---:|---:|---:|---:|---|---|"
+row() { TABLE+=$'\n'"| $1 | $2 | $3 | $4 | $5 | $6 | $7 | $8 | $9 |"; }
+
+if has_case a; then
+    d=$(median a_tps:direct) b=$(median a_tps:pgbouncer) p=$(median a_tps:proxy) q=$(median a_tps:proxy_policy)
+    rp=$(ratio "$p" "$d") rb=$(ratio "$b" "$d")
+    gtb=$(awk -v p="$p" -v b="$b" 'BEGIN { if (p == "n/a" || b == "n/a") print "n/a"; else print (p > b) ? "yes" : "no" }')
+    row "a. select-only \`-S -c16 -j2\`" "TPS (higher is better)" "$(fmt "$d" 0)" "$(fmt "$b" 0)" "$(fmt "$p" 0)" \
+        "$rp" "$rb" "≥ 0.90× and > PgBouncer" "$(both "$(meets "$rp" '>=' 0.90)" "$gtb")"
+    row "a. select-only, policy parsing on (\`--deny alter_system\`)" "TPS" "$(fmt "$d" 0)" "—" "$(fmt "$q" 0)" \
+        "$(ratio "$q" "$d")" "—" "≥ 0.90× (on ÷ off: $(ratio "$q" "$p"))" "$(meets "$(ratio "$q" "$d")" '>=' 0.90)"
+    d=$(median a_lat:direct) b=$(median a_lat:pgbouncer) p=$(median a_lat:proxy) q=$(median a_lat:proxy_policy)
+    row "a. select-only" "mean latency ms (ratio = direct ÷ target)" "$(fmt "$d" 3)" "$(fmt "$b" 3)" "$(fmt "$p" 3)" \
+        "$(ratio "$d" "$p")" "$(ratio "$d" "$b")" "—" "—"
+    row "a. select-only, policy on" "mean latency ms (ratio = direct ÷ target)" "$(fmt "$d" 3)" "—" "$(fmt "$q" 3)" \
+        "$(ratio "$d" "$q")" "—" "—" "—"
+fi
+if has_case b; then
+    d=$(median b_tps:direct) b=$(median b_tps:pgbouncer) p=$(median b_tps:proxy)
+    rp=$(ratio "$p" "$d")
+    row "b. tpcb-like \`-c8 -j2\`" "TPS (higher is better)" "$(fmt "$d" 0)" "$(fmt "$b" 0)" "$(fmt "$p" 0)" \
+        "$rp" "$(ratio "$b" "$d")" "≥ 0.95×" "$(meets "$rp" '>=' 0.95)"
+fi
+if has_case c; then
+    d=$(median c1:direct) b=$(median c1:pgbouncer) p=$(median c1:proxy)
+    rp=$(ratio "$d" "$p")
+    row "c1. 1,000,000 narrow rows → psql → /dev/null" "wall s (ratio = direct ÷ target, higher is better)" \
+        "$(fmt "$d" 3)" "$(fmt "$b" 3)" "$(fmt "$p" 3)" "$rp" "$(ratio "$d" "$b")" "≥ 0.95×" "$(meets "$rp" '>=' 0.95)"
+    d=$(median c2:direct) b=$(median c2:pgbouncer) p=$(median c2:proxy)
+    rp=$(ratio "$d" "$p")
+    row "c2. 200,000 rows × 1 kB → psql → /dev/null" "wall s (ratio = direct ÷ target, higher is better)" \
+        "$(fmt "$d" 3)" "$(fmt "$b" 3)" "$(fmt "$p" 3)" "$rp" "$(ratio "$d" "$b")" "≥ 0.95×" "$(meets "$rp" '>=' 0.95)"
+fi
+if has_case d; then
+    d=$(median d_tps:direct) b=$(median d_tps:pgbouncer) p=$(median d_tps:proxy)
+    rp=$(ratio "$p" "$d")
+    row "d. connection rate \`-S -C -c8 -j2\`" "connections/s = TPS (higher is better)" "$(fmt "$d" 0)" "$(fmt "$b" 0)" \
+        "$(fmt "$p" 0)" "$rp" "$(ratio "$b" "$d")" "≥ 0.90×" "$(meets "$rp" '>=' 0.90)"
+fi
+if has_case e; then
+    b=$(median e_mem:pgbouncer) p=$(median e_mem:proxy)
+    mem_ok=$(awk -v p="$p" 'BEGIN { if (p == "n/a") print "n/a"; else print (p <= 64) ? "yes" : "**no**" }')
+    row "e. $IDLE_N idle sessions" "process RSS growth, KiB/session (lower is better)" "—" "$(fmt "$b" 1)" \
+        "$(fmt "$p" 1)" "—" "—" "≤ 64 KiB/session" "$mem_ok"
+    d=$(median e_sel:direct) b=$(median e_sel:pgbouncer) p=$(median e_sel:proxy)
+    row "e. $IDLE_N idle sessions" "first \`select 1\` on an idle session with all open, ms (ratio = direct ÷ target)" \
+        "$(fmt "$d" 3)" "$(fmt "$b" 3)" "$(fmt "$p" 3)" "$(ratio "$d" "$p")" "$(ratio "$d" "$b")" "—" "—"
+    d=$(median e_sel2:direct) b=$(median e_sel2:pgbouncer) p=$(median e_sel2:proxy)
+    row "e. $IDLE_N idle sessions" "second \`select 1\` on the same session, ms (ratio = direct ÷ target)" \
+        "$(fmt "$d" 3)" "$(fmt "$b" 3)" "$(fmt "$p" 3)" "$(ratio "$d" "$p")" "$(ratio "$d" "$b")" "—" "—"
+    d=$(median e_open:direct) b=$(median e_open:pgbouncer) p=$(median e_open:proxy)
+    row "e. $IDLE_N idle sessions" "time to open all, s (ratio = direct ÷ target)" \
+        "$(fmt "$d" 2)" "$(fmt "$b" 2)" "$(fmt "$p" 2)" "$(ratio "$d" "$p")" "$(ratio "$d" "$b")" "—" "—"
+fi
+if has_case a; then
+    b=$(median a_cpu:pgbouncer) p=$(median a_cpu:proxy) q=$(median a_cpu:proxy_policy)
+    rp=$(ratio "$p" "$b") rq=$(ratio "$q" "$b")
+    row "f. CPU per 100,000 select-only queries (during a)" "CPU s, utime+stime (lower is better)" "—" "$(fmt "$b" 3)" \
+        "$(fmt "$p" 3)" "proxy ÷ PgBouncer: $rp" "—" "≤ PgBouncer (≤ 1.00×)" "$(meets "$rp" '<=' 1.00)"
+    row "f. same, policy parsing on" "CPU s" "—" "$(fmt "$b" 3)" "$(fmt "$q" 3)" "proxy ÷ PgBouncer: $rq" "—" \
+        "≤ PgBouncer" "$(meets "$rq" '<=' 1.00)"
+fi
+
+# Per-repetition raw values, so noise is visible.
+RAW="| measurement | target | values per repetition |
+|---|---|---|"
+for key in a_tps a_lat a_cpu b_tps b_lat c1 c2 d_tps e_rss0 e_rss1 e_mem e_sel e_sel2 e_open; do
+    for tg in direct pgbouncer proxy proxy_policy; do
+        [[ -n ${R[$key:$tg]:-} ]] && RAW+=$'\n'"| $key | $tg | ${R[$key:$tg]% } |"
+    done
+done
+
+GITREV=$(git -C "$HERE/.." rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [[ -n $(git -C "$HERE/.." status --porcelain -- src 2>/dev/null) ]]; then GITREV+=" (src/ modified)"; fi
+CPU_MODEL=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
+BOUNCER_VERSION=$("$PGBOUNCER" --version 2>/dev/null | head -n1)
+[[ $HAVE_PROXY == 1 ]] || GITREV+=" — binary missing, proxy not measured"
+
+SECTION="## Latest run
+
+- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')
+- machine: $(nproc) CPUs, ${CPU_MODEL:-unknown CPU}, kernel $(uname -r), $(awk '/MemTotal/ { printf "%.1f GiB RAM", $2 / 1048576 }' /proc/meminfo)
+- PostgreSQL ${PG_VERSION:-?} (fsync=off, shared_buffers=256MB, pgbench -i -s 10), ${BOUNCER_VERSION:-PgBouncer} (session mode, pool 100), pgwire-proxy $GITREV
+- settings: pgbench -T $T, $REPS repetition(s), median shown, targets alternated within each repetition$([[ $QUICK == 1 ]] && printf ' (QUICK smoke run — not representative)')
+- load average (1/5/15 min): $LOAD_START at start, $(cut -d' ' -f1-3 /proc/loadavg) at end — anything well above 0 at start means other work shared the machine
+- noise: pgbench, PostgreSQL and the proxy/PgBouncer share all $(nproc) cores (nothing pinned); expect run-to-run differences of several percent — compare the per-repetition values below before trusting a ratio near its target.
+
+Ratios are always \"higher is better\": throughput ratios are target ÷ direct, time and latency
+ratios are direct ÷ target. f compares CPU seconds proxy ÷ PgBouncer (lower is better).
+
+$TABLE
+
+<details><summary>Per-repetition values</summary>
+
+$RAW
+
+</details>"
+
+printf '%s\n' "$SECTION"
+
+if [[ -n $RESULTS ]]; then
+    BEGIN_MARK='<!-- latest-run:begin (generated by bench/run.sh; edits here are overwritten) -->'
+    END_MARK='<!-- latest-run:end -->'
+    if [[ ! -f $RESULTS ]]; then
+        cat >"$RESULTS" <<EOF
+# pgwire-proxy benchmark results
+
+Generated by \`make bench\` (\`bash bench/run.sh <binary>\`); see bench/README.md for what each
+case measures. The "Latest run" section is regenerated by every full run; the
+"Optimisation log" below is written by hand and kept.
+
+$BEGIN_MARK
+$END_MARK
+
+## Optimisation log
+
+(What was changed, why, and the before/after numbers. Newest first.)
+EOF
+    fi
+    if ! grep -qF "$BEGIN_MARK" "$RESULTS" || ! grep -qF "$END_MARK" "$RESULTS"; then
+        printf '\n%s\n%s\n' "$BEGIN_MARK" "$END_MARK" >>"$RESULTS"
+    fi
+    printf '%s\n' "$SECTION" >"$WORK/section.md"
+    awk -v f="$WORK/section.md" -v b="$BEGIN_MARK" -v e="$END_MARK" '
+        $0 == b { print; while ((getline l < f) > 0) print l; skip = 1; next }
+        $0 == e { skip = 0 }
+        !skip { print }' "$RESULTS" >"$WORK/results.new"
+    cat "$WORK/results.new" >"$RESULTS"
+    log "wrote $RESULTS"
+fi
+log "done"

@@ -121,7 +121,7 @@ void config_defaults(struct config *c)
     c->on_limit = CONFIG_ON_LIMIT_ERROR;
     c->policy_cache = true;
     c->tls_mode = CONFIG_TLS_ALLOW;
-    c->tls_min_version = 12;
+    c->tls_min_version = 0; /* index into tls_ver_choices: 1.2 */
     c->log_level = LOGL_INFO;
     c->log_format = CONFIG_LOG_TEXT;
 }
@@ -428,8 +428,6 @@ static int apply(struct loader *l, size_t idx, const char *val, enum level lvl)
             if (strcmp(val, o->choices[i]) == 0) {
                 if (o->off == OFF(tls_client_cert_required))
                     *(bool *)field = i == 1;
-                else if (o->off == OFF(tls_min_version))
-                    *(int *)field = 12 + i; /* "1.2" → 12, "1.3" → 13 */
                 else
                     *(int *)field = i;
                 return 0;
@@ -698,13 +696,7 @@ enum config_result config_load(struct config *c, int argc, char **argv, char **e
 enum config_result config_reload(struct config *c, int argc, char **argv, char **envp, char *err,
                                  size_t errlen)
 {
-    struct config next;
-    enum config_result r = config_load(&next, argc, argv, envp, stdout, err, errlen);
-    if (r != CONFIG_OK)
-        return r; /* a broken file on SIGHUP keeps the running config */
-    config_free(c);
-    *c = next;
-    return CONFIG_OK;
+    return config_load(c, argc, argv, envp, stdout, err, errlen);
 }
 
 char *config_redact_dsn(const char *dsn)

@@ -38,7 +38,7 @@ struct config {
     char *tls_ca;
     enum config_tls_mode tls_mode;
     bool tls_client_cert_required;
-    int tls_min_version; /* 12 or 13 */
+    int tls_min_version; /* index into "1.2", "1.3": 0 = TLS 1.2, 1 = TLS 1.3 */
     char *metrics_listen; /* NULL = off */
     int log_level;        /* enum log_level */
     enum config_log_format log_format;
@@ -63,9 +63,9 @@ int config_copy(struct config *dst, const struct config *src);
 enum config_result config_load(struct config *c, int argc, char **argv, char **envp, void *out,
                                char *err, size_t errlen);
 
-/* Loads again from the original argv/envp (so the config file is re-read, precedence kept).
- * On success the old *c is freed and replaced; on error *c is left untouched and running.
- * Used by SIGHUP reload. */
+/* Loads a fresh config from the original argv/envp (the config file is re-read, precedence
+ * kept), exactly like config_load: c's previous contents are neither read nor freed, so pass
+ * a new struct and keep the running one until this succeeds. Used by SIGHUP reload. */
 enum config_result config_reload(struct config *c, int argc, char **argv, char **envp, char *err,
                                  size_t errlen);
 

@@ -1,0 +1,748 @@
+/* Unit tests for the protocol codec. Expected bytes are written out by hand from the
+ * PostgreSQL "Message Formats" chapter, not produced by the code under test. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "wire.h"
+
+/* cmocka passes every test a state pointer that most tests do not need */
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+
+/* A string literal's bytes without the implicit trailing NUL. */
+#define LIT(s) ((const uint8_t *)(s)), (sizeof(s) - 1)
+
+static void assert_bytes(const struct wire_buf *b, const uint8_t *want, size_t wantlen)
+{
+    assert_false(b->overflow);
+    assert_int_equal(b->len, wantlen);
+    assert_memory_equal(b->data, want, wantlen);
+}
+
+/* --- builders --- */
+
+static void test_build_auth_ok(void **state)
+{
+    uint8_t st[64];
+    struct wire_buf b;
+    wire_buf_init(&b, st, sizeof(st));
+    wire_build_auth_ok(&b);
+    assert_bytes(&b, LIT("R\x00\x00\x00\x08\x00\x00\x00\x00"));
+}
+
+static void test_build_param_status(void **state)
+{
+    uint8_t st[64];
+    struct wire_buf b;
+    wire_buf_init(&b, st, sizeof(st));
+    wire_build_param_status(&b, "client_encoding", "UTF8");
+    assert_bytes(&b, LIT("S\x00\x00\x00\x19"
+                         "client_encoding\0UTF8\0"));
+}
+
+static void test_build_backend_key(void **state)
+{
+    uint8_t st[64];
+    struct wire_buf b;
+    wire_buf_init(&b, st, sizeof(st));
+    wire_build_backend_key(&b, 1234, 0xdeadbeefu);
+    assert_bytes(&b, LIT("K\x00\x00\x00\x0c\x00\x00\x04\xd2\xde\xad\xbe\xef"));
+}
+
+static void test_build_rfq(void **state)
+{
+    uint8_t st[64];
+    struct wire_buf b;
+    wire_buf_init(&b, st, sizeof(st));
+    wire_build_rfq(&b, 'I');
+    wire_build_rfq(&b, 'T');
+    wire_build_rfq(&b, 'E');
+    assert_bytes(&b, LIT("Z\x00\x00\x00\x05I"
+                         "Z\x00\x00\x00\x05T"
+                         "Z\x00\x00\x00\x05"
+                         "E"));
+    assert_int_equal(wire_rfq_status(st + 5, 1), 'I');
+    assert_int_equal(wire_rfq_status(st + 11, 1), 'T');
+    assert_int_equal(wire_rfq_status(st + 17, 1), 'E');
+    assert_int_equal(wire_rfq_status((const uint8_t *)"X", 1), 0);
+    assert_int_equal(wire_rfq_status((const uint8_t *)"II", 2), 0);
+    assert_int_equal(wire_rfq_status((const uint8_t *)"", 0), 0);
+}
+
+static void test_build_error_all_fields(void **state)
+{
+    uint8_t st[128];
+    struct wire_buf b;
+    wire_buf_init(&b, st, sizeof(st));
+    struct wire_error_fields f = {
+        .severity = "ERROR",
+        .code = "42501",
+        .message = "denied",
+        .detail = "rule: drop",
+        .hint = "ask",
+        .position = 17,
+    };
+    wire_build_error(&b, 'E', &f);
+    /* body: 7 + 7 + 7 + 8 + 12 + 5 + 4 + 1 = 51 bytes, length word 55 */
+    assert_bytes(&b, LIT("E\x00\x00\x00\x37"
+                         "SERROR\0"
+                         "VERROR\0"
+                         "C42501\0"
+                         "Mdenied\0"
+                         "Drule: drop\0"
+                         "Hask\0"
+                         "P17\0"
+                         "\0"));
+
+    char code[6];
+    char sev[16];
+    assert_int_equal(wire_error_code(st + 5, b.len - 5, code), WIRE_OK);
+    assert_string_equal(code, "42501");
+    assert_int_equal(wire_error_severity(st + 5, b.len - 5, sev, sizeof(sev)), WIRE_OK);
+    assert_string_equal(sev, "ERROR");
+}
+
+static void test_build_notice_minimal(void **state)
+{
+    uint8_t st[128];
+    struct wire_buf b;
+    wire_buf_init(&b, st, sizeof(st));
+    struct wire_error_fields f = {.severity = "WARNING", .code = "01000", .message = "m"};
+    wire_build_error(&b, 'N', &f);
+    /* 9 + 9 + 7 + 3 + 1 = 29, length word 33: absent fields and position 0 are left out */
+    assert_bytes(&b, LIT("N\x00\x00\x00\x21"
+                         "SWARNING\0"
+                         "VWARNING\0"
+                         "C01000\0"
+                         "Mm\0"
+                         "\0"));
+}
+
+static void test_build_error_position_extremes(void **state)
+{
+    uint8_t st[128];
+    struct wire_buf b;
+    wire_buf_init(&b, st, sizeof(st));
+    struct wire_error_fields f = {.position = 1};
+    wire_build_error(&b, 'E', &f);
+    assert_bytes(&b, LIT("E\x00\x00\x00\x08"
+                         "P1\0\0"));
+    wire_buf_init(&b, st, sizeof(st));
+    f.position = UINT32_MAX;
+    wire_build_error(&b, 'E', &f);
+    assert_bytes(&b, LIT("E\x00\x00\x00\x11"
+                         "P4294967295\0\0"));
+}
+
+static void test_build_negotiate(void **state)
+{
+    uint8_t st[128];
+    struct wire_buf b;
+    wire_buf_init(&b, st, sizeof(st));
+    const char *const opts[] = {"_pq_.x", "_pq_.yz"};
+    wire_build_negotiate(&b, 0, opts, 2);
+    assert_bytes(&b, LIT("v\x00\x00\x00\x1b"
+                         "\x00\x00\x00\x00"
+                         "\x00\x00\x00\x02"
+                         "_pq_.x\0_pq_.yz\0"));
+
+    wire_buf_init(&b, st, sizeof(st));
+    wire_build_negotiate(&b, 2, NULL, 0);
+    assert_bytes(&b, LIT("v\x00\x00\x00\x0c\x00\x00\x00\x02\x00\x00\x00\x00"));
+}
+
+static void test_build_query(void **state)
+{
+    uint8_t st[64];
+    struct wire_buf b;
+    wire_buf_init(&b, st, sizeof(st));
+    wire_build_query(&b, "SELECT 1");
+    assert_bytes(&b, LIT("Q\x00\x00\x00\x0dSELECT 1\0"));
+    wire_buf_init(&b, st, sizeof(st));
+    wire_build_query(&b, "");
+    assert_bytes(&b, LIT("Q\x00\x00\x00\x05\0"));
+}
+
+static void test_build_copy_fail(void **state)
+{
+    uint8_t st[64];
+    struct wire_buf b;
+    wire_buf_init(&b, st, sizeof(st));
+    wire_build_copy_fail(&b, "no");
+    assert_bytes(&b, LIT("f\x00\x00\x00\x07no\0"));
+}
+
+static void test_build_command_complete(void **state)
+{
+    uint8_t st[64];
+    struct wire_buf b;
+    wire_buf_init(&b, st, sizeof(st));
+    wire_build_command_complete(&b, "SELECT 1");
+    assert_bytes(&b, LIT("C\x00\x00\x00\x0dSELECT 1\0"));
+}
+
+/* The startup reply sequence a client sees, appended into one buffer. */
+static void test_build_sequence_appends(void **state)
+{
+    uint8_t st[128];
+    struct wire_buf b;
+    wire_buf_init(&b, st, sizeof(st));
+    wire_build_auth_ok(&b);
+    wire_build_param_status(&b, "a", "b");
+    wire_build_backend_key(&b, 1, 2);
+    wire_build_rfq(&b, 'I');
+    assert_bytes(&b, LIT("R\x00\x00\x00\x08\x00\x00\x00\x00"
+                         "S\x00\x00\x00\x08"
+                         "a\0b\0"
+                         "K\x00\x00\x00\x0c\x00\x00\x00\x01\x00\x00\x00\x02"
+                         "Z\x00\x00\x00\x05I"));
+
+    /* and the framing reads back message by message */
+    size_t pos = 0;
+    const char types[] = "RSKZ";
+    for (int i = 0; i < 4; i++) {
+        struct wire_hdr h;
+        assert_int_equal(wire_read_hdr(st + pos, b.len - pos, 1024, &h), WIRE_OK);
+        assert_int_equal(h.type, types[i]);
+        pos += h.total;
+    }
+    assert_int_equal(pos, b.len);
+}
+
+/* Every builder at every too-small capacity: overflow set, len and earlier bytes untouched. */
+static void build_one(struct wire_buf *b, int which)
+{
+    static const char *const opts[] = {"_pq_.a", "_pq_.b"};
+    struct wire_error_fields f = {"ERROR", "54000", "row limit", "d", "h", 12};
+    switch (which) {
+    case 0:
+        wire_build_auth_ok(b);
+        break;
+    case 1:
+        wire_build_param_status(b, "TimeZone", "UTC");
+        break;
+    case 2:
+        wire_build_backend_key(b, 7, 8);
+        break;
+    case 3:
+        wire_build_rfq(b, 'T');
+        break;
+    case 4:
+        wire_build_error(b, 'E', &f);
+        break;
+    case 5:
+        wire_build_negotiate(b, 0, opts, 2);
+        break;
+    case 6:
+        wire_build_query(b, "select 1");
+        break;
+    case 7:
+        wire_build_copy_fail(b, "COPY is not supported");
+        break;
+    case 8:
+        wire_build_command_complete(b, "SELECT 0");
+        break;
+    }
+}
+
+static void test_build_overflow(void **state)
+{
+    for (int which = 0; which < 9; which++) {
+        uint8_t full[256];
+        struct wire_buf b;
+        wire_buf_init(&b, full, sizeof(full));
+        build_one(&b, which);
+        assert_false(b.overflow);
+        size_t need = b.len;
+        assert_true(need >= 5);
+        for (size_t prefix = 0; prefix <= 3; prefix += 3) {
+            for (size_t cap = prefix; cap < prefix + need; cap++) {
+                uint8_t *st = malloc(cap ? cap : 1); /* exact size: ASan sees any overrun */
+                assert_non_null(st);
+                wire_buf_init(&b, st, cap);
+                if (prefix) {
+                    memcpy(st, "abc", 3);
+                    b.len = 3;
+                }
+                build_one(&b, which);
+                assert_true(b.overflow);
+                assert_int_equal(b.len, prefix);
+                if (prefix)
+                    assert_memory_equal(st, "abc", 3);
+                free(st);
+            }
+            uint8_t *st = malloc(prefix + need);
+            assert_non_null(st);
+            wire_buf_init(&b, st, prefix + need);
+            b.len = prefix;
+            build_one(&b, which);
+            assert_false(b.overflow);
+            assert_int_equal(b.len, prefix + need);
+            assert_memory_equal(st + prefix, full, need);
+            free(st);
+        }
+    }
+}
+
+/* overflow is sticky: a later message that fits still leaves the flag set */
+static void test_build_overflow_sticky(void **state)
+{
+    uint8_t st[16];
+    struct wire_buf b;
+    wire_buf_init(&b, st, sizeof(st));
+    wire_build_query(&b, "a very long query text");
+    assert_true(b.overflow);
+    assert_int_equal(b.len, 0);
+    wire_build_rfq(&b, 'I');
+    assert_true(b.overflow);
+    assert_int_equal(b.len, 6);
+}
+
+/* --- typed header framing --- */
+
+static void test_read_hdr_need_more(void **state)
+{
+    const uint8_t msg[] = {'Q', 0, 0, 0, 5, 0};
+    for (size_t n = 0; n < 5; n++) {
+        struct wire_hdr h = {'?', 99, 99};
+        assert_int_equal(wire_read_hdr(msg, n, 1024, &h), WIRE_NEED_MORE);
+        assert_int_equal(h.type, '?'); /* out untouched */
+    }
+    struct wire_hdr h;
+    assert_int_equal(wire_read_hdr(msg, 5, 1024, &h), WIRE_OK);
+    assert_int_equal(h.type, 'Q');
+    assert_int_equal(h.len, 5);
+    assert_int_equal(h.total, 6);
+}
+
+static void test_read_hdr_bad_length(void **state)
+{
+    struct wire_hdr h;
+    assert_int_equal(wire_read_hdr(LIT("Q\x00\x00\x00\x00"), 1024, &h), WIRE_BAD_LENGTH);
+    assert_int_equal(wire_read_hdr(LIT("Q\x00\x00\x00\x03"), 1024, &h), WIRE_BAD_LENGTH);
+    assert_int_equal(wire_read_hdr(LIT("Q\x00\x00\x00\x04"), 1024, &h), WIRE_OK);
+    assert_int_equal(h.len, 4);
+    assert_int_equal(h.total, 5);
+}
+
+static void test_read_hdr_too_long(void **state)
+{
+    struct wire_hdr h;
+    /* 2^31: the sign bit of PostgreSQL's int32 length */
+    assert_int_equal(wire_read_hdr(LIT("D\x80\x00\x00\x00"), 1u << 30, &h), WIRE_TOO_LONG);
+    assert_int_equal(wire_read_hdr(LIT("D\x80\x00\x00\x00"), INT32_MAX, &h), WIRE_TOO_LONG);
+    assert_int_equal(wire_read_hdr(LIT("D\xff\xff\xff\xff"), INT32_MAX, &h), WIRE_TOO_LONG);
+    /* max + 1 and exact max */
+    assert_int_equal(wire_read_hdr(LIT("D\x00\x01\x00\x01"), 0x10000, &h), WIRE_TOO_LONG);
+    assert_int_equal(wire_read_hdr(LIT("D\x00\x01\x00\x00"), 0x10000, &h), WIRE_OK);
+    assert_int_equal(h.type, 'D');
+    assert_int_equal(h.len, 0x10000);
+    assert_int_equal(h.total, 0x10001);
+    /* the full uint32 range does not wrap total */
+    assert_int_equal(wire_read_hdr(LIT("D\xff\xff\xff\xff"), UINT32_MAX, &h), WIRE_OK);
+    assert_true(h.total == (size_t)UINT32_MAX + 1);
+}
+
+static void test_strerror(void **state)
+{
+    const int errs[] = {WIRE_OK,       WIRE_NEED_MORE, WIRE_BAD_LENGTH,
+                        WIRE_TOO_LONG, WIRE_MALFORMED, WIRE_NO_SPACE};
+    for (size_t i = 0; i < sizeof(errs) / sizeof(errs[0]); i++) {
+        assert_non_null(wire_strerror(errs[i]));
+        assert_string_not_equal(wire_strerror(errs[i]), "unknown error");
+        for (size_t k = 0; k < i; k++)
+            assert_string_not_equal(wire_strerror(errs[i]), wire_strerror(errs[k]));
+    }
+    assert_string_equal(wire_strerror(-100), "unknown error");
+}
+
+/* --- startup-phase packets --- */
+
+/* Builds an untyped packet: length word, version, then raw body bytes. */
+static size_t make_pkt(uint8_t *out, uint32_t version, const void *body, size_t bodylen)
+{
+    size_t len = 8 + bodylen;
+    wire_put_u32(out, (uint32_t)len);
+    wire_put_u32(out + 4, version);
+    if (bodylen)
+        memcpy(out + 8, body, bodylen);
+    return len;
+}
+
+static void test_startup_len(void **state)
+{
+    uint32_t len = 0;
+    const uint8_t ssl[] = {0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f};
+    for (size_t n = 0; n < 4; n++)
+        assert_int_equal(wire_startup_len(ssl, n, &len), WIRE_NEED_MORE);
+    assert_int_equal(wire_startup_len(ssl, 4, &len), WIRE_OK);
+    assert_int_equal(len, 8);
+    assert_int_equal(wire_startup_len(LIT("\x00\x00\x00\x00"), &len), WIRE_BAD_LENGTH);
+    assert_int_equal(wire_startup_len(LIT("\x00\x00\x00\x07"), &len), WIRE_BAD_LENGTH);
+    assert_int_equal(wire_startup_len(LIT("\x00\x00\x27\x10"), &len), WIRE_OK); /* 10000 */
+    assert_int_equal(len, 10000);
+    assert_int_equal(wire_startup_len(LIT("\x00\x00\x27\x11"), &len), WIRE_TOO_LONG);
+    assert_int_equal(wire_startup_len(LIT("\x80\x00\x00\x00"), &len), WIRE_TOO_LONG);
+    assert_int_equal(wire_startup_len(LIT("\xff\xff\xff\xff"), &len), WIRE_TOO_LONG);
+}
+
+static void test_parse_ssl_request(void **state)
+{
+    struct wire_startup s;
+    assert_int_equal(wire_parse_startup(LIT("\x00\x00\x00\x08\x04\xd2\x16\x2f"), &s), WIRE_OK);
+    assert_int_equal(s.kind, WIRE_PKT_SSL);
+    assert_int_equal(s.version, WIRE_SSL_REQUEST_CODE);
+    assert_int_equal(s.nparams, 0);
+    /* an SSLRequest with trailing bytes is not one */
+    assert_int_equal(
+        wire_parse_startup(LIT("\x00\x00\x00\x0c\x04\xd2\x16\x2f\x00\x00\x00\x00"), &s),
+        WIRE_MALFORMED);
+}
+
+static void test_parse_gssenc_request(void **state)
+{
+    struct wire_startup s;
+    assert_int_equal(wire_parse_startup(LIT("\x00\x00\x00\x08\x04\xd2\x16\x30"), &s), WIRE_OK);
+    assert_int_equal(s.kind, WIRE_PKT_GSSENC);
+    assert_int_equal(s.version, WIRE_GSSENC_REQUEST_CODE);
+    assert_int_equal(wire_parse_startup(LIT("\x00\x00\x00\x09\x04\xd2\x16\x30\x00"), &s),
+                     WIRE_MALFORMED);
+}
+
+static void test_parse_cancel_request(void **state)
+{
+    struct wire_startup s;
+    assert_int_equal(
+        wire_parse_startup(LIT("\x00\x00\x00\x10\x04\xd2\x16\x2e\x00\x00\x30\x39\xca\xfe\xba\xbe"),
+                           &s),
+        WIRE_OK);
+    assert_int_equal(s.kind, WIRE_PKT_CANCEL);
+    assert_int_equal(s.version, WIRE_CANCEL_REQUEST_CODE);
+    assert_int_equal(s.cancel_pid, 12345);
+    assert_int_equal(s.cancel_secret, 0xcafebabeu);
+    /* short and long cancel keys (3.2 allows longer keys; we speak 3.0) */
+    assert_int_equal(
+        wire_parse_startup(LIT("\x00\x00\x00\x0c\x04\xd2\x16\x2e\x00\x00\x30\x39"), &s),
+        WIRE_MALFORMED);
+    assert_int_equal(
+        wire_parse_startup(LIT("\x00\x00\x00\x14\x04\xd2\x16\x2e\x00\x00\x30\x39\xca\xfe\xba\xbe"
+                               "\x01\x02\x03\x04"),
+                           &s),
+        WIRE_MALFORMED);
+}
+
+static const char startup_body[] = "user\0alice\0database\0app\0options\0-c geqo=off\0"
+                                   "application_name\0psql\0";
+
+static void test_parse_startup_params(void **state)
+{
+    uint8_t pkt[256];
+    size_t len = make_pkt(pkt, WIRE_PROTO_3_0, startup_body, sizeof(startup_body));
+    /* sizeof includes the literal's NUL: that is the list terminator */
+    assert_int_equal(pkt[len - 1], 0);
+    assert_int_equal(pkt[len - 2], 0);
+    struct wire_startup s;
+    assert_int_equal(wire_parse_startup(pkt, (uint32_t)len, &s), WIRE_OK);
+    assert_int_equal(s.kind, WIRE_PKT_STARTUP);
+    assert_int_equal(s.version, WIRE_PROTO_3_0);
+    assert_int_equal(s.nparams, 4);
+    assert_string_equal(wire_startup_get(&s, "user"), "alice");
+    assert_string_equal(wire_startup_get(&s, "database"), "app");
+    assert_string_equal(wire_startup_get(&s, "options"), "-c geqo=off");
+    assert_string_equal(wire_startup_get(&s, "application_name"), "psql");
+    assert_null(wire_startup_get(&s, "password"));
+    assert_null(wire_startup_get(&s, "User")); /* names are case-sensitive */
+    assert_string_equal(s.params[0].name, "user");
+    assert_string_equal(s.params[3].name, "application_name");
+    /* names and values point into the packet, no copies */
+    assert_true((const uint8_t *)s.params[0].name == pkt + 8);
+    assert_true((const uint8_t *)s.params[0].value == pkt + 13);
+}
+
+static void test_parse_startup_other_versions(void **state)
+{
+    /* 3.2 and the libpq 19 "grease" 3.9999 parse as startup; the session decides */
+    const char body[] = "user\0u\0_pq_.test_protocol_negotiation\0\0";
+    uint8_t pkt[128];
+    struct wire_startup s;
+    size_t len = make_pkt(pkt, (3u << 16) | 9999u, body, sizeof(body));
+    assert_int_equal(wire_parse_startup(pkt, (uint32_t)len, &s), WIRE_OK);
+    assert_int_equal(s.kind, WIRE_PKT_STARTUP);
+    assert_int_equal(s.version >> 16, 3);
+    assert_int_equal(s.version & 0xffff, 9999);
+    assert_int_equal(s.nparams, 2);
+    assert_string_equal(wire_startup_get(&s, "_pq_.test_protocol_negotiation"), "");
+}
+
+static void test_parse_startup_empty_params(void **state)
+{
+    uint8_t pkt[16];
+    struct wire_startup s;
+    size_t len = make_pkt(pkt, WIRE_PROTO_3_0, "", 1);
+    assert_int_equal(len, 9);
+    assert_int_equal(wire_parse_startup(pkt, (uint32_t)len, &s), WIRE_OK);
+    assert_int_equal(s.kind, WIRE_PKT_STARTUP);
+    assert_int_equal(s.nparams, 0);
+    assert_null(wire_startup_get(&s, "user"));
+    /* no terminator at all */
+    len = make_pkt(pkt, WIRE_PROTO_3_0, "", 0);
+    assert_int_equal(wire_parse_startup(pkt, (uint32_t)len, &s), WIRE_MALFORMED);
+}
+
+static void test_parse_startup_malformed(void **state)
+{
+    static const struct {
+        const char *what;
+        const char *body;
+        size_t len;
+    } cases[] = {
+        {"missing terminator", "user\0alice\0", 11},
+        {"name without value", "user\0alice\0database\0", 20},
+        {"name without value, then terminator", "user\0alice\0database\0\0", 21},
+        {"name not NUL-terminated", "user", 4},
+        {"value not NUL-terminated", "user\0alice", 10},
+        {"bytes after terminator", "user\0alice\0\0x", 13},
+        {"two terminators", "user\0alice\0\0\0", 13},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint8_t *pkt = malloc(8 + cases[i].len);
+        assert_non_null(pkt);
+        size_t len = make_pkt(pkt, WIRE_PROTO_3_0, cases[i].body, cases[i].len);
+        struct wire_startup s;
+        int rc = wire_parse_startup(pkt, (uint32_t)len, &s);
+        if (rc != WIRE_MALFORMED)
+            fail_msg("%s: got %d", cases[i].what, rc);
+        free(pkt);
+    }
+}
+
+/* "name\0\0" is an empty value, then the list needs its own terminator */
+static void test_parse_startup_empty_value(void **state)
+{
+    const char body[] = "options\0\0user\0u\0";
+    uint8_t pkt[64];
+    size_t len = make_pkt(pkt, WIRE_PROTO_3_0, body, sizeof(body));
+    struct wire_startup s;
+    assert_int_equal(wire_parse_startup(pkt, (uint32_t)len, &s), WIRE_OK);
+    assert_int_equal(s.nparams, 2);
+    assert_string_equal(wire_startup_get(&s, "options"), "");
+    assert_string_equal(wire_startup_get(&s, "user"), "u");
+}
+
+static void test_parse_startup_length_mismatch(void **state)
+{
+    uint8_t pkt[256];
+    size_t len = make_pkt(pkt, WIRE_PROTO_3_0, startup_body, sizeof(startup_body));
+    struct wire_startup s;
+    assert_int_equal(wire_parse_startup(pkt, (uint32_t)len - 1, &s), WIRE_MALFORMED);
+    pkt[len] = 0;
+    assert_int_equal(wire_parse_startup(pkt, (uint32_t)len + 1, &s), WIRE_MALFORMED);
+    wire_put_u32(pkt, (uint32_t)len + 1);
+    assert_int_equal(wire_parse_startup(pkt, (uint32_t)len, &s), WIRE_MALFORMED);
+    for (uint32_t l = 0; l < 8; l++)
+        assert_int_equal(wire_parse_startup(pkt, l, &s), WIRE_MALFORMED);
+}
+
+static void test_parse_startup_too_long(void **state)
+{
+    /* one huge options value: the length check refuses it before anything is parsed */
+    size_t bodylen = 10001;
+    uint8_t *pkt = calloc(1, 8 + bodylen);
+    assert_non_null(pkt);
+    memcpy(pkt + 8, "options", 8);
+    memset(pkt + 16, 'x', bodylen - 8 - 2);
+    size_t len = make_pkt(pkt, WIRE_PROTO_3_0, NULL, 0) + bodylen;
+    wire_put_u32(pkt, (uint32_t)len);
+    uint32_t got = 0;
+    assert_int_equal(wire_startup_len(pkt, len, &got), WIRE_TOO_LONG);
+    assert_int_equal(got, 0);
+    free(pkt);
+}
+
+static size_t make_many_params(uint8_t *pkt, int n)
+{
+    size_t pos = 8;
+    for (int i = 0; i < n; i++) {
+        pos += (size_t)sprintf((char *)pkt + pos, "p%d", i) + 1;
+        pos += (size_t)sprintf((char *)pkt + pos, "v%d", i) + 1;
+    }
+    pkt[pos++] = 0;
+    wire_put_u32(pkt, (uint32_t)pos);
+    wire_put_u32(pkt + 4, WIRE_PROTO_3_0);
+    return pos;
+}
+
+static void test_parse_startup_param_limit(void **state)
+{
+    uint8_t pkt[2048];
+    struct wire_startup s;
+    size_t len = make_many_params(pkt, WIRE_MAX_STARTUP_PARAMS);
+    assert_int_equal(wire_parse_startup(pkt, (uint32_t)len, &s), WIRE_OK);
+    assert_int_equal(s.nparams, WIRE_MAX_STARTUP_PARAMS);
+    assert_string_equal(wire_startup_get(&s, "p0"), "v0");
+    assert_string_equal(wire_startup_get(&s, "p63"), "v63");
+
+    len = make_many_params(pkt, WIRE_MAX_STARTUP_PARAMS + 1);
+    assert_int_equal(wire_parse_startup(pkt, (uint32_t)len, &s), WIRE_MALFORMED);
+    len = make_many_params(pkt, 100);
+    assert_int_equal(wire_parse_startup(pkt, (uint32_t)len, &s), WIRE_MALFORMED);
+}
+
+/* Every strict prefix, both as the raw first bytes of a stream and as a self-consistent packet
+ * (length word rewritten), in an exact-size allocation so ASan catches any overread. */
+static void check_prefixes(const uint8_t *full, size_t fulllen)
+{
+    struct wire_startup s;
+    assert_int_equal(wire_parse_startup(full, (uint32_t)fulllen, &s), WIRE_OK);
+    for (size_t n = 0; n < fulllen; n++) {
+        uint8_t *p = malloc(n ? n : 1);
+        assert_non_null(p);
+        memcpy(p, full, n);
+        uint32_t len = 0;
+        int rc = wire_startup_len(p, n, &len);
+        if (n < 4) {
+            assert_int_equal(rc, WIRE_NEED_MORE);
+        } else {
+            assert_int_equal(rc, WIRE_OK);
+            assert_int_equal(len, fulllen); /* caller waits for more */
+        }
+        assert_int_not_equal(wire_parse_startup(p, (uint32_t)n, &s), WIRE_OK);
+        if (n >= 4) {
+            wire_put_u32(p, (uint32_t)n);
+            rc = wire_parse_startup(p, (uint32_t)n, &s);
+            if (rc == WIRE_OK)
+                fail_msg("prefix of %zu/%zu bytes parsed as complete", n, fulllen);
+        }
+        free(p);
+    }
+}
+
+static void test_parse_startup_prefixes(void **state)
+{
+    uint8_t pkt[256];
+    size_t len = make_pkt(pkt, WIRE_PROTO_3_0, startup_body, sizeof(startup_body));
+    check_prefixes(pkt, len);
+    const char empties[] = "a\0\0b\0\0";
+    len = make_pkt(pkt, WIRE_PROTO_3_0, empties, sizeof(empties));
+    check_prefixes(pkt, len);
+    check_prefixes(LIT("\x00\x00\x00\x10\x04\xd2\x16\x2e\x00\x00\x30\x39\xca\xfe\xba\xbe"));
+    check_prefixes(LIT("\x00\x00\x00\x08\x04\xd2\x16\x2f"));
+}
+
+/* --- ErrorResponse field readers --- */
+
+static const char err_body[] = "SFEHLER\0VERROR\0C57014\0Mcanceling statement\0";
+
+static void test_error_code_valid(void **state)
+{
+    char code[6] = "?????";
+    char sev[32];
+    assert_int_equal(wire_error_code(LIT(err_body), code), WIRE_OK);
+    assert_string_equal(code, "57014");
+    /* V (never localized) wins over S */
+    assert_int_equal(wire_error_severity(LIT(err_body), sev, sizeof(sev)), WIRE_OK);
+    assert_string_equal(sev, "ERROR");
+    /* pre-9.6 servers send only S */
+    assert_int_equal(wire_error_severity(LIT("SFATAL\0C28000\0\0"), sev, sizeof(sev)), WIRE_OK);
+    assert_string_equal(sev, "FATAL");
+    /* truncated to the caller's buffer */
+    assert_int_equal(wire_error_severity(LIT(err_body), sev, 3), WIRE_OK);
+    assert_string_equal(sev, "ER");
+    assert_int_equal(wire_error_severity(LIT(err_body), sev, 1), WIRE_OK);
+    assert_string_equal(sev, "");
+    assert_int_equal(wire_error_severity(LIT(err_body), sev, 0), WIRE_NO_SPACE);
+}
+
+static void test_error_code_fieldless(void **state)
+{
+    char code[6];
+    char sev[32] = "junk";
+    assert_int_equal(wire_error_code(LIT("\0"), code), WIRE_MALFORMED);
+    assert_string_equal(code, "XX000");
+    assert_int_equal(wire_error_code((const uint8_t *)"", 0, code), WIRE_MALFORMED);
+    assert_string_equal(code, "XX000");
+    assert_int_equal(wire_error_severity(LIT("\0"), sev, sizeof(sev)), WIRE_MALFORMED);
+    assert_string_equal(sev, "");
+    /* fields present but not the one asked for */
+    assert_int_equal(wire_error_code(LIT("Mhello\0\0"), code), WIRE_MALFORMED);
+    assert_string_equal(code, "XX000");
+    /* a SQLSTATE that is not five characters */
+    assert_int_equal(wire_error_code(LIT("C4250\0\0"), code), WIRE_MALFORMED);
+    assert_int_equal(wire_error_code(LIT("C425011\0\0"), code), WIRE_MALFORMED);
+    assert_string_equal(code, "XX000");
+    /* fields after the terminator are not read */
+    assert_int_equal(wire_error_code(LIT("Mx\0\0C42501\0\0"), code), WIRE_MALFORMED);
+}
+
+static void test_error_code_truncated(void **state)
+{
+    size_t full = sizeof(err_body) - 1;
+    size_t code_end = strlen("SFEHLER_VERROR_C57014_"); /* first length with the whole C field */
+    for (size_t n = 0; n <= full; n++) {
+        uint8_t *p = malloc(n ? n : 1);
+        assert_non_null(p);
+        memcpy(p, err_body, n);
+        char code[6];
+        char sev[32];
+        int rc = wire_error_code(p, n, code);
+        if (n >= code_end) {
+            assert_int_equal(rc, WIRE_OK);
+            assert_string_equal(code, "57014");
+        } else {
+            assert_int_equal(rc, WIRE_MALFORMED);
+            assert_string_equal(code, "XX000");
+        }
+        rc = wire_error_severity(p, n, sev, sizeof(sev));
+        if (rc == WIRE_OK)
+            assert_true(strcmp(sev, "ERROR") == 0 || strcmp(sev, "FEHLER") == 0);
+        else
+            assert_string_equal(sev, "");
+        free(p);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_build_auth_ok),
+        cmocka_unit_test(test_build_param_status),
+        cmocka_unit_test(test_build_backend_key),
+        cmocka_unit_test(test_build_rfq),
+        cmocka_unit_test(test_build_error_all_fields),
+        cmocka_unit_test(test_build_notice_minimal),
+        cmocka_unit_test(test_build_error_position_extremes),
+        cmocka_unit_test(test_build_negotiate),
+        cmocka_unit_test(test_build_query),
+        cmocka_unit_test(test_build_copy_fail),
+        cmocka_unit_test(test_build_command_complete),
+        cmocka_unit_test(test_build_sequence_appends),
+        cmocka_unit_test(test_build_overflow),
+        cmocka_unit_test(test_build_overflow_sticky),
+        cmocka_unit_test(test_read_hdr_need_more),
+        cmocka_unit_test(test_read_hdr_bad_length),
+        cmocka_unit_test(test_read_hdr_too_long),
+        cmocka_unit_test(test_strerror),
+        cmocka_unit_test(test_startup_len),
+        cmocka_unit_test(test_parse_ssl_request),
+        cmocka_unit_test(test_parse_gssenc_request),
+        cmocka_unit_test(test_parse_cancel_request),
+        cmocka_unit_test(test_parse_startup_params),
+        cmocka_unit_test(test_parse_startup_other_versions),
+        cmocka_unit_test(test_parse_startup_empty_params),
+        cmocka_unit_test(test_parse_startup_malformed),
+        cmocka_unit_test(test_parse_startup_empty_value),
+        cmocka_unit_test(test_parse_startup_length_mismatch),
+        cmocka_unit_test(test_parse_startup_too_long),
+        cmocka_unit_test(test_parse_startup_param_limit),
+        cmocka_unit_test(test_parse_startup_prefixes),
+        cmocka_unit_test(test_error_code_valid),
+        cmocka_unit_test(test_error_code_fieldless),
+        cmocka_unit_test(test_error_code_truncated),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -2,23 +2,40 @@
 #include "log.h"
 #include "metrics.h"
 #include "upstream.h"
+#include "wire.h"
+
+#include "config.h"
+#include "netio.h"
 
 #include <errno.h>
+#include <netdb.h>
+#include <poll.h>
 #include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <sys/random.h>
 #include <unistd.h>
 
-#define CANCEL_BUCKETS 1024
-#define CANCEL_THREADS 2
+#define CANCEL_BUCKETS  1024
+#define CANCEL_THREADS  2
+#define MAX_PEERS       64
+#define PEER_TIMEOUT_MS 5000
+
+struct peer {
+    int id;
+    char host[256];
+    int port;
+};
 
 struct cancel_entry {
     struct cancel_entry *next;
     uint32_t pid;
     uint32_t secret;
     void *handle;
-    int inflight;  /* cancels being forwarded with this handle right now */
-    bool removed;  /* unregistered while in flight: the last forwarder frees it */
+    int inflight; /* cancels being forwarded with this handle right now */
+    bool removed; /* unregistered while in flight: the last forwarder frees it */
 };
 
 struct cancel_job {
@@ -37,6 +54,9 @@ struct cancel_table {
     bool stopping;
     pthread_t threads[CANCEL_THREADS];
     int nthreads;
+    int self_id; /* guarded by mu, with peers */
+    struct peer peers[MAX_PEERS];
+    size_t npeers;
 };
 
 static void *cancel_thread(void *arg);
@@ -104,6 +124,103 @@ int cancel_new_secret(uint32_t *out)
         if (n < 0 && errno != EINTR)
             return -errno;
     }
+}
+
+int cancel_set_peers(struct cancel_table *t, int self_id, char *const *peers, size_t n)
+{
+    struct peer parsed[MAX_PEERS];
+    if (n > MAX_PEERS || self_id < 0 || self_id > 255)
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (config_parse_peer(peers[i], &parsed[i].id, parsed[i].host, sizeof(parsed[i].host),
+                              &parsed[i].port))
+            return -EINVAL;
+    pthread_mutex_lock(&t->mu);
+    t->self_id = self_id;
+    memcpy(t->peers, parsed, n * sizeof(parsed[0]));
+    t->npeers = n;
+    pthread_mutex_unlock(&t->mu);
+    return 0;
+}
+
+int cancel_session_secret(struct cancel_table *t, uint32_t *out)
+{
+    int rc = cancel_new_secret(out);
+    pthread_mutex_lock(&t->mu);
+    int id = t->self_id;
+    pthread_mutex_unlock(&t->mu);
+    if (rc == 0 && id)
+        *out = ((uint32_t)id << 24) | (*out & 0xffffff);
+    return rc;
+}
+
+/* Sends the CancelRequest on to the instance that owns the key and waits for it to close the
+ * connection, as PostgreSQL's cancel protocol does. */
+static enum cancel_result forward_to_peer(const struct peer *p, uint32_t pid, uint32_t secret)
+{
+    char port[16];
+    snprintf(port, sizeof(port), "%d", p->port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *res = NULL;
+    if (getaddrinfo(p->host, port, &hints, &res) || !res)
+        return CANCEL_FAILED;
+    enum cancel_result r = CANCEL_FAILED;
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        goto out;
+    int64_t deadline = netio_now_ms() + PEER_TIMEOUT_MS;
+    if (connect(fd, res->ai_addr, res->ai_addrlen) && errno != EINPROGRESS)
+        goto out;
+    struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+    if (poll(&pfd, 1, PEER_TIMEOUT_MS) != 1 || !(pfd.revents & POLLOUT))
+        goto out;
+    uint8_t pkt[16];
+    wire_put_u32(pkt, 16);
+    wire_put_u32(pkt + 4, WIRE_CANCEL_REQUEST_CODE);
+    wire_put_u32(pkt + 8, pid);
+    wire_put_u32(pkt + 12, secret);
+    if (send(fd, pkt, sizeof(pkt), MSG_NOSIGNAL) != (ssize_t)sizeof(pkt))
+        goto out;
+    for (;;) {
+        int64_t left = deadline - netio_now_ms();
+        pfd.events = POLLIN;
+        if (left <= 0 || poll(&pfd, 1, (int)left) != 1)
+            goto out;
+        char buf[64];
+        ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+            r = CANCEL_FORWARDED;
+            break;
+        }
+    }
+out:
+    if (fd >= 0)
+        close(fd);
+    freeaddrinfo(res);
+    return r;
+}
+
+/* A client's CancelRequest: local key, or a peer's (by the id in the secret's top byte). */
+static enum cancel_result route_client_cancel(struct cancel_table *t, uint32_t pid, uint32_t secret,
+                                              bool *to_peer)
+{
+    struct peer target;
+    bool found = false;
+    pthread_mutex_lock(&t->mu);
+    int owner = (int)(secret >> 24);
+    if (t->self_id && owner != t->self_id) {
+        for (size_t i = 0; i < t->npeers; i++) {
+            if (t->peers[i].id == owner) {
+                target = t->peers[i];
+                found = true;
+            }
+        }
+    }
+    pthread_mutex_unlock(&t->mu);
+    *to_peer = found;
+    if (found)
+        return forward_to_peer(&target, pid, secret);
+    return cancel_forward(t, pid, secret);
 }
 
 int cancel_register(struct cancel_table *t, uint32_t pid, uint32_t secret, void *handle)
@@ -207,15 +324,18 @@ static void *cancel_thread(void *arg)
         pthread_mutex_unlock(&t->qmu);
         if (!j)
             return NULL;
-        enum cancel_result r = cancel_forward(t, j->pid, j->secret);
+        bool to_peer = false;
+        enum cancel_result r = j->from_client ? route_client_cancel(t, j->pid, j->secret, &to_peer)
+                                              : cancel_forward(t, j->pid, j->secret);
         if (j->from_client) {
             metrics_cancel(r == CANCEL_FORWARDED     ? METRICS_CANCEL_FORWARDED
                            : r == CANCEL_UNKNOWN_KEY ? METRICS_CANCEL_UNKNOWN_KEY
                                                      : METRICS_CANCEL_FAILED);
-            LOG_INFO(0, "cancel_request", "pid=%u result=%s", j->pid,
+            LOG_INFO(0, "cancel_request", "pid=%u result=%s%s", j->pid,
                      r == CANCEL_FORWARDED     ? "forwarded"
                      : r == CANCEL_UNKNOWN_KEY ? "unknown_key"
-                                               : "failed");
+                                               : "failed",
+                     to_peer ? " (to peer)" : "");
         }
         if (j->close_fd >= 0)
             close(j->close_fd);

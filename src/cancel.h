@@ -4,6 +4,7 @@
 #define PGWP_CANCEL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct cancel_table;
@@ -33,5 +34,13 @@ bool cancel_secret_equal(uint32_t a, uint32_t b);
 
 /* A random secret from getrandom(). Returns 0 or -errno. */
 int cancel_new_secret(uint32_t *out);
+
+/* Peering: with self_id 1..255 the top byte of every secret this instance hands out is its id
+ * (24 random bits remain), and a client CancelRequest whose secret names another instance is
+ * forwarded to that peer ("ID=HOST:PORT"), so cancels work behind a TCP load balancer.
+ * Returns 0 or -EINVAL. */
+int cancel_set_peers(struct cancel_table *t, int self_id, char *const *peers, size_t n);
+/* A secret for a new session, carrying this instance's id when peering is on. */
+int cancel_session_secret(struct cancel_table *t, uint32_t *out);
 
 #endif

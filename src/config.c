@@ -64,6 +64,10 @@ static const struct opt opts[] = {
      "deny a statement kind (drop, truncate, ...) or function:NAME; repeatable"},
     {"allow", OPT_LIST, OFF(allow), NULL, 0, 0, "RULE",
      "allow only these statement kinds / functions; repeatable"},
+    {"peer-id", OPT_INT, OFF(peer_id), NULL, 0, 255, "N",
+     "this instance's id (1-255) in cancel keys, for cancel routing between instances"},
+    {"peer", OPT_LIST, OFF(peers), NULL, 0, 0, "ID=HOST:PORT",
+     "another instance's id and client address; its cancels are forwarded there; repeatable"},
     {"read-only", OPT_BOOL, OFF(read_only), NULL, 0, 0, NULL,
      "deny every write (ERROR 25006) and set default_transaction_read_only upstream"},
     {"policy-cache", OPT_BOOL, OFF(policy_cache), NULL, 0, 0, NULL,
@@ -142,7 +146,7 @@ static void free_list(char **list, size_t *n)
 
 static size_t *list_count(struct config *c, const struct opt *o)
 {
-    return o->off == OFF(deny) ? &c->ndeny : &c->nallow;
+    return o->off == OFF(deny) ? &c->ndeny : o->off == OFF(peers) ? &c->npeers : &c->nallow;
 }
 
 void config_free(struct config *c)
@@ -241,6 +245,17 @@ int config_parse_size(const char *s, uint64_t *out)
         }
     }
     return -EINVAL;
+}
+
+int config_parse_peer(const char *s, int *id, char *host, size_t hostlen, int *port)
+{
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end != '=' || v < 1 || v > 255)
+        return -EINVAL;
+    *id = (int)v;
+    return config_parse_hostport(end + 1, host, hostlen, port);
 }
 
 int config_parse_hostport(const char *s, char *host, size_t hostlen, int *port)
@@ -625,6 +640,25 @@ static enum config_result validate(struct loader *l)
     if (!c->upstream_dsn || !*c->upstream_dsn) {
         fail(l, "no upstream: give --upstream DSN or set PGWIRE_PROXY_UPSTREAM "
                 "(e.g. 'host=127.0.0.1 port=5432 dbname=app user=app')");
+        return CONFIG_ERROR;
+    }
+    for (size_t i = 0; i < c->npeers; i++) {
+        int id;
+        char host[256];
+        int port;
+        if (config_parse_peer(c->peers[i], &id, host, sizeof(host), &port)) {
+            fail(l, "invalid value '%s' for --peer: expected ID=HOST:PORT with ID 1-255, such as "
+                    "2=10.0.0.2:5433",
+                 c->peers[i]);
+            return CONFIG_ERROR;
+        }
+        if (id == c->peer_id) {
+            fail(l, "--peer %s has this instance's own --peer-id %d", c->peers[i], id);
+            return CONFIG_ERROR;
+        }
+    }
+    if (c->npeers && !c->peer_id) {
+        fail(l, "--peer needs --peer-id: give this instance an id from 1 to 255");
         return CONFIG_ERROR;
     }
     if ((c->tls_cert == NULL) != (c->tls_key == NULL)) {

@@ -31,6 +31,9 @@ struct config {
     size_t ndeny;
     char *allow[CONFIG_MAX_RULES];
     size_t nallow;
+    char *peers[CONFIG_MAX_RULES]; /* "ID=HOST:PORT" of other instances, for cancel routing */
+    size_t npeers;
+    int peer_id; /* this instance's id (1..255) encoded in cancel keys; 0 = no peering */
     bool read_only;
     bool policy_cache;
     char *tls_cert;
@@ -73,6 +76,8 @@ enum config_result config_reload(struct config *c, int argc, char **argv, char *
 int config_parse_duration_ms(const char *s, uint64_t *out);
 int config_parse_size(const char *s, uint64_t *out);
 int config_parse_hostport(const char *s, char *host, size_t hostlen, int *port);
+/* "ID=HOST:PORT" with ID 1..255. */
+int config_parse_peer(const char *s, int *id, char *host, size_t hostlen, int *port);
 
 /* DSN with any password replaced by "********", for logs and errors. Caller frees. */
 char *config_redact_dsn(const char *dsn);

@@ -161,6 +161,7 @@ static void reload(struct server *srv)
         LOG_WARN(0, "reload_partial", "--listen changes need a restart; still listening on %s:%d",
                  old->cfg.listen_host, old->cfg.listen_port);
     rt->gen = old->gen + 1;
+    cancel_set_peers(srv->cancels, rt->cfg.peer_id, rt->cfg.peers, rt->cfg.npeers);
     srv->rt = rt;
     atomic_store(&srv->rt_gen, rt->gen);
     pthread_mutex_unlock(&srv->rt_mu);
@@ -286,6 +287,7 @@ int server_run(struct config *cfg, int argc, char **argv)
         goto out;
     }
     const struct config *c = &srv.rt->cfg;
+    cancel_set_peers(srv.cancels, c->peer_id, c->peers, c->npeers);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int rcw = worker_pool_start(&srv, c->workers > 0 ? c->workers : (ncpu > 0 ? (int)ncpu : 1));
     if (rcw) {

@@ -310,7 +310,7 @@ static enum session_end connected(struct session *s)
         }
     }
     metrics_upstream_connect((uint64_t)(netio_now_us() - s->q_start_us), 1);
-    if (cancel_new_secret(&s->secret) == 0 &&
+    if (cancel_session_secret(s->srv->cancels, &s->secret) == 0 &&
         cancel_register(s->srv->cancels, s->up.pid, s->secret, s->up.cancel) == 0) {
         s->cancel_registered = true;
         s->up.cancel = NULL; /* owned by the cancel table now */

@@ -1,0 +1,643 @@
+"""Helpers for the integration suite: a throwaway PostgreSQL, proxy processes, psql runs and a
+tiny raw protocol-3.0 client."""
+import ctypes
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+
+import psycopg2
+import pytest
+
+DIRECT = os.environ.get("PGWP_DIRECT") == "1"
+SANITIZED = os.environ.get("PGWP_SANITIZED") == "1"
+# Bounds, not expectations: sanitizer builds are several times slower.
+SCALE = 3 if SANITIZED else 1
+BOUND = 10 * SCALE
+
+proxy_only = pytest.mark.skipif(DIRECT, reason="PGWP_DIRECT=1: needs the real proxy")
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BINARY = os.path.abspath(os.environ.get("PGWP_BINARY", os.path.join(REPO, "build", "pgwire-proxy")))
+
+
+def pg_bindir():
+    env = os.environ.get("PGWP_PG_BIN")
+    if env:
+        return env
+    dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: int(d.split("/")[-2]))
+    if not dirs:
+        pytest.exit("PostgreSQL server binaries not found (make deps)", returncode=1)
+    return dirs[-1]
+
+
+PG_BIN = pg_bindir()
+PSQL = os.path.join(PG_BIN, "psql")
+PGBENCH = os.path.join(PG_BIN, "pgbench")
+
+
+def poll(cond, timeout=BOUND, interval=0.05, what="condition"):
+    """Calls cond() until it returns something truthy; fails after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_listening(port):
+    """True if something listens on 127.0.0.1:port, checked without connecting (a probe
+    connection would count against a proxy's connection ceiling)."""
+    want = f"0100007F:{port:04X}"
+    try:
+        with open("/proc/net/tcp") as f:
+            next(f)
+            for line in f:
+                cols = line.split()
+                if cols[1] == want and cols[3] == "0A":
+                    return True
+        return False
+    except OSError:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL
+
+
+def _as_postgres(cmd):
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--"] + cmd
+    return cmd
+
+
+class PgCluster:
+    """A throwaway cluster: initdb --nosync, fsync off, 127.0.0.1 on a free port."""
+
+    def __init__(self):
+        self.base = tempfile.mkdtemp(prefix="pgwp-it-", dir="/tmp")
+        os.chmod(self.base, 0o755)
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.base, pw.pw_uid, pw.pw_gid)
+        self.data = os.path.join(self.base, "data")
+        self.log = os.path.join(self.base, "postgresql.log")
+        self.port = free_port()
+        self.host = "127.0.0.1"
+        self.watchdog = None
+        self.started = False
+
+    def _run(self, cmd, timeout=120):
+        r = subprocess.run(_as_postgres(cmd), cwd=self.base, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           timeout=timeout)
+        if r.returncode != 0:
+            raise RuntimeError(f"{cmd[0]} failed ({r.returncode}):\n{r.stdout}\n{self.log_tail()}")
+        return r.stdout
+
+    def start(self):
+        self._run([os.path.join(PG_BIN, "initdb"), "--nosync", "-D", self.data, "-U", "postgres",
+                   "-A", "trust", "--no-locale", "-E", "UTF8"])
+        with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
+            f.write(f"""
+port = {self.port}
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '{self.base}'
+fsync = off
+full_page_writes = off
+synchronous_commit = off
+max_connections = 60
+log_connections = on
+log_line_prefix = '%m [%p] %q%a '
+""")
+        with open(os.path.join(self.data, "pg_hba.conf"), "w") as f:
+            f.write("local all all trust\n"
+                    "host all pwuser 127.0.0.1/32 scram-sha-256\n"
+                    "host all all 127.0.0.1/32 trust\n")
+        self._run([os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, "-l", self.log, "-w",
+                   "-t", "60", "start"])
+        self.started = True
+        self._start_watchdog()
+
+    def _start_watchdog(self):
+        # If pytest itself is killed (e.g. the hard per-test bound), stop the cluster anyway.
+        script = (f'while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; '
+                  f'{" ".join(_as_postgres([os.path.join(PG_BIN, "pg_ctl")]))} -D {self.data} '
+                  f'-m immediate stop >/dev/null 2>&1; rm -rf {self.base}')
+        self.watchdog = subprocess.Popen(["sh", "-c", script], stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                         start_new_session=True)
+
+    def stop(self):
+        if self.watchdog:
+            self.watchdog.kill()
+            self.watchdog.wait()
+        if self.started:
+            pg_ctl = os.path.join(PG_BIN, "pg_ctl")
+            try:
+                self._run([pg_ctl, "-D", self.data, "-m", "fast", "-w", "-t", "30", "stop"])
+            except (RuntimeError, subprocess.TimeoutExpired):
+                self._run([pg_ctl, "-D", self.data, "-m", "immediate", "-w", "stop"])
+            self.started = False
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def log_tail(self, n=30):
+        try:
+            with open(self.log, errors="replace") as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return ""
+
+    def log_count(self, needle):
+        with open(self.log, errors="replace") as f:
+            return f.read().count(needle)
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets: something clients connect to (the proxy, or PostgreSQL itself)
+
+
+def psql_env(home):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "LC_", "PSQL"))}
+    env.update(LC_ALL="C.UTF-8", LANG="C.UTF-8", PAGER="", PSQL_PAGER="", COLUMNS="120",
+               HOME=home, PGCONNECT_TIMEOUT="10", TZ="UTC")
+    return env
+
+
+class Target:
+    """Where clients connect; `user` is the user clients name in their startup packet."""
+
+    is_proxy = False
+
+    def __init__(self, host, port, user="postgres", dbname="postgres", home="/tmp"):
+        self.host, self.port, self.user, self.dbname, self.home = host, port, user, dbname, home
+
+    def dsn(self, **kw):
+        parts = dict(host=self.host, port=self.port, user=self.user, dbname=self.dbname,
+                     connect_timeout=10)
+        parts.update(kw)
+        return " ".join(f"{k}={v}" for k, v in parts.items() if v is not None)
+
+    def connect(self, autocommit=False, **kw):
+        conn = psycopg2.connect(self.dsn(**kw))
+        conn.autocommit = autocommit
+        return conn
+
+    def raw(self, user=None, **params):
+        """A RawClient that has completed startup (asserts ReadyForQuery)."""
+        c = RawClient(self.host, self.port)
+        msgs = c.startup(user=user or self.user, database=self.dbname, **params)
+        if msgs[-1].type != "Z":
+            c.close()
+            raise AssertionError(f"startup failed: {describe(msgs)}")
+        return c
+
+    def psql(self, *args, input=None, user=None, check=False, timeout=60, **env):
+        cmd = [PSQL, "-X", "-P", "pager=off", "-d",
+               self.dsn(user=user or self.user, connect_timeout=None)] + list(args)
+        e = psql_env(self.home)
+        e.update(env)
+        stdin = None if input is not None else subprocess.DEVNULL
+        r = subprocess.run(cmd, input=input, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e,
+                           timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"psql {args} failed ({r.returncode}): {r.stderr}")
+        return r
+
+
+class Proxy(Target):
+    """A pgwire-proxy process started by the suite."""
+
+    is_proxy = True
+    live = set()  # every running proxy, so the per-test watchdog can unblock hung clients
+
+    def __init__(self, flags, logdir, user="postgres", env=None, name="proxy"):
+        super().__init__("127.0.0.1", free_port(), user=user, home=logdir)
+        self.flags = list(flags)
+        self.log_path = os.path.join(logdir, f"{name}-{self.port}.log")
+        self.env = env
+        self.proc = None
+        self.killed = False
+        self.exit_ok = (0,)  # exit codes that are fine at teardown; None = any
+
+    @property
+    def argv(self):
+        return [BINARY, "--listen", f"127.0.0.1:{self.port}"] + self.flags
+
+    def start(self):
+        if not os.access(BINARY, os.X_OK):
+            pytest.fail(f"proxy binary {BINARY} not found: run `make build`, set PGWP_BINARY, "
+                        "or PGWP_DIRECT=1 to run the suite against PostgreSQL directly")
+        env = clean_env() if self.env is None else dict(self.env)
+        self.logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self.logf,
+                                     stderr=subprocess.STDOUT, env=env, cwd=self.home,
+                                     preexec_fn=_die_with_parent)
+        Proxy.live.add(self)
+        deadline = time.monotonic() + BOUND
+        while not port_listening(self.port):
+            if self.proc.poll() is not None:
+                self._forget()
+                pytest.fail(f"proxy exited with {self.proc.returncode} during start-up:\n"
+                            f"{self.log()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"proxy did not listen on {self.port} within {BOUND} s:\n{self.log()}")
+            time.sleep(0.02)
+        return self
+
+    def log(self):
+        if not self.logf.closed:
+            self.logf.flush()
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout=BOUND):
+        """Waits for the process to exit; returns its exit code (fails the test on timeout)."""
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"proxy still running {timeout} s later:\n{self.log()[-3000:]}")
+        self._forget()
+        return rc
+
+    def _forget(self):
+        Proxy.live.discard(self)
+
+    def kill(self):
+        if self.alive():
+            self.killed = True
+            self.proc.kill()
+
+    def stop(self):
+        """SIGTERM, SIGKILL after a bound. Returns a list of problems seen (empty if clean)."""
+        problems = []
+        if self.proc is None:
+            return problems
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5 * SCALE)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                problems.append(f"proxy on {self.port} ignored SIGTERM for {5 * SCALE} s (idle)")
+        rc = self.proc.returncode
+        if self.exit_ok is not None and rc not in self.exit_ok and not self.killed and not problems:
+            problems.append(f"proxy on {self.port} exited with {rc}")
+        self._forget()
+        self.logf.close()
+        text = self.log()
+        for needle in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+            if needle in text:
+                problems.append(f"proxy on {self.port}: {needle} report in its log")
+        if problems:
+            problems.append(f"--- log of proxy on {self.port} ---\n{text[-4000:]}")
+        return problems
+
+
+def clean_env(**extra):
+    """os.environ without PGWIRE_PROXY_* settings (they would change the proxy's config)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PGWIRE_PROXY_")}
+    env.update(extra)
+    return env
+
+
+try:
+    _prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+except OSError:
+    _prctl = None
+
+
+def _die_with_parent():
+    """In the child before exec: die with the test run (loaded beforehand: no import here)."""
+    if _prctl:
+        _prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+# ---------------------------------------------------------------------------------------------
+# Raw protocol client
+
+PROTOCOL_3_0 = 196608
+CANCEL_REQUEST = 80877102
+SSL_REQUEST = 80877103
+GSSENC_REQUEST = 80877104
+
+
+class Msg(tuple):
+    """(type, payload) of one backend message."""
+
+    def __new__(cls, type_, payload):
+        return super().__new__(cls, (type_, payload))
+
+    type = property(lambda self: self[0])
+    payload = property(lambda self: self[1])
+
+    @property
+    def fields(self):
+        return error_fields(self.payload)
+
+    def __repr__(self):
+        if self.type in "EN":
+            return f"Msg({self.type} {self.fields})"
+        return f"Msg({self.type} {self.payload[:60]!r})"
+
+
+def cstr(s):
+    return s.encode() + b"\0"
+
+
+def error_fields(payload):
+    """ErrorResponse/NoticeResponse payload -> {field code: value}."""
+    out = {}
+    for part in payload.split(b"\0"):
+        if part:
+            out[chr(part[0])] = part[1:].decode(errors="replace")
+    return out
+
+
+def describe(msgs):
+    return ", ".join(repr(m) for m in msgs)
+
+
+class Closed(Exception):
+    pass
+
+
+class RawClient:
+    def __init__(self, host, port, timeout=BOUND):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.buf = b""
+        self.params = {}
+        self.backend_key = None
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- sending
+    def send_raw(self, data):
+        self.sock.sendall(data)
+
+    def send(self, type_, payload=b""):
+        self.send_raw(type_.encode() + struct.pack("!I", len(payload) + 4) + payload)
+
+    def send_startup(self, version=PROTOCOL_3_0, **params):
+        body = struct.pack("!I", version) + b"".join(cstr(k) + cstr(str(v))
+                                                     for k, v in params.items()) + b"\0"
+        self.send_raw(struct.pack("!I", len(body) + 4) + body)
+
+    def send_request_code(self, code, extra=b""):
+        self.send_raw(struct.pack("!II", 8 + len(extra), code) + extra)
+
+    def query_send(self, sql):
+        self.send("Q", cstr(sql))
+
+    def parse(self, sql, name="", types=()):
+        self.send("P", cstr(name) + cstr(sql) + struct.pack("!H", len(types)) +
+                  b"".join(struct.pack("!I", t) for t in types))
+
+    def bind(self, portal="", stmt="", params=()):
+        p = b"".join(struct.pack("!i", -1) if v is None else struct.pack("!I", len(v)) + v
+                     for v in (x if x is None or isinstance(x, bytes) else str(x).encode()
+                               for x in params))
+        self.send("B", cstr(portal) + cstr(stmt) + struct.pack("!H", 0) +
+                  struct.pack("!H", len(params)) + p + struct.pack("!H", 0))
+
+    def describe_portal(self, portal=""):
+        self.send("D", b"P" + cstr(portal))
+
+    def execute(self, portal="", max_rows=0):
+        self.send("E", cstr(portal) + struct.pack("!I", max_rows))
+
+    def sync(self):
+        self.send("S")
+
+    def terminate(self):
+        self.send("X")
+
+    # -- receiving
+    def _fill(self, n):
+        while len(self.buf) < n:
+            try:
+                chunk = self.sock.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                raise Closed(f"connection closed ({len(self.buf)} bytes pending)")
+            self.buf += chunk
+
+    def read_byte(self):
+        self._fill(1)
+        b, self.buf = self.buf[:1], self.buf[1:]
+        return b
+
+    def read_msg(self):
+        self._fill(5)
+        type_, length = chr(self.buf[0]), struct.unpack("!I", self.buf[1:5])[0]
+        self._fill(1 + length)
+        msg = Msg(type_, self.buf[5:1 + length])
+        self.buf = self.buf[1 + length:]
+        return msg
+
+    def read_until_rfq(self):
+        """Messages up to and including ReadyForQuery, or up to a connection close (then the
+        list simply ends without a 'Z')."""
+        msgs = []
+        while True:
+            try:
+                m = self.read_msg()
+            except Closed:
+                return msgs
+            msgs.append(m)
+            if m.type == "Z":
+                return msgs
+
+    def read_until_closed(self):
+        msgs = []
+        while True:
+            try:
+                msgs.append(self.read_msg())
+            except Closed:
+                return msgs
+
+    def query(self, sql):
+        self.query_send(sql)
+        return self.read_until_rfq()
+
+    def startup(self, version=PROTOCOL_3_0, **params):
+        """Sends a StartupMessage; returns the messages up to ReadyForQuery or an error."""
+        try:
+            self.send_startup(version, **params)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server may refuse before reading; its error is still in our buffer
+        msgs = []
+        while True:
+            try:
+                m = self.read_msg()
+            except Closed:
+                return msgs
+            msgs.append(m)
+            if m.type == "R":
+                code = struct.unpack("!I", m.payload[:4])[0]
+                if code != 0:
+                    raise AssertionError(f"server asks for authentication (code {code})")
+            elif m.type == "S":
+                k, v = m.payload.split(b"\0")[:2]
+                self.params[k.decode()] = v.decode()
+            elif m.type == "K":
+                self.backend_key = struct.unpack("!II", m.payload)
+            elif m.type in "EZ":
+                return msgs
+
+
+# -- message helpers
+
+
+def rfq(msgs):
+    assert msgs and msgs[-1].type == "Z", f"no ReadyForQuery at the end: {describe(msgs)}"
+    return chr(msgs[-1].payload[0])
+
+
+def errors(msgs):
+    return [m.fields for m in msgs if m.type == "E"]
+
+
+def notices(msgs):
+    return [m.fields for m in msgs if m.type == "N"]
+
+
+def only_error(msgs):
+    errs = errors(msgs)
+    assert len(errs) == 1, f"expected exactly one ErrorResponse: {describe(msgs)}"
+    return errs[0]
+
+
+def tags(msgs):
+    return [m.payload.rstrip(b"\0").decode() for m in msgs if m.type == "C"]
+
+
+def rows(msgs):
+    out = []
+    for m in msgs:
+        if m.type != "D":
+            continue
+        n = struct.unpack("!H", m.payload[:2])[0]
+        pos, row = 2, []
+        for _ in range(n):
+            ln = struct.unpack("!i", m.payload[pos:pos + 4])[0]
+            pos += 4
+            if ln < 0:
+                row.append(None)
+            else:
+                row.append(m.payload[pos:pos + ln].decode())
+                pos += ln
+        out.append(tuple(row))
+    return out
+
+
+def parameter_status(msgs):
+    out = {}
+    for m in msgs:
+        if m.type == "S":
+            k, v = m.payload.split(b"\0")[:2]
+            out[k.decode()] = v.decode()
+    return out
+
+
+def scalar(target_or_conn, sql, *args):
+    """One value from a query, on a psycopg2 connection or a Target (own connection)."""
+    if isinstance(target_or_conn, Target):
+        conn = target_or_conn.connect(autocommit=True)
+        try:
+            return scalar(conn, sql, *args)
+        finally:
+            conn.close()
+    with target_or_conn.cursor() as cur:
+        cur.execute(sql, args or None)
+        return cur.fetchone()[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Observability helpers (metrics endpoint, pg_stat_activity, logs)
+
+
+def http_get(port, path, host="127.0.0.1", timeout=BOUND):
+    """(status, body) of GET http://host:port/path; HTTP errors are returned, not raised."""
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=timeout) as r:
+            return r.status, r.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+
+
+def parse_metrics(text):
+    """Prometheus text -> {'name{a="x",b="y"}' or 'name': float}, labels in exposition order."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.rpartition(" ")
+        out[key] = float(value)
+    return out
+
+
+def scrape(port):
+    status, body = http_get(port, "/metrics")
+    assert status == 200, f"/metrics answered {status}: {body[:300]}"
+    return parse_metrics(body)
+
+
+def metric(values, name, **labels):
+    """One sample from parse_metrics() output; 0 when the series is absent."""
+    if labels:
+        name += "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+    return values.get(name, 0.0)
+
+
+def wait_active(dconn, needle, timeout=BOUND):
+    """Polls pg_stat_activity until a backend whose application_name contains `needle` is
+    active; returns its pid."""
+    def probe():
+        with dconn.cursor() as cur:
+            cur.execute("select pid from pg_stat_activity where state = 'active' "
+                        "and application_name like %s and pid <> pg_backend_pid()",
+                        (f"%{needle}%",))
+            r = cur.fetchone()
+            return r and r[0]
+    return poll(probe, timeout=timeout, what=f"an active backend named like {needle!r}")

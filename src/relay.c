@@ -297,6 +297,13 @@ static int ensure_cbuf(struct session *s, size_t need)
 }
 
 /* Picks up a configuration reloaded by SIGHUP: limits and policy apply from the next statement. */
+/* The decision cache only pays off when statements are parsed. */
+static void ensure_guard_cache(struct session *s)
+{
+    if (!s->gcache && s->cfg->policy_cache && guard_policy_parses(s->rt->policy))
+        s->gcache = guard_cache_new();
+}
+
 static void refresh_runtime(struct session *s)
 {
     if (atomic_load_explicit(&s->srv->rt_gen, memory_order_relaxed) == s->rt_gen)
@@ -306,6 +313,11 @@ static void refresh_runtime(struct session *s)
     s->rt = rt;
     s->cfg = &rt->cfg;
     s->rt_gen = rt->gen;
+    if (!s->cfg->policy_cache) {
+        guard_cache_free(s->gcache);
+        s->gcache = NULL;
+    }
+    ensure_guard_cache(s);
 }
 
 static int handle_query(struct session *s, uint8_t *msg, size_t total)
@@ -862,8 +874,7 @@ int relay_begin(struct session *s)
     s->ucap = UBUF_SIZE;
     if (!s->ubuf || ensure_cbuf(s, CBUF_INITIAL))
         return -1;
-    if (s->cfg->policy_cache)
-        s->gcache = guard_cache_new();
+    ensure_guard_cache(s);
     return 0;
 }
 

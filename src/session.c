@@ -92,7 +92,7 @@ static enum session_end startup_fail(struct session *s, const char *code, const 
 
 static enum session_end check_version(struct session *s)
 {
-    uint32_t major = s->sp.version >> 16, minor = s->sp.version & 0xffff;
+    uint32_t major = s->su->sp.version >> 16, minor = s->su->sp.version & 0xffff;
     if (major != 3) {
         char msg[160];
         snprintf(msg, sizeof(msg),
@@ -102,9 +102,9 @@ static enum session_end check_version(struct session *s)
     }
     const char *unknown[WIRE_MAX_STARTUP_PARAMS];
     size_t nunknown = 0;
-    for (size_t i = 0; i < s->sp.nparams; i++)
-        if (strncmp(s->sp.params[i].name, "_pq_.", 5) == 0)
-            unknown[nunknown++] = s->sp.params[i].name;
+    for (size_t i = 0; i < s->su->sp.nparams; i++)
+        if (strncmp(s->su->sp.params[i].name, "_pq_.", 5) == 0)
+            unknown[nunknown++] = s->su->sp.params[i].name;
     if (minor > WIRE_NEWEST_MINOR || nunknown > 0) {
         uint8_t buf[WIRE_MAX_STARTUP_LEN + 64];
         struct wire_buf b;
@@ -137,7 +137,7 @@ static enum session_end admit(struct session *s)
 
 static enum session_end start_connect(struct session *s)
 {
-    struct upstream_request req = {.cfg = s->cfg, .startup = &s->sp, .client_addr = s->addr};
+    struct upstream_request req = {.cfg = s->cfg, .startup = &s->su->sp, .client_addr = s->addr};
     char code[6], err[512];
     s->q_start_us = netio_now_us();
     if (upstream_start(&s->up, &req, code, err, sizeof(err)) != 0) {
@@ -159,14 +159,14 @@ static enum session_end startup_message(struct session *s)
     enum session_end e = check_version(s);
     if (e != SE_NONE)
         return e;
-    if (!wire_startup_get(&s->sp, "user"))
+    if (!wire_startup_get(&s->su->sp, "user"))
         return startup_fail(s, "28000", "no PostgreSQL user name specified in startup packet");
-    const char *repl = wire_startup_get(&s->sp, "replication");
+    const char *repl = wire_startup_get(&s->su->sp, "replication");
     if (repl && strcmp(repl, "false") && strcmp(repl, "0") && strcmp(repl, "off"))
         return startup_fail(s, "0A000", "replication connections are not supported by pgwire-proxy");
-    copy_param(s->user, sizeof(s->user), wire_startup_get(&s->sp, "user"));
-    copy_param(s->database, sizeof(s->database), wire_startup_get(&s->sp, "database"));
-    copy_param(s->app, sizeof(s->app), wire_startup_get(&s->sp, "application_name"));
+    copy_param(s->user, sizeof(s->user), wire_startup_get(&s->su->sp, "user"));
+    copy_param(s->database, sizeof(s->database), wire_startup_get(&s->su->sp, "database"));
+    copy_param(s->app, sizeof(s->app), wire_startup_get(&s->su->sp, "application_name"));
     if ((e = admit(s)) != SE_NONE)
         return e;
     return start_connect(s);
@@ -174,10 +174,10 @@ static enum session_end startup_message(struct session *s)
 
 static enum session_end startup_packet(struct session *s, uint32_t len)
 {
-    if (wire_parse_startup(s->startup, len, &s->sp) != WIRE_OK)
+    if (wire_parse_startup(s->su->buf, len, &s->su->sp) != WIRE_OK)
         return startup_fail(s, "08P01", "invalid startup packet layout");
     s->su_have = 0;
-    switch (s->sp.kind) {
+    switch (s->su->sp.kind) {
     case WIRE_PKT_SSL:
         if (s->rt->tls && !s->cli.ssl) {
             if (out_append(s, "S", 1))
@@ -193,7 +193,7 @@ static enum session_end startup_packet(struct session *s, uint32_t len)
         int fd = s->cli.fd;
         worker_unwatch(s->w, fd);
         s->cli.fd = -1;
-        if (cancel_forward_async(s->srv->cancels, s->sp.cancel_pid, s->sp.cancel_secret, fd,
+        if (cancel_forward_async(s->srv->cancels, s->su->sp.cancel_pid, s->su->sp.cancel_secret, fd,
                                  true))
             close(fd);
         return SE_CANCEL_REQUEST;
@@ -220,7 +220,7 @@ static enum session_end startup_read(struct session *s)
         size_t need = 4;
         uint32_t len = 0;
         if (s->su_have >= 4) {
-            int rc = wire_startup_len(s->startup, s->su_have, &len);
+            int rc = wire_startup_len(s->su->buf, s->su_have, &len);
             if (rc < 0)
                 return startup_fail(s, "08P01", "invalid length of startup packet");
             need = len;
@@ -233,7 +233,7 @@ static enum session_end startup_read(struct session *s)
                 return SE_CLIENT_ERROR;
             continue;
         }
-        ssize_t n = netio_read(&s->cli, s->startup + s->su_have, need - s->su_have);
+        ssize_t n = netio_read(&s->cli, s->su->buf + s->su_have, need - s->su_have);
         if (n == -EAGAIN) {
             s->cli_in = false;
             break;
@@ -241,7 +241,7 @@ static enum session_end startup_read(struct session *s)
         if (n <= 0)
             return n == 0 ? SE_CLIENT_EOF : SE_CLIENT_ERROR;
         s->su_have += (size_t)n;
-        if (s->su_have == 4 && wire_startup_len(s->startup, 4, &len) < 0)
+        if (s->su_have == 4 && wire_startup_len(s->su->buf, 4, &len) < 0)
             return startup_fail(s, "08P01", "invalid length of startup packet");
     }
     return SE_NONE;
@@ -317,6 +317,8 @@ static enum session_end connected(struct session *s)
     }
     if (relay_begin(s) || queue_greeting(s))
         return SE_INTERNAL;
+    free(s->su);
+    s->su = NULL;
     /* steady state: one edge-triggered registration, never modified again */
     if (worker_watch(s->w, s->up.io.fd, s, 1, 0, s->up_watched_fd < 0))
         return SE_INTERNAL;
@@ -469,6 +471,7 @@ void session_destroy(struct session *s)
     if (s->ssl_pending)
         tls_free_ssl(s->ssl_pending);
     guard_cache_free(s->gcache);
+    free(s->su);
     free(s->cbuf);
     free(s->ubuf);
     free(s->obuf);
@@ -508,6 +511,12 @@ int session_spawn(struct server *srv, int fd, const struct sockaddr_storage *pee
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    s->su = malloc(sizeof(*s->su)); /* not calloc: only the bytes read get touched */
+    if (!s->su) {
+        free(s);
+        close(fd);
+        return -ENOMEM;
+    }
     s->srv = srv;
     s->id = atomic_fetch_add(&srv->next_sid, 1) + 1;
     s->rt = server_runtime_acquire(srv);

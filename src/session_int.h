@@ -120,7 +120,12 @@ struct session {
     size_t q_sql_len;
     size_t q_in_cbuf; /* bytes of the forwarded Query still at the front of cbuf */
 
-    uint8_t startup[WIRE_MAX_STARTUP_LEN];
+    struct startup_state *su; /* only until the upstream connection is made */
+};
+
+/* The startup packet and its parse: ~11 KB that an established session no longer needs. */
+struct startup_state {
+    uint8_t buf[WIRE_MAX_STARTUP_LEN];
     struct wire_startup sp;
 };
 

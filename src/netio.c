@@ -22,6 +22,11 @@ void netio_init_tls(struct netio *io, int fd, SSL *ssl)
     io->want = POLLIN;
 }
 
+bool netio_short_read_drained(const struct netio *io, size_t got, size_t asked, bool peer_closed)
+{
+    return got < asked && !io->ssl && !peer_closed;
+}
+
 int64_t netio_now_us(void)
 {
     struct timespec ts;
@@ -111,8 +116,7 @@ size_t netio_pending(const struct netio *io)
     return io->ssl ? (size_t)SSL_pending(io->ssl) : 0;
 }
 
-int netio_poll1(struct netio *io, short events, int extra_fd, short *extra_revents,
-                int timeout_ms)
+int netio_poll1(struct netio *io, short events, int extra_fd, short *extra_revents, int timeout_ms)
 {
     struct pollfd p[2] = {{.fd = io->fd, .events = events}, {.fd = extra_fd, .events = POLLIN}};
     int n = extra_fd >= 0 ? 2 : 1;

@@ -3,6 +3,7 @@
 #ifndef PGWP_NETIO_H
 #define PGWP_NETIO_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -11,8 +12,8 @@ typedef struct ssl_st SSL;
 
 struct netio {
     int fd;
-    SSL *ssl;       /* NULL: plain socket */
-    short want;     /* poll events needed after -EAGAIN */
+    SSL *ssl;   /* NULL: plain socket */
+    short want; /* poll events needed after -EAGAIN */
 };
 
 void netio_init_plain(struct netio *io, int fd);
@@ -28,12 +29,16 @@ size_t netio_pending(const struct netio *io);
 /* Waits up to timeout_ms (-1 = forever) for events on io and an optional extra fd (-1 = none).
  * Returns the revents of io (0 on timeout); *extra_revents gets the extra fd's. -errno on
  * error. */
-int netio_poll1(struct netio *io, short events, int extra_fd, short *extra_revents,
-                int timeout_ms);
+int netio_poll1(struct netio *io, short events, int extra_fd, short *extra_revents, int timeout_ms);
 
 /* Writes all of buf, waiting for POLLOUT up to timeout_ms between progress (-1 = forever).
  * Returns 0, -ETIMEDOUT, or -errno. */
 int netio_write_all(struct netio *io, const void *buf, size_t len, int timeout_ms);
+
+/* After a read that returned got < asked bytes: may the socket be treated as drained until the
+ * next edge-triggered event? Not for TLS (records are read one at a time) and not when the
+ * peer has closed (peer_closed: EPOLLRDHUP seen) - the EOF is then pending with no new edge. */
+bool netio_short_read_drained(const struct netio *io, size_t got, size_t asked, bool peer_closed);
 
 int64_t netio_now_ms(void);
 int64_t netio_now_us(void);

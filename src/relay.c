@@ -14,11 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CBUF_INITIAL   8192
-#define UBUF_SIZE      (64 * 1024)
+#define CBUF_INITIAL     8192
+#define UBUF_SIZE        (64 * 1024)
 #define UPSTREAM_MAX_MSG (1u << 30)
-#define INSPECT_MAX    (16u << 20) /* largest ErrorResponse etc. we buffer whole */
-#define DRAIN_GRACE_MS 10000       /* upstream must reach ReadyForQuery this soon after cancel */
+#define INSPECT_MAX      (16u << 20) /* largest ErrorResponse etc. we buffer whole */
+#define DRAIN_GRACE_MS   10000       /* upstream must reach ReadyForQuery this soon after cancel */
 
 /* Fails the client's transaction block upstream after a locally generated error, so a later
  * COMMIT cannot commit: the proxy's error must behave like any PostgreSQL error. */
@@ -161,9 +161,8 @@ static void compact_client(struct session *s);
 static void statement_begin(struct session *s, char *sql, size_t len)
 {
     s->q_start_us = netio_now_us();
-    s->q_deadline_ms = s->cfg->query_timeout_ms
-                           ? s->q_start_us / 1000 + (int64_t)s->cfg->query_timeout_ms
-                           : 0;
+    s->q_deadline_ms =
+        s->cfg->query_timeout_ms ? s->q_start_us / 1000 + (int64_t)s->cfg->query_timeout_ms : 0;
     guard_budget_start(&s->budget, s->cfg->max_rows, s->cfg->max_bytes);
     s->q_rows = s->q_bytes = 0;
     s->truncating = false;
@@ -204,13 +203,12 @@ static void statement_end(struct session *s, enum metrics_query_outcome outcome)
 
 /* Ends the client's request with a locally generated error. rfq: whether ReadyForQuery is due
  * now (Query, FunctionCall, Sync) or later (extended-protocol error, RFQ at Sync). */
-static int local_error(struct session *s, const char *code, const char *message,
-                       const char *detail, const char *hint, uint32_t position, bool rfq)
+static int local_error(struct session *s, const char *code, const char *message, const char *detail,
+                       const char *hint, uint32_t position, bool rfq)
 {
     metrics_error_sqlstate(code);
     if (!rfq || s->tx != 'T')
-        return send_error_rfq(s, "ERROR", code, message, detail, hint, position,
-                              rfq ? s->tx : 0);
+        return send_error_rfq(s, "ERROR", code, message, detail, hint, position, rfq ? s->tx : 0);
     if (send_error_rfq(s, "ERROR", code, message, detail, hint, position, 0))
         return -1;
     return 1; /* caller must poison the transaction before ReadyForQuery */
@@ -259,8 +257,8 @@ static void start_abort(struct session *s, const char *code, const char *message
         metrics_guardrail(rule);
     if (cancel)
         session_cancel_upstream(s);
-    LOG_INFO(s->id, "statement_aborted", "client=%s rule=%s code=%s", s->addr,
-             rule ? rule : "-", code);
+    LOG_INFO(s->id, "statement_aborted", "client=%s rule=%s code=%s", s->addr, rule ? rule : "-",
+             code);
 }
 
 static void limit_abort(struct session *s, enum guard_limit which)
@@ -426,11 +424,11 @@ static enum session_end client_message(struct session *s, uint8_t *msg, size_t t
         return reject_extended(s) ? SE_CLIENT_ERROR : SE_NONE;
     case 'F': {
         metrics_query(METRICS_QUERY_REJECTED, 0);
-        int rc = local_error(s, "0A000",
-                             "function call protocol is not supported; use the simple query "
-                             "protocol",
-                             "rule: simple-protocol-only", "Call the function with SELECT.", 0,
-                             true);
+        int rc =
+            local_error(s, "0A000",
+                        "function call protocol is not supported; use the simple query "
+                        "protocol",
+                        "rule: simple-protocol-only", "Call the function with SELECT.", 0, true);
         return finish_local(s, rc) ? SE_CLIENT_ERROR : SE_NONE;
     }
     case 'd':
@@ -451,9 +449,9 @@ static enum session_end client_message(struct session *s, uint8_t *msg, size_t t
  * ReadyForQuery (the audit record reads its text). */
 static enum session_end process_client(struct session *s)
 {
-    uint32_t max = (uint32_t)(s->cfg->max_message_bytes > UINT32_MAX - 8
-                                  ? UINT32_MAX - 8
-                                  : s->cfg->max_message_bytes + 4);
+    uint32_t max =
+        (uint32_t)(s->cfg->max_message_bytes > UINT32_MAX - 8 ? UINT32_MAX - 8
+                                                              : s->cfg->max_message_bytes + 4);
     while (s->st != ST_QUERY && s->clen > 0) {
         struct wire_hdr h;
         int rc = wire_read_hdr(s->cbuf, s->clen, max, &h);
@@ -524,9 +522,9 @@ static int emit_abort_error(struct session *s, struct fwd *f, size_t at)
     struct abort_state *a = &s->ab;
     char msg[400];
     snprintf(msg, sizeof(msg), "%s%s", a->message,
-             !a->append_fate                 ? ""
-             : a->saw_error                  ? "; the upstream statement was canceled"
-                                             : "; the upstream statement had already completed");
+             !a->append_fate ? ""
+             : a->saw_error  ? "; the upstream statement was canceled"
+                             : "; the upstream statement had already completed");
     uint8_t buf[2048];
     struct wire_buf b;
     wire_buf_init(&b, buf, sizeof(buf));
@@ -676,17 +674,17 @@ static enum up_action upstream_message(struct session *s, struct fwd *f, size_t 
         struct wire_buf b;
         wire_buf_init(&b, s->up_small, sizeof(s->up_small));
         wire_build_copy_fail(&b, "COPY is not supported through pgwire-proxy");
-        start_abort(s, "0A000", "COPY is not supported through pgwire-proxy",
-                    "rule: copy-protocol", "Use INSERT ... VALUES to load rows.",
-                    "copy-protocol", METRICS_QUERY_REJECTED, false, false);
+        start_abort(s, "0A000", "COPY is not supported through pgwire-proxy", "rule: copy-protocol",
+                    "Use INSERT ... VALUES to load rows.", "copy-protocol", METRICS_QUERY_REJECTED,
+                    false, false);
         *err = upstream_write(s, b.data, b.len);
         return DROP;
     }
     case 'H':
     case 'W':
-        start_abort(s, "0A000", "COPY is not supported through pgwire-proxy",
-                    "rule: copy-protocol", "Use SELECT to read rows.", "copy-protocol",
-                    METRICS_QUERY_REJECTED, true, false);
+        start_abort(s, "0A000", "COPY is not supported through pgwire-proxy", "rule: copy-protocol",
+                    "Use SELECT to read rows.", "copy-protocol", METRICS_QUERY_REJECTED, true,
+                    false);
         return DROP;
     case 'S': {
         const char *name = (const char *)body;
@@ -714,8 +712,8 @@ static enum up_action upstream_message(struct session *s, struct fwd *f, size_t 
 /* Types whose body the proxy reads; others may be streamed through in pieces. */
 static bool inspected(char type)
 {
-    return type == 'E' || type == 'Z' || type == 'C' || type == 'G' || type == 'H' ||
-           type == 'W' || type == 'S';
+    return type == 'E' || type == 'Z' || type == 'C' || type == 'G' || type == 'H' || type == 'W' ||
+           type == 'S';
 }
 
 static enum session_end upstream_protocol_error(struct session *s, const char *what)
@@ -828,10 +826,8 @@ static enum session_end read_upstream(struct session *s)
             return upstream_lost(s, n);
         s->ulen += (size_t)n;
         /* a short plain read drained the socket; edge-triggered epoll reports new data */
-        if ((size_t)n < room && !s->up.io.ssl)
+        if (netio_short_read_drained(&s->up.io, (size_t)n, room, s->up_hup))
             s->up_in = false;
-        else if (s->up.io.ssl && netio_pending(&s->up.io) == 0 && (size_t)n < room)
-            s->up_in = true; /* TLS: keep reading until WANT_READ */
         enum session_end e = process_upstream(s);
         if (e != SE_NONE)
             return e;
@@ -857,7 +853,7 @@ static enum session_end read_client(struct session *s)
         if (n <= 0)
             return n == 0 ? SE_CLIENT_EOF : SE_CLIENT_ERROR;
         s->clen += (size_t)n;
-        if ((size_t)n < room && !s->cli.ssl)
+        if (netio_short_read_drained(&s->cli, (size_t)n, room, s->cli_hup))
             s->cli_in = false;
         enum session_end e = process_client(s);
         if (e != SE_NONE)
@@ -917,8 +913,7 @@ enum session_end relay_drive(struct session *s)
             return SE_SHUTDOWN;
         }
         bool progressed = s->ulen != before_u || s->clen != before_c || s->up_in != in_u ||
-                          s->cli_in != in_c || s->st != before_st ||
-                          s->olen - s->ooff != before_o;
+                          s->cli_in != in_c || s->st != before_st || s->olen - s->ooff != before_o;
         if (!progressed)
             break;
     }
@@ -953,8 +948,7 @@ enum session_end relay_timers(struct session *s, int64_t now)
         return SE_CLIENT_STALLED;
     }
     if (shutdown_now(s, now)) {
-        session_send_fatal(s, "57P01", "terminating connection due to administrator command",
-                           NULL);
+        session_send_fatal(s, "57P01", "terminating connection due to administrator command", NULL);
         return SE_SHUTDOWN;
     }
     return SE_NONE;

@@ -96,8 +96,8 @@ static enum session_end check_version(struct session *s)
     if (major != 3) {
         char msg[160];
         snprintf(msg, sizeof(msg),
-                 "unsupported frontend protocol %u.%u: server supports 3.0 to 3.%u", major,
-                 minor, WIRE_NEWEST_MINOR);
+                 "unsupported frontend protocol %u.%u: server supports 3.0 to 3.%u", major, minor,
+                 WIRE_NEWEST_MINOR);
         return startup_fail(s, "08P01", msg);
     }
     const char *unknown[WIRE_MAX_STARTUP_PARAMS];
@@ -163,7 +163,8 @@ static enum session_end startup_message(struct session *s)
         return startup_fail(s, "28000", "no PostgreSQL user name specified in startup packet");
     const char *repl = wire_startup_get(&s->su->sp, "replication");
     if (repl && strcmp(repl, "false") && strcmp(repl, "0") && strcmp(repl, "off"))
-        return startup_fail(s, "0A000", "replication connections are not supported by pgwire-proxy");
+        return startup_fail(s, "0A000",
+                            "replication connections are not supported by pgwire-proxy");
     copy_param(s->user, sizeof(s->user), wire_startup_get(&s->su->sp, "user"));
     copy_param(s->database, sizeof(s->database), wire_startup_get(&s->su->sp, "database"));
     copy_param(s->app, sizeof(s->app), wire_startup_get(&s->su->sp, "application_name"));
@@ -271,10 +272,19 @@ static enum session_end tls_step(struct session *s)
     return SE_NONE;
 }
 
-static const char *const reported_params[] = {
-    "application_name", "client_encoding", "DateStyle", "default_transaction_read_only",
-    "in_hot_standby", "integer_datetimes", "IntervalStyle", "is_superuser", "server_encoding",
-    "server_version", "session_authorization", "standard_conforming_strings", "TimeZone"};
+static const char *const reported_params[] = {"application_name",
+                                              "client_encoding",
+                                              "DateStyle",
+                                              "default_transaction_read_only",
+                                              "in_hot_standby",
+                                              "integer_datetimes",
+                                              "IntervalStyle",
+                                              "is_superuser",
+                                              "server_encoding",
+                                              "server_version",
+                                              "session_authorization",
+                                              "standard_conforming_strings",
+                                              "TimeZone"};
 
 /* AuthenticationOk, the upstream's ParameterStatus values, BackendKeyData, ReadyForQuery. */
 static int queue_greeting(struct session *s)
@@ -329,9 +339,8 @@ static enum session_end connected(struct session *s)
     s->deadline_ms = 0;
     metrics_connection(METRICS_CONN_ACCEPTED);
     metrics_session_open();
-    LOG_INFO(s->id, "session_start",
-             "client=%s user=%s database=%s application=%s upstream_pid=%u", s->addr, s->user,
-             s->database, s->app, s->up.pid);
+    LOG_INFO(s->id, "session_start", "client=%s user=%s database=%s application=%s upstream_pid=%u",
+             s->addr, s->user, s->database, s->app, s->up.pid);
     return SE_NONE;
 }
 
@@ -426,8 +435,7 @@ void session_timers(struct session *s, int64_t now)
             char code[6], err[256];
             upstream_timeout(&s->up, code, err, sizeof(err));
             metrics_connection(METRICS_CONN_UPSTREAM_FAILED);
-            LOG_WARN(s->id, "upstream_connect_failed", "client=%s code=%s %s", s->addr, code,
-                     err);
+            LOG_WARN(s->id, "upstream_connect_failed", "client=%s code=%s %s", s->addr, code, err);
             session_send_fatal(s, code, err, NULL);
             session_end_with(s, SE_UPSTREAM_CONNECT);
             break;

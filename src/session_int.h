@@ -62,9 +62,11 @@ struct session {
     bool queued; /* on the worker's ready list */
     struct session *ready_next;
 
-    /* readiness, set by epoll events, cleared when an operation would block */
+    /* readiness, set by epoll events, cleared when an operation would block. A short read
+     * means the socket is drained - unless the peer also closed (the *_hup flags): the EOF
+     * then comes with no further edge and must be read now. */
     bool cli_in, cli_out, cli_hup;
-    bool up_in, up_out;
+    bool up_in, up_out, up_hup;
 
     struct netio cli;
     struct upstream up;

@@ -32,10 +32,10 @@ struct worker {
     bool shutdown_seen;
 };
 
-int worker_watch(struct worker *w, int fd, struct session *s, int which, uint32_t events,
-                 int add)
+int worker_watch(struct worker *w, int fd, struct session *s, int which, uint32_t events, int add)
 {
-    struct epoll_event ev = {.events = events ? events : (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET),
+    struct epoll_event ev = {.events =
+                                 events ? events : (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET),
                              .data.u64 = (uint64_t)(uintptr_t)s | (uint64_t)which};
     return epoll_ctl(w->epfd, add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &ev) ? -errno : 0;
 }
@@ -107,6 +107,7 @@ static void on_event(struct worker *w, struct epoll_event *ev)
     if (ev->data.u64 & 1) {
         s->up_in |= (e & EPOLLIN) || err;
         s->up_out |= (e & EPOLLOUT) || err;
+        s->up_hup |= (e & EPOLLRDHUP) || err;
     } else {
         s->cli_in |= (e & EPOLLIN) || err;
         s->cli_out |= (e & EPOLLOUT) || err;
@@ -178,8 +179,7 @@ static void *worker_main(void *arg)
             reap(w);
             any_done = false;
         }
-        if (w->shutdown_seen && !w->sessions &&
-            atomic_load(&srv->shutting_down) != SERVER_RUNNING)
+        if (w->shutdown_seen && !w->sessions && atomic_load(&srv->shutting_down) != SERVER_RUNNING)
             break;
     }
     return NULL;

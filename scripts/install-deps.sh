@@ -11,7 +11,7 @@ PKGS=(
   libinih-dev libcmocka-dev
   postgresql-15 postgresql-client-15 postgresql-contrib
   python3-pytest python3-psycopg2 python3-psycopg
-  pgbouncer tmux procps
+  pgbouncer tmux procps valgrind
 )
 
 missing=()

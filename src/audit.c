@@ -89,13 +89,8 @@ void audit_write(struct audit_log *a, const struct audit_record *r)
     char *eapp = escaped(r->application, r->application ? strlen(r->application) : 0);
     char *euser = escaped(r->user, r->user ? strlen(r->user) : 0);
     char *edb = escaped(r->database, r->database ? strlen(r->database) : 0);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
     char when[40];
-    size_t wl = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(when + wl, sizeof(when) - wl, ".%03ldZ", ts.tv_nsec / 1000000);
+    log_timestamp(when, sizeof(when));
     char *line = NULL;
     int n = -1;
     if (esql && eapp && euser && edb)

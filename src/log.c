@@ -45,6 +45,16 @@ size_t log_json_escape(char *dst, size_t dstlen, const char *src)
     return o;
 }
 
+void log_timestamp(char *out, size_t len)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    size_t wl = strftime(out, len, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + wl, len - wl, ".%03ldZ", ts.tv_nsec / 1000000);
+}
+
 void log_emit(int level, uint64_t sid, const char *event, const char *fmt, ...)
 {
     if (!log_enabled(level))
@@ -55,13 +65,8 @@ void log_emit(int level, uint64_t sid, const char *event, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
 
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
     char when[40];
-    size_t wl = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(when + wl, sizeof(when) - wl, ".%03ldZ", ts.tv_nsec / 1000000);
+    log_timestamp(when, sizeof(when));
 
     char line[4608];
     int n;

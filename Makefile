@@ -5,8 +5,9 @@ FUZZ_BUILD ?= build-fuzz
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PYTHON ?= /usr/bin/python3
 CC ?= cc
+MAKEFLAGS += --no-print-directory
 
-.PHONY: all build deps test unit integration test-asan demo bench fuzz fuzz-short format clean install
+.PHONY: all build deps test unit integration test-asan demo bench soak fuzz fuzz-build fuzz-short format clean install
 
 all: build
 
@@ -59,6 +60,10 @@ demo: deps build
 
 bench: deps build
 	bash bench/run.sh $(abspath $(BUILD))/pgwire-proxy
+
+# Mixed workload for SOAK_SECONDS (default 120); not part of `make test`.
+soak: deps build
+	PGWP_BINARY=$(abspath $(BUILD))/pgwire-proxy bash tests/soak.sh
 
 format:
 	clang-format -i src/*.c src/*.h tests/unit/*.c tests/fuzz/*.c

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -235,6 +236,25 @@ static int wait_sessions(struct server *srv)
     }
 }
 
+/* Each session needs two descriptors (client, upstream) plus libpq's during connect: raise the
+ * soft limit as far as the hard limit allows, and say so if that is not enough. */
+static void raise_fd_limit(const struct config *cfg)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    rlim_t want = (rlim_t)cfg->max_connections * 2 + 1200;
+    if (rl.rlim_cur < want) {
+        rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur < want)
+        LOG_WARN(0, "fd_limit", "open-file limit %llu is below the %llu that --max-connections %d "
+                 "needs; raise it (ulimit -n / LimitNOFILE=)",
+                 (unsigned long long)rl.rlim_cur, (unsigned long long)want, cfg->max_connections);
+}
+
 static int signal_setup(void)
 {
     sigset_t set;
@@ -287,6 +307,7 @@ int server_run(struct config *cfg, int argc, char **argv)
         goto out;
     }
     const struct config *c = &srv.rt->cfg;
+    raise_fd_limit(c);
     cancel_set_peers(srv.cancels, c->peer_id, c->peers, c->npeers);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int rcw = worker_pool_start(&srv, c->workers > 0 ? c->workers : (ncpu > 0 ? (int)ncpu : 1));

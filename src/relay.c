@@ -482,7 +482,8 @@ static enum session_end process_client(struct session *s)
     return SE_NONE;
 }
 
-/* Drops the forwarded Query message from cbuf once its statement is over. */
+/* Drops the forwarded Query message from cbuf once its statement is over; a buffer grown for a
+ * huge query goes back to its small size, so a long-lived session does not keep it. */
 static void compact_client(struct session *s)
 {
     size_t off = s->q_in_cbuf;
@@ -490,6 +491,13 @@ static void compact_client(struct session *s)
         memmove(s->cbuf, s->cbuf + off, s->clen - off);
         s->clen -= off;
         s->q_in_cbuf = 0;
+    }
+    if (s->ccap > 16 * CBUF_INITIAL && s->clen <= CBUF_INITIAL) {
+        uint8_t *n = realloc(s->cbuf, CBUF_INITIAL);
+        if (n) {
+            s->cbuf = n;
+            s->ccap = CBUF_INITIAL;
+        }
     }
 }
 

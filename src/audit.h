@@ -19,7 +19,7 @@ struct audit_record {
     uint64_t duration_us;
     uint64_t rows;
     uint64_t bytes;
-    const char *outcome; /* "ok", "error", "denied", "limit", "rejected" */
+    const char *outcome;  /* "ok", "error", "denied", "limit", "rejected" */
     const char *sqlstate; /* NULL when ok */
     const char *rule;     /* guardrail rule, or NULL */
 };

@@ -11,6 +11,7 @@
 #include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -38,11 +39,18 @@ struct cancel_entry {
     bool removed; /* unregistered while in flight: the last forwarder frees it */
 };
 
+struct cancel_ticket {
+    atomic_int refs;
+    atomic_bool done;
+    int wake_fd;
+};
+
 struct cancel_job {
     struct cancel_job *next;
     uint32_t pid, secret;
     int close_fd;
     bool from_client;
+    struct cancel_ticket *ticket;
 };
 
 struct cancel_table {
@@ -287,6 +295,8 @@ enum cancel_result cancel_forward(struct cancel_table *t, uint32_t pid, uint32_t
     return rc == 0 ? CANCEL_FORWARDED : CANCEL_FAILED;
 }
 
+static void queue_job(struct cancel_table *t, struct cancel_job *j);
+
 int cancel_forward_async(struct cancel_table *t, uint32_t pid, uint32_t secret, int close_fd,
                          bool from_client)
 {
@@ -297,6 +307,44 @@ int cancel_forward_async(struct cancel_table *t, uint32_t pid, uint32_t secret, 
     j->secret = secret;
     j->close_fd = close_fd;
     j->from_client = from_client;
+    queue_job(t, j);
+    return 0;
+}
+
+struct cancel_ticket *cancel_forward_tracked(struct cancel_table *t, uint32_t pid, uint32_t secret,
+                                             int wake_fd)
+{
+    struct cancel_job *j = calloc(1, sizeof(*j));
+    struct cancel_ticket *k = calloc(1, sizeof(*k));
+    if (!j || !k) {
+        free(j);
+        free(k);
+        return NULL;
+    }
+    atomic_init(&k->refs, 2); /* the caller's and the job's */
+    atomic_init(&k->done, false);
+    k->wake_fd = wake_fd;
+    j->pid = pid;
+    j->secret = secret;
+    j->close_fd = -1;
+    j->ticket = k;
+    queue_job(t, j);
+    return k;
+}
+
+bool cancel_ticket_done(struct cancel_ticket *k)
+{
+    return atomic_load(&k->done);
+}
+
+void cancel_ticket_release(struct cancel_ticket *k)
+{
+    if (k && atomic_fetch_sub(&k->refs, 1) == 1)
+        free(k);
+}
+
+static void queue_job(struct cancel_table *t, struct cancel_job *j)
+{
     pthread_mutex_lock(&t->qmu);
     if (t->tail)
         t->tail->next = j;
@@ -305,7 +353,6 @@ int cancel_forward_async(struct cancel_table *t, uint32_t pid, uint32_t secret, 
     t->tail = j;
     pthread_cond_signal(&t->qcv);
     pthread_mutex_unlock(&t->qmu);
-    return 0;
 }
 
 static void *cancel_thread(void *arg)
@@ -339,6 +386,15 @@ static void *cancel_thread(void *arg)
         }
         if (j->close_fd >= 0)
             close(j->close_fd);
+        if (j->ticket) {
+            atomic_store(&j->ticket->done, true);
+            if (j->ticket->wake_fd >= 0) {
+                uint64_t one = 1;
+                ssize_t w = write(j->ticket->wake_fd, &one, sizeof(one));
+                (void)w;
+            }
+            cancel_ticket_release(j->ticket);
+        }
         free(j);
     }
 }

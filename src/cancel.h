@@ -29,6 +29,17 @@ enum cancel_result cancel_forward(struct cancel_table *t, uint32_t pid, uint32_t
 int cancel_forward_async(struct cancel_table *t, uint32_t pid, uint32_t secret, int close_fd,
                          bool from_client);
 
+/* A proxy-initiated cancel the session must see delivered before it sends the upstream its next
+ * statement: PostgreSQL ignores a cancel that arrives while it waits for a command, but one
+ * still in flight when the next statement starts would cancel that statement instead. */
+struct cancel_ticket;
+/* Queues the cancel; when it has been forwarded the ticket is marked done and wake_fd (an
+ * eventfd, -1 = none) is written. NULL on allocation failure (nothing queued). */
+struct cancel_ticket *cancel_forward_tracked(struct cancel_table *t, uint32_t pid, uint32_t secret,
+                                             int wake_fd);
+bool cancel_ticket_done(struct cancel_ticket *k);
+void cancel_ticket_release(struct cancel_ticket *k);
+
 /* Constant-time equality of two 32-bit secrets. */
 bool cancel_secret_equal(uint32_t a, uint32_t b);
 

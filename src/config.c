@@ -1,4 +1,5 @@
 #include "config.h"
+#include "guard.h"
 #include "log.h"
 
 #include <ctype.h>
@@ -12,7 +13,16 @@
 
 extern char **environ;
 
-enum opt_type { OPT_STR, OPT_INT, OPT_DURATION, OPT_SIZE, OPT_BOOL, OPT_LIST, OPT_ENUM, OPT_LISTEN };
+enum opt_type {
+    OPT_STR,
+    OPT_INT,
+    OPT_DURATION,
+    OPT_SIZE,
+    OPT_BOOL,
+    OPT_LIST,
+    OPT_ENUM,
+    OPT_LISTEN
+};
 
 struct opt {
     const char *name; /* flag without "--"; file key; env PGWIRE_PROXY_<NAME upper, '-'→'_'> */
@@ -44,8 +54,8 @@ static const struct opt opts[] = {
      "event-loop threads; 0 = one per CPU (default 0)"},
     {"query-timeout", OPT_DURATION, OFF(query_timeout_ms), NULL, 0, 0, "DURATION",
      "per-statement deadline, also sent upstream as statement_timeout; 0 = off (default 30s)"},
-    {"idle-in-transaction-timeout", OPT_DURATION, OFF(idle_tx_timeout_ms), NULL, 0, 0,
-     "DURATION", "sent upstream as idle_in_transaction_session_timeout; 0 = server default"},
+    {"idle-in-transaction-timeout", OPT_DURATION, OFF(idle_tx_timeout_ms), NULL, 0, 0, "DURATION",
+     "sent upstream as idle_in_transaction_session_timeout; 0 = server default"},
     {"startup-timeout", OPT_DURATION, OFF(startup_timeout_ms), NULL, 0, 0, "DURATION",
      "a client must finish its startup packet within this (default 10s)"},
     {"shutdown-timeout", OPT_DURATION, OFF(shutdown_timeout_ms), NULL, 0, 0, "DURATION",
@@ -231,10 +241,14 @@ int config_parse_size(const char *s, uint64_t *out)
     static const struct {
         const char *suffix;
         uint64_t mul;
-    } units[] = {{"", 1},           {"B", 1},
-                 {"kB", 1000},      {"KB", 1000},
-                 {"MB", 1000000},   {"GB", 1000000000ull},
-                 {"KiB", 1024},     {"MiB", 1024ull * 1024},
+    } units[] = {{"", 1},
+                 {"B", 1},
+                 {"kB", 1000},
+                 {"KB", 1000},
+                 {"MB", 1000000},
+                 {"GB", 1000000000ull},
+                 {"KiB", 1024},
+                 {"MiB", 1024ull * 1024},
                  {"GiB", 1024ull * 1024 * 1024}};
     for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
         if (strcmp(end, units[i].suffix) == 0) {
@@ -578,14 +592,15 @@ static void print_help(FILE *out)
                  opts[i].arg ? opts[i].arg : "");
         fprintf(out, "  %-36s %s\n", left, opts[i].help);
     }
-    fprintf(out, "  %-36s %s\n  %-36s %s\n\n", "--version", "print the version and exit",
-            "--help", "print this help and exit");
-    fprintf(out, "Durations: 500ms, 30s, 5m, 1h (a bare number is seconds). Sizes: 64kB, 100MB,\n"
-                 "1GiB (a bare number is bytes).\n"
-                 "Signals: SIGHUP reloads the config file; SIGTERM/SIGINT drain sessions for up\n"
-                 "to --shutdown-timeout, then close them with FATAL 57P01; a second one exits now.\n"
-                 "Example:\n  pgwire-proxy --upstream 'host=db.internal dbname=app user=ro' "
-                 "--deny drop --max-rows 5000\n");
+    fprintf(out, "  %-36s %s\n  %-36s %s\n\n", "--version", "print the version and exit", "--help",
+            "print this help and exit");
+    fprintf(out,
+            "Durations: 500ms, 30s, 5m, 1h (a bare number is seconds). Sizes: 64kB, 100MB,\n"
+            "1GiB (a bare number is bytes).\n"
+            "Signals: SIGHUP reloads the config file; SIGTERM/SIGINT drain sessions for up\n"
+            "to --shutdown-timeout, then close them with FATAL 57P01; a second one exits now.\n"
+            "Example:\n  pgwire-proxy --upstream 'host=db.internal dbname=app user=ro' "
+            "--deny drop --max-rows 5000\n");
 }
 
 /* Splits argv into (option index, value) pairs and applies them at flag level. */
@@ -647,8 +662,9 @@ static enum config_result validate(struct loader *l)
         char host[256];
         int port;
         if (config_parse_peer(c->peers[i], &id, host, sizeof(host), &port)) {
-            fail(l, "invalid value '%s' for --peer: expected ID=HOST:PORT with ID 1-255, such as "
-                    "2=10.0.0.2:5433",
+            fail(l,
+                 "invalid value '%s' for --peer: expected ID=HOST:PORT with ID 1-255, such as "
+                 "2=10.0.0.2:5433",
                  c->peers[i]);
             return CONFIG_ERROR;
         }
@@ -673,12 +689,23 @@ static enum config_result validate(struct loader *l)
         fail(l, "--tls-client-cert require needs --tls-ca");
         return CONFIG_ERROR;
     }
+    /* rules are checked here, so an unknown kind exits 2 like any invalid value */
+    char gerr[256];
+    struct guard_policy *policy =
+        guard_policy_new((const char *const *)c->deny, c->ndeny, (const char *const *)c->allow,
+                         c->nallow, c->read_only, gerr, sizeof(gerr));
+    if (!policy) {
+        fail(l, "%s", gerr);
+        return CONFIG_ERROR;
+    }
+    guard_policy_free(policy);
     if (c->metrics_listen) {
         char host[256];
         int port;
         if (config_parse_hostport(c->metrics_listen, host, sizeof(host), &port)) {
-            fail(l, "invalid value '%s' for --metrics-listen: expected HOST:PORT such as "
-                    "127.0.0.1:9187",
+            fail(l,
+                 "invalid value '%s' for --metrics-listen: expected HOST:PORT such as "
+                 "127.0.0.1:9187",
                  c->metrics_listen);
             return CONFIG_ERROR;
         }

@@ -17,15 +17,15 @@ struct config {
     int listen_port;
     char *upstream_dsn;
     int max_connections;
-    int workers; /* event-loop threads; 0 = one per CPU */
-    uint64_t query_timeout_ms;       /* 0 = off */
-    uint64_t idle_tx_timeout_ms;     /* 0 = off (upstream default) */
+    int workers;                 /* event-loop threads; 0 = one per CPU */
+    uint64_t query_timeout_ms;   /* 0 = off */
+    uint64_t idle_tx_timeout_ms; /* 0 = off (upstream default) */
     uint64_t startup_timeout_ms;
     uint64_t shutdown_timeout_ms;
     uint64_t client_write_timeout_ms; /* client accepts no bytes for this long: closed */
-    uint64_t max_rows;               /* 0 = off */
-    uint64_t max_bytes;              /* 0 = off */
-    uint64_t max_message_bytes;      /* largest client message accepted */
+    uint64_t max_rows;                /* 0 = off */
+    uint64_t max_bytes;               /* 0 = off */
+    uint64_t max_message_bytes;       /* largest client message accepted */
     enum config_on_limit on_limit;
     char *deny[CONFIG_MAX_RULES];
     size_t ndeny;
@@ -41,7 +41,7 @@ struct config {
     char *tls_ca;
     enum config_tls_mode tls_mode;
     bool tls_client_cert_required;
-    int tls_min_version; /* index into "1.2", "1.3": 0 = TLS 1.2, 1 = TLS 1.3 */
+    int tls_min_version;  /* index into "1.2", "1.3": 0 = TLS 1.2, 1 = TLS 1.3 */
     char *metrics_listen; /* NULL = off */
     int log_level;        /* enum log_level */
     enum config_log_format log_format;
@@ -52,8 +52,8 @@ struct config {
 
 enum config_result {
     CONFIG_OK = 0,
-    CONFIG_EXIT_OK = 1,   /* --help / --version printed: exit 0 */
-    CONFIG_ERROR = 2,     /* err holds one line: exit 2 */
+    CONFIG_EXIT_OK = 1, /* --help / --version printed: exit 0 */
+    CONFIG_ERROR = 2,   /* err holds one line: exit 2 */
 };
 
 void config_defaults(struct config *c);

@@ -636,8 +636,8 @@ const char *guard_unsafe_setting(const char *name, const char *value)
 {
     /* Client encodings whose multibyte characters may contain the byte 0x5C (backslash): the
      * server reads such a byte as part of a character, the parser as an escape. */
-    static const char *const unsafe_encodings[] = {"SJIS", "SHIFT_JIS_2004", "BIG5", "GBK",
-                                                   "GB18030", "JOHAB", "UHC"};
+    static const char *const unsafe_encodings[] = {"SJIS",    "SHIFT_JIS_2004", "BIG5", "GBK",
+                                                   "GB18030", "JOHAB",          "UHC"};
     if (!name || !value)
         return NULL;
     if (strcmp(name, "standard_conforming_strings") == 0 && strcmp(value, "on") != 0)
@@ -648,4 +648,31 @@ const char *guard_unsafe_setting(const char *name, const char *value)
                 return "client encodings that can hide a backslash inside a character are not "
                        "supported by pgwire-proxy; use UTF8";
     return NULL;
+}
+
+void guard_error_for(const struct guard_decision *d, struct guard_error *e)
+{
+    memset(e, 0, sizeof(*e));
+    e->message = d->message;
+    switch (d->verdict) {
+    case GUARD_SYNTAX:
+        e->code = "42601";
+        e->position = d->cursorpos > 0 ? (uint32_t)d->cursorpos : 0;
+        return; /* exactly what PostgreSQL would say: no rule involved */
+    case GUARD_READ_ONLY:
+        e->code = "25006";
+        e->hint = "pgwire-proxy runs in --read-only mode: only reading statements are allowed.";
+        break;
+    case GUARD_COPY:
+        e->code = "0A000";
+        e->hint = "Use INSERT ... VALUES to load rows, or SELECT to read them.";
+        break;
+    case GUARD_DENY:
+    case GUARD_ALLOW:
+    default:
+        e->code = "42501";
+        e->hint = "Ask the operator which statements the policy allows (--deny/--allow).";
+        break;
+    }
+    snprintf(e->detail, sizeof(e->detail), "rule: %s", d->rule);
 }

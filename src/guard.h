@@ -19,9 +19,9 @@ enum guard_verdict {
 
 struct guard_decision {
     enum guard_verdict verdict;
-    char rule[96];      /* e.g. "deny:drop", "deny:function:pg_sleep", "allow", "read-only" */
-    char message[256];  /* primary message for the ErrorResponse */
-    int cursorpos;      /* GUARD_SYNTAX: 1-based position, 0 = none */
+    char rule[96];     /* e.g. "deny:drop", "deny:function:pg_sleep", "allow", "read-only" */
+    char message[256]; /* primary message for the ErrorResponse */
+    int cursorpos;     /* GUARD_SYNTAX: 1-based position, 0 = none */
 };
 
 /* Compiles rules. deny/allow entries: a statement kind ("drop", "create_role", "select",
@@ -43,6 +43,17 @@ void guard_cache_free(struct guard_cache *c);
 int guard_check(const struct guard_policy *p, struct guard_cache *cache, const char *sql,
                 size_t len, struct guard_decision *out);
 
+/* The ErrorResponse a refused statement gets: PostgreSQL's own code and text for syntax errors,
+ * otherwise the rule in DETAIL and what to do in HINT. Pointers refer to d or static text. */
+struct guard_error {
+    const char *code;
+    const char *message;
+    char detail[128]; /* "" = none */
+    const char *hint; /* NULL = none */
+    uint32_t position;
+};
+void guard_error_for(const struct guard_decision *d, struct guard_error *e);
+
 /* Lists every statement kind name, for --help/docs ("NULL"-terminated). */
 const char *const *guard_kind_names(void);
 
@@ -59,8 +70,7 @@ struct guard_budget {
     uint64_t rows, bytes;
 };
 
-static inline void guard_budget_start(struct guard_budget *b, uint64_t max_rows,
-                                      uint64_t max_bytes)
+static inline void guard_budget_start(struct guard_budget *b, uint64_t max_rows, uint64_t max_bytes)
 {
     b->max_rows = max_rows;
     b->max_bytes = max_bytes;

@@ -45,6 +45,28 @@ size_t log_json_escape(char *dst, size_t dstlen, const char *src)
     return o;
 }
 
+size_t log_text_escape(char *dst, size_t dstlen, const char *src)
+{
+    size_t o = 0;
+    if (dstlen == 0)
+        return 0;
+    for (const unsigned char *p = (const unsigned char *)src; *p && o + 5 < dstlen; p++) {
+        if (*p == '\n') {
+            dst[o++] = '\\';
+            dst[o++] = 'n';
+        } else if (*p == '\\') {
+            dst[o++] = '\\';
+            dst[o++] = '\\';
+        } else if (*p < 0x20 || *p == 0x7f) {
+            o += (size_t)snprintf(dst + o, dstlen - o, "\\x%02x", *p);
+        } else {
+            dst[o++] = (char)*p;
+        }
+    }
+    dst[o] = 0;
+    return o;
+}
+
 void log_timestamp(char *out, size_t len)
 {
     struct timespec ts;
@@ -78,11 +100,15 @@ void log_emit(int level, uint64_t sid, const char *event, const char *fmt, ...)
                      "{\"time\":\"%s\",\"level\":\"%s\",\"session\":%llu,\"event\":\"%s\","
                      "\"msg\":\"%s\"}\n",
                      when, lvl, (unsigned long long)sid, event, esc);
-    } else if (sid) {
-        n = snprintf(line, sizeof(line), "%s %-5s [%llu] %s: %s\n", when, lvl,
-                     (unsigned long long)sid, event, msg);
     } else {
-        n = snprintf(line, sizeof(line), "%s %-5s %s: %s\n", when, lvl, event, msg);
+        /* client-supplied names end up in messages: a newline must not start a forged line */
+        char esc[4200];
+        log_text_escape(esc, sizeof(esc), msg);
+        if (sid)
+            n = snprintf(line, sizeof(line), "%s %-5s [%llu] %s: %s\n", when, lvl,
+                         (unsigned long long)sid, event, esc);
+        else
+            n = snprintf(line, sizeof(line), "%s %-5s %s: %s\n", when, lvl, event, esc);
     }
     if (n < 0)
         return;

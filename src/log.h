@@ -16,6 +16,10 @@ int log_enabled(int level);
 void log_emit(int level, uint64_t sid, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* Text-log escaping: control characters as \n / \xHH and backslashes doubled, so one event
+ * is always one line. Always NUL-terminates; returns bytes written. */
+size_t log_text_escape(char *dst, size_t dstlen, const char *src);
+
 /* UTC time as 2026-01-31T12:00:00.123Z (len >= 25). */
 void log_timestamp(char *out, size_t len);
 

@@ -16,9 +16,9 @@ enum metrics_conn_outcome {
 
 enum metrics_query_outcome {
     METRICS_QUERY_OK,
-    METRICS_QUERY_ERROR,   /* upstream ErrorResponse */
-    METRICS_QUERY_DENIED,  /* policy */
-    METRICS_QUERY_LIMITED, /* row/byte/time limit */
+    METRICS_QUERY_ERROR,    /* upstream ErrorResponse */
+    METRICS_QUERY_DENIED,   /* policy */
+    METRICS_QUERY_LIMITED,  /* row/byte/time limit */
     METRICS_QUERY_REJECTED, /* unsupported protocol feature (extended, COPY, ...) */
     METRICS_QUERY_OUTCOME_MAX
 };

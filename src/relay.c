@@ -336,43 +336,19 @@ static int handle_query(struct session *s, uint8_t *msg, size_t total)
         s->st = ST_QUERY;
         return 0;
     }
-    const char *code = "42501", *hint = "Ask the operator which statements the policy allows.";
-    char msg_text[384], detail[160];
-    enum metrics_query_outcome outcome = METRICS_QUERY_DENIED;
-    snprintf(detail, sizeof(detail), "rule: %s", d.rule);
-    switch (d.verdict) {
-    case GUARD_DENY:
-        snprintf(msg_text, sizeof(msg_text), "statement denied by pgwire-proxy policy: %s",
-                 d.message[0] ? d.message : d.rule);
-        break;
-    case GUARD_READ_ONLY:
-        code = "25006";
-        hint = "pgwire-proxy runs in --read-only mode: only reading statements are allowed.";
-        snprintf(msg_text, sizeof(msg_text), "%s",
-                 d.message[0] ? d.message : "cannot execute a write in read-only mode");
-        break;
-    case GUARD_COPY:
-        code = "0A000";
-        outcome = METRICS_QUERY_REJECTED;
-        hint = "Use INSERT ... VALUES to load rows, or SELECT to read them.";
-        snprintf(msg_text, sizeof(msg_text), "COPY is not supported through pgwire-proxy");
-        break;
-    case GUARD_SYNTAX:
-    default:
-        code = "42601";
-        outcome = METRICS_QUERY_ERROR;
-        snprintf(msg_text, sizeof(msg_text), "%s", d.message);
-        break;
-    }
+    struct guard_error ge;
+    guard_error_for(&d, &ge);
+    enum metrics_query_outcome outcome = d.verdict == GUARD_COPY     ? METRICS_QUERY_REJECTED
+                                         : d.verdict == GUARD_SYNTAX ? METRICS_QUERY_ERROR
+                                                                     : METRICS_QUERY_DENIED;
     if (d.verdict != GUARD_SYNTAX) {
         metrics_guardrail(d.rule);
         LOG_INFO(s->id, "statement_denied", "client=%s rule=%s", s->addr, d.rule);
         s->q_rule = d.rule;
     }
-    memcpy(s->q_sqlstate, code, 6);
-    int rc = local_error(s, code, msg_text, d.verdict == GUARD_SYNTAX ? NULL : detail,
-                         d.verdict == GUARD_SYNTAX ? NULL : hint,
-                         d.verdict == GUARD_SYNTAX ? (uint32_t)d.cursorpos : 0, true);
+    memcpy(s->q_sqlstate, ge.code, 6);
+    int rc = local_error(s, ge.code, ge.message, ge.detail[0] ? ge.detail : NULL, ge.hint,
+                         ge.position, true);
     statement_end(s, outcome);
     return finish_local(s, rc);
 }
@@ -452,7 +428,7 @@ static enum session_end process_client(struct session *s)
     uint32_t max =
         (uint32_t)(s->cfg->max_message_bytes > UINT32_MAX - 8 ? UINT32_MAX - 8
                                                               : s->cfg->max_message_bytes + 4);
-    while (s->st != ST_QUERY && s->clen > 0) {
+    while (s->st != ST_QUERY && s->clen > 0 && !session_cancel_pending(s)) {
         struct wire_hdr h;
         int rc = wire_read_hdr(s->cbuf, s->clen, max, &h);
         if (rc == WIRE_NEED_MORE)

@@ -76,11 +76,10 @@ struct runtime *server_runtime_acquire(struct server *srv)
     return rt;
 }
 
-static int open_listeners(const struct config *cfg, int *fds, int *nfds, char *err,
-                          size_t errlen)
+static int open_listeners(const struct config *cfg, int *fds, int *nfds, char *err, size_t errlen)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE};
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
     struct addrinfo *res = NULL;
     char port[16];
     snprintf(port, sizeof(port), "%d", cfg->listen_port);
@@ -250,7 +249,8 @@ static void raise_fd_limit(const struct config *cfg)
         getrlimit(RLIMIT_NOFILE, &rl);
     }
     if (rl.rlim_cur < want)
-        LOG_WARN(0, "fd_limit", "open-file limit %llu is below the %llu that --max-connections %d "
+        LOG_WARN(0, "fd_limit",
+                 "open-file limit %llu is below the %llu that --max-connections %d "
                  "needs; raise it (ulimit -n / LimitNOFILE=)",
                  (unsigned long long)rl.rlim_cur, (unsigned long long)want, cfg->max_connections);
 }
@@ -304,6 +304,8 @@ int server_run(struct config *cfg, int argc, char **argv)
     srv.rt = server_runtime_new(cfg, err, sizeof(err));
     if (!srv.rt || srv.shutdown_efd < 0 || !srv.cancels || sfd < 0) {
         fprintf(stderr, "pgwire-proxy: %s\n", srv.rt ? strerror(errno) : err);
+        if (!srv.rt)
+            exit_code = 2; /* TLS files, audit log path: the configuration is unusable */
         goto out;
     }
     const struct config *c = &srv.rt->cfg;
@@ -364,8 +366,12 @@ out:
     if (srv.nworkers) {
         if (atomic_load(&srv.shutting_down) == SERVER_RUNNING)
             start_shutdown(&srv, lfds, &nl, true);
-        if (atomic_load(&srv.live) == 0)
+        if (atomic_load(&srv.live) == 0) {
+            /* cancel jobs write to the workers' eventfds: finish them before those close */
+            cancel_table_free(srv.cancels);
+            srv.cancels = NULL;
             worker_pool_join(&srv);
+        }
     }
     http_stop(http);
     for (int i = 0; i < nl; i++)

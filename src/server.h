@@ -33,11 +33,11 @@ struct server {
     struct runtime *rt; /* current generation, guarded by rt_mu */
     atomic_uint rt_gen;
     struct cancel_table *cancels;
-    int shutdown_efd;        /* becomes readable when shutdown starts */
+    int shutdown_efd;         /* becomes readable when shutdown starts */
     atomic_int shutting_down; /* enum server_shutdown */
     atomic_llong shutdown_deadline_ms;
-    atomic_int admitted;     /* sessions counted against --max-connections */
-    atomic_int live;         /* all sessions, admitted or not */
+    atomic_int admitted; /* sessions counted against --max-connections */
+    atomic_int live;     /* all sessions, admitted or not */
     atomic_ullong next_sid;
     pthread_mutex_t mu;
     pthread_cond_t all_gone; /* live dropped to 0 */

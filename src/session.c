@@ -66,8 +66,26 @@ void session_send_fatal(struct session *s, const char *code, const char *message
 
 void session_cancel_upstream(struct session *s)
 {
-    if (s->cancel_registered)
-        cancel_forward_async(s->srv->cancels, s->up.pid, s->secret, -1, false);
+    if (!s->cancel_registered)
+        return;
+    if (s->cancel_ticket) {
+        if (!cancel_ticket_done(s->cancel_ticket))
+            return; /* one in flight cancels whatever runs now */
+        cancel_ticket_release(s->cancel_ticket);
+    }
+    s->cancel_ticket =
+        cancel_forward_tracked(s->srv->cancels, s->up.pid, s->secret, worker_wake_fd(s->w));
+}
+
+bool session_cancel_pending(struct session *s)
+{
+    if (!s->cancel_ticket)
+        return false;
+    if (!cancel_ticket_done(s->cancel_ticket))
+        return true;
+    cancel_ticket_release(s->cancel_ticket);
+    s->cancel_ticket = NULL;
+    return false;
 }
 
 /* Moves to PH_CLOSING: what is queued for the client (e.g. a FATAL) gets a short grace. */
@@ -464,6 +482,7 @@ void session_destroy(struct session *s)
     }
     if (s->up_open && s->up.pid && s->up_edge)
         metrics_session_close();
+    cancel_ticket_release(s->cancel_ticket);
     if (s->cancel_registered)
         cancel_unregister(srv->cancels, s->up.pid);
     if (s->up_watched_fd >= 0)

@@ -74,6 +74,7 @@ struct session {
     int up_watched_fd; /* upstream fd registered in epoll, -1 = none */
     bool up_edge;      /* registered edge-triggered for relaying */
     bool cancel_registered;
+    struct cancel_ticket *cancel_ticket; /* our own cancel, until delivered */
     uint32_t secret;
     char addr[64];
     char user[64];
@@ -141,6 +142,9 @@ void session_destroy(struct session *s);
 void session_send_fatal(struct session *s, const char *code, const char *message,
                         const char *detail);
 void session_cancel_upstream(struct session *s);
+/* True while the proxy's own cancel is still on its way: the next statement must wait, or the
+ * late cancel would hit it. */
+bool session_cancel_pending(struct session *s);
 
 /* output helpers (relay.c) */
 int out_append(struct session *s, const void *buf, size_t len);

@@ -70,8 +70,8 @@ struct tls_ctx *tls_ctx_new(const struct config *cfg, char *err, size_t errlen)
         ssl_err(err, errlen, "cannot create TLS context", NULL);
         goto fail;
     }
-    SSL_CTX_set_min_proto_version(t->ctx, cfg->tls_min_version == 1 ? TLS1_3_VERSION
-                                                                    : TLS1_2_VERSION);
+    SSL_CTX_set_min_proto_version(t->ctx,
+                                  cfg->tls_min_version == 1 ? TLS1_3_VERSION : TLS1_2_VERSION);
     SSL_CTX_set_options(t->ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
     SSL_CTX_set_mode(t->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     if (SSL_CTX_use_certificate_chain_file(t->ctx, cfg->tls_cert) != 1) {
@@ -91,10 +91,10 @@ struct tls_ctx *tls_ctx_new(const struct config *cfg, char *err, size_t errlen)
             ssl_err(err, errlen, "cannot load TLS CA", cfg->tls_ca);
             goto fail;
         }
-        SSL_CTX_set_verify(t->ctx,
-                           SSL_VERIFY_PEER |
-                               (cfg->tls_client_cert_required ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
-                           NULL);
+        SSL_CTX_set_verify(
+            t->ctx,
+            SSL_VERIFY_PEER | (cfg->tls_client_cert_required ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+            NULL);
     }
     SSL_CTX_set_alpn_select_cb(t->ctx, alpn_select, NULL);
     return t;

@@ -7,13 +7,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define WIRE_PROTO_3_0          196608u   /* 3 << 16 */
-#define WIRE_SSL_REQUEST_CODE   80877103u /* 1234 << 16 | 5679 */
+#define WIRE_PROTO_3_0           196608u   /* 3 << 16 */
+#define WIRE_SSL_REQUEST_CODE    80877103u /* 1234 << 16 | 5679 */
 #define WIRE_GSSENC_REQUEST_CODE 80877104u /* 1234 << 16 | 5680 */
 #define WIRE_CANCEL_REQUEST_CODE 80877102u /* 1234 << 16 | 5678 */
-#define WIRE_MAX_STARTUP_LEN    10000u    /* PostgreSQL's MAX_STARTUP_PACKET_LENGTH */
-#define WIRE_MAX_STARTUP_PARAMS 64
-#define WIRE_NEWEST_MINOR       0u        /* newest 3.x minor version we speak */
+#define WIRE_MAX_STARTUP_LEN     10000u    /* PostgreSQL's MAX_STARTUP_PACKET_LENGTH */
+#define WIRE_MAX_STARTUP_PARAMS  64
+#define WIRE_NEWEST_MINOR        0u /* newest 3.x minor version we speak */
 
 /* Errors are negative; 0 or positive means success. */
 enum wire_err {
@@ -46,8 +46,8 @@ static inline void wire_put_u32(uint8_t *p, uint32_t v)
 /* A typed message header: type byte plus the length word (which counts itself). */
 struct wire_hdr {
     char type;
-    uint32_t len;   /* length word as sent: body length + 4 */
-    size_t total;   /* bytes on the wire: 1 + len */
+    uint32_t len; /* length word as sent: body length + 4 */
+    size_t total; /* bytes on the wire: 1 + len */
 };
 
 /* Reads one typed header from buf. Returns WIRE_OK, WIRE_NEED_MORE (fewer than 5 bytes),

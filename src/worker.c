@@ -45,6 +45,11 @@ void worker_unwatch(struct worker *w, int fd)
     epoll_ctl(w->epfd, EPOLL_CTL_DEL, fd, NULL);
 }
 
+int worker_wake_fd(struct worker *w)
+{
+    return w->wake_fd;
+}
+
 static void mark_ready(struct worker *w, struct session *s)
 {
     if (s->queued)
@@ -154,9 +159,13 @@ static void *worker_main(void *arg)
         }
         bool shutdown_now = false;
         for (int i = 0; i < n; i++) {
-            if (evs[i].data.u64 == TAG_WAKE)
+            if (evs[i].data.u64 == TAG_WAKE) {
                 take_incoming(w);
-            else if (evs[i].data.u64 == TAG_SHUTDOWN)
+                /* a delivered cancel may unblock a session's next statement */
+                for (struct session *s = w->sessions; s; s = s->next)
+                    if (s->cancel_ticket)
+                        mark_ready(w, s);
+            } else if (evs[i].data.u64 == TAG_SHUTDOWN)
                 shutdown_now = !w->shutdown_seen;
             else
                 on_event(w, &evs[i]);

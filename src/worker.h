@@ -19,8 +19,10 @@ void worker_assign(struct server *srv, struct session *s);
 
 /* Registers/updates a session fd in its worker's epoll set. edge: the steady-state
  * edge-triggered in+out registration; otherwise level-triggered for `events`. */
-int worker_watch(struct worker *w, int fd, struct session *s, int which, uint32_t events,
-                 int add);
+int worker_watch(struct worker *w, int fd, struct session *s, int which, uint32_t events, int add);
 void worker_unwatch(struct worker *w, int fd);
+
+/* eventfd that wakes the worker (new sessions, delivered cancels). */
+int worker_wake_fd(struct worker *w);
 
 #endif

@@ -641,3 +641,93 @@ def wait_active(dconn, needle, timeout=BOUND):
             r = cur.fetchone()
             return r and r[0]
     return poll(probe, timeout=timeout, what=f"an active backend named like {needle!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Process resources (robustness tests: test_hostile, test_faults, test_load)
+
+
+def proc_fds(pid):
+    """Number of open file descriptors of process `pid`."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def proc_rss_kb(pid):
+    """Resident set size of process `pid` in kB (VmRSS)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def proc_children(pid):
+    """PIDs whose parent is `pid`."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # the command name may contain spaces/parentheses: fields follow the last ')'
+        if int(stat.rpartition(")")[2].split()[1]) == pid:
+            out.append(int(entry))
+    return out
+
+
+class Usage(tuple):
+    """(fds, rss_kb) of a process at one moment."""
+
+    def __new__(cls, pid):
+        return super().__new__(cls, (proc_fds(pid), proc_rss_kb(pid)))
+
+    fds = property(lambda self: self[0])
+    rss_kb = property(lambda self: self[1])
+
+    def __repr__(self):
+        return f"Usage(fds={self.fds}, rss={self.rss_kb} kB)"
+
+
+def wait_usage_back(pid, base, fd_margin=0, rss_margin_kb=8192, timeout=BOUND, what=""):
+    """Polls until process `pid` holds at most base.fds + fd_margin descriptors and at most
+    base.rss_kb + rss_margin_kb resident kB; fails naming both when it does not."""
+    seen = []
+
+    def ok():
+        u = Usage(pid)
+        seen[:] = [u]
+        return u.fds <= base.fds + fd_margin and u.rss_kb <= base.rss_kb + rss_margin_kb
+
+    deadline = time.monotonic() + timeout
+    while not ok():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: resources did not return to baseline within {timeout} s: "
+                        f"baseline {base}, now {seen[0]} (margins: {fd_margin} fds, "
+                        f"{rss_margin_kb} kB)")
+        time.sleep(0.05)
+    return seen[0]
+
+
+def wait_peer_closed(sock, timeout=BOUND):
+    """Reads (and discards) from `sock` until the peer closes or resets it; returns the bytes
+    read. Fails after `timeout` seconds."""
+    import select
+    data = b""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            pytest.fail(f"socket still open {timeout} s later ({len(data)} bytes read)")
+        r, _, _ = select.select([sock], [], [], min(left, 0.5))
+        if not r:
+            continue
+        try:
+            chunk = sock.recv(1 << 20)
+        except (ConnectionResetError, BrokenPipeError):
+            return data
+        if not chunk:
+            return data
+        data += chunk

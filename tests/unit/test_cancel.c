@@ -7,6 +7,10 @@
 
 #include <cmocka.h>
 
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include "cancel.h"
 #include "config.h"
 
@@ -80,6 +84,31 @@ static void test_session_secret_carries_instance_id(void **state)
     cancel_table_free(t);
 }
 
+/* The proxy's own cancel must be known delivered before the session's next statement goes
+ * upstream (a late cancel once hit the following statement): the ticket turns done, and the
+ * worker's eventfd is written, only after the forward finished. */
+static void test_tracked_cancel_signals_completion(void **state)
+{
+    (void)state;
+    struct cancel_table *t = cancel_table_new();
+    int efd = eventfd(0, EFD_NONBLOCK);
+    assert_true(efd >= 0);
+    struct cancel_ticket *k = cancel_forward_tracked(t, 4242, 1, efd);
+    assert_non_null(k);
+    struct pollfd p = {.fd = efd, .events = POLLIN};
+    assert_int_equal(poll(&p, 1, 5000), 1);
+    assert_true(cancel_ticket_done(k));
+    cancel_ticket_release(k);
+    /* without a wake-up fd it completes as well */
+    k = cancel_forward_tracked(t, 4243, 1, -1);
+    for (int i = 0; i < 500 && !cancel_ticket_done(k); i++)
+        poll(NULL, 0, 10);
+    assert_true(cancel_ticket_done(k));
+    cancel_ticket_release(k);
+    cancel_table_free(t);
+    close(efd);
+}
+
 static void test_parse_peer(void **state)
 {
     (void)state;
@@ -104,6 +133,7 @@ int main(void)
         cmocka_unit_test(test_many_keys_same_bucket),
         cmocka_unit_test(test_session_secret_carries_instance_id),
         cmocka_unit_test(test_parse_peer),
+        cmocka_unit_test(test_tracked_cancel_signals_completion),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -67,6 +67,23 @@ static void drop_temp(char *path)
 
 /* --- defaults --- */
 
+/* An unknown policy rule is an invalid value like any other: exit 2 with the rule named (it was
+ * once only found when the server started, which exited 1). */
+static void test_unknown_rule_is_a_config_error(void **state)
+{
+    (void)state;
+    struct config c;
+    char err[512];
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream", "host=x", "--deny", "nonsense"),
+                     CONFIG_ERROR);
+    assert_non_null(strstr(err, "nonsense"));
+    assert_null(strchr(err, '\n'));
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream", "host=x", "--deny", "drop", "--allow",
+                          "select"),
+                     CONFIG_OK);
+    config_free(&c);
+}
+
 static void test_defaults(void **state)
 {
     struct config c;
@@ -885,6 +902,7 @@ static void test_redact_dsn(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_unknown_rule_is_a_config_error),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_load_minimal_keeps_defaults),
         cmocka_unit_test(test_duration_valid),

@@ -605,6 +605,40 @@ static void test_budget(void **state)
     assert_int_equal(guard_budget_row(&b, 50), GUARD_LIMIT_BYTES);
 }
 
+/* The client-facing error of a refusal: one prefix, the rule in DETAIL (a relay once added the
+ * prefix a second time), PostgreSQL's own shape for syntax errors. */
+static void test_error_for_decisions(void **state)
+{
+    (void)state;
+    char err[256];
+    const char *deny[] = {"drop"};
+    struct guard_policy *p = guard_policy_new(deny, 1, NULL, 0, false, err, sizeof(err));
+    assert_non_null(p);
+    struct guard_decision d;
+    struct guard_error e;
+    const char *sql = "DROP TABLE t";
+    assert_int_equal(guard_check(p, NULL, sql, strlen(sql), &d), 0);
+    guard_error_for(&d, &e);
+    assert_string_equal(e.code, "42501");
+    assert_string_equal(e.message, "statement denied by pgwire-proxy policy: deny:drop");
+    assert_string_equal(e.detail, "rule: deny:drop");
+    assert_non_null(e.hint);
+    sql = "selec 1";
+    assert_int_equal(guard_check(p, NULL, sql, strlen(sql), &d), 0);
+    guard_error_for(&d, &e);
+    assert_string_equal(e.code, "42601");
+    assert_string_equal(e.message, "syntax error at or near \"selec\"");
+    assert_string_equal(e.detail, "");
+    assert_null(e.hint);
+    assert_int_equal(e.position, 1);
+    sql = "copy t from stdin";
+    assert_int_equal(guard_check(p, NULL, sql, strlen(sql), &d), 0);
+    guard_error_for(&d, &e);
+    assert_string_equal(e.code, "0A000");
+    assert_string_equal(e.detail, "rule: copy-protocol");
+    guard_policy_free(p);
+}
+
 static void test_unsafe_settings(void **state)
 {
     (void)state;
@@ -626,6 +660,7 @@ int main(void)
         cmocka_unit_test(test_cache_key),     cmocka_unit_test(test_cache_hits),
         cmocka_unit_test(test_cache_bounded), cmocka_unit_test(test_no_rules_skips_parse),
         cmocka_unit_test(test_budget),        cmocka_unit_test(test_unsafe_settings),
+        cmocka_unit_test(test_error_for_decisions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -626,6 +626,13 @@ int guard_check(const struct guard_policy *p, struct guard_cache *cache, const c
         if (klen && guard_cache_get(cache, gen, key, klen, out))
             return 0;
     }
+    if (guard_depth_estimate(sql, len) > GUARD_MAX_DEPTH) {
+        /* parsing could overflow the stack; without rules PostgreSQL judges it alone */
+        if (parses)
+            decide(out, GUARD_TOO_COMPLEX, "parser-depth",
+                   "statement too complex for pgwire-proxy's policy parser");
+        return 0;
+    }
     rc = parse_and_decide(p, parses, sql, out, &cacheable);
     if (rc == 0 && cache && klen && cacheable)
         guard_cache_put(cache, gen, key, klen, out);
@@ -659,6 +666,11 @@ void guard_error_for(const struct guard_decision *d, struct guard_error *e)
         e->code = "42601";
         e->position = d->cursorpos > 0 ? (uint32_t)d->cursorpos : 0;
         return; /* exactly what PostgreSQL would say: no rule involved */
+    case GUARD_TOO_COMPLEX:
+        e->code = "54001";
+        e->hint = "Simplify the expression: PostgreSQL itself refuses expressions this deep "
+                  "(stack depth limit exceeded).";
+        break;
     case GUARD_READ_ONLY:
         e->code = "25006";
         e->hint = "pgwire-proxy runs in --read-only mode: only reading statements are allowed.";

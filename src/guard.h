@@ -11,10 +11,11 @@ struct guard_cache;
 
 enum guard_verdict {
     GUARD_ALLOW = 0,
-    GUARD_DENY,      /* 42501: a deny rule matched, or an allow list did not */
-    GUARD_READ_ONLY, /* 25006: a write in --read-only mode */
-    GUARD_COPY,      /* 0A000: COPY FROM STDIN / TO STDOUT (the proxy does not relay COPY) */
-    GUARD_SYNTAX,    /* 42601: the parser rejected the text; message/cursorpos as PostgreSQL */
+    GUARD_DENY,        /* 42501: a deny rule matched, or an allow list did not */
+    GUARD_READ_ONLY,   /* 25006: a write in --read-only mode */
+    GUARD_COPY,        /* 0A000: COPY FROM STDIN / TO STDOUT (the proxy does not relay COPY) */
+    GUARD_SYNTAX,      /* 42601: the parser rejected the text; message/cursorpos as PostgreSQL */
+    GUARD_TOO_COMPLEX, /* 54001: nested too deeply to parse safely */
 };
 
 struct guard_decision {

@@ -234,4 +234,9 @@ void guard_cache_put(struct guard_cache *c, uint64_t gen, const char *key, size_
 /* Test/metrics hook. */
 uint64_t guard_cache_hits(const struct guard_cache *c);
 
+/* Statements whose estimated parse-tree depth exceeds this are refused before parsing
+ * (PostgreSQL itself rejects expressions a few thousand levels deep with 54001). */
+#define GUARD_MAX_DEPTH 10000
+size_t guard_depth_estimate(const char *sql, size_t len);
+
 #endif

@@ -32,6 +32,15 @@ static const char extended_hint[] =
 
 /* ---------- output ---------- */
 
+/* A client that pipelines requests answered locally (errors, Sync) without reading them is
+ * not served further until it reads: its queued output stays bounded. */
+#define OUT_HIGH_WATER (64 * 1024)
+
+static bool out_backlogged(const struct session *s)
+{
+    return s->olen - s->ooff > OUT_HIGH_WATER;
+}
+
 static void start_abort(struct session *s, const char *code, const char *message,
                         const char *detail, const char *hint, const char *rule,
                         enum metrics_query_outcome outcome, bool cancel, bool append_fate);
@@ -428,7 +437,7 @@ static enum session_end process_client(struct session *s)
     uint32_t max =
         (uint32_t)(s->cfg->max_message_bytes > UINT32_MAX - 8 ? UINT32_MAX - 8
                                                               : s->cfg->max_message_bytes + 4);
-    while (s->st != ST_QUERY && s->clen > 0 && !session_cancel_pending(s)) {
+    while (s->st != ST_QUERY && s->clen > 0 && !out_backlogged(s) && !session_cancel_pending(s)) {
         struct wire_hdr h;
         int rc = wire_read_hdr(s->cbuf, s->clen, max, &h);
         if (rc == WIRE_NEED_MORE)
@@ -823,7 +832,7 @@ static enum session_end read_upstream(struct session *s)
 
 static enum session_end read_client(struct session *s)
 {
-    while (s->cli_in && s->st != ST_QUERY) {
+    while (s->cli_in && s->st != ST_QUERY && !out_backlogged(s)) {
         if (s->clen == s->ccap && ensure_cbuf(s, s->ccap * 2))
             return SE_INTERNAL;
         size_t room = s->ccap - s->clen;

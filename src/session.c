@@ -196,6 +196,14 @@ static enum session_end startup_packet(struct session *s, uint32_t len)
     if (wire_parse_startup(s->su->buf, len, &s->su->sp) != WIRE_OK)
         return startup_fail(s, "08P01", "invalid startup packet layout");
     s->su_have = 0;
+    /* one SSLRequest and one GSSENCRequest at most, as PostgreSQL allows: a client cannot keep
+     * a connection in startup by repeating them */
+    if (s->su->sp.kind == WIRE_PKT_SSL || s->su->sp.kind == WIRE_PKT_GSSENC) {
+        unsigned bit = s->su->sp.kind == WIRE_PKT_SSL ? 1u : 2u;
+        if (s->su_negotiated & bit)
+            return startup_fail(s, "08P01", "duplicate SSL or GSS encryption request");
+        s->su_negotiated |= bit;
+    }
     switch (s->su->sp.kind) {
     case WIRE_PKT_SSL:
         if (s->rt->tls && !s->cli.ssl) {

@@ -81,9 +81,10 @@ struct session {
     char database[64];
     char app[64];
 
-    int64_t deadline_ms; /* startup / TLS / connect / closing deadline, 0 = none */
-    void *ssl_pending;   /* SSL* during the handshake */
-    size_t su_have;      /* startup bytes read so far */
+    int64_t deadline_ms;    /* startup / TLS / connect / closing deadline, 0 = none */
+    void *ssl_pending;      /* SSL* during the handshake */
+    size_t su_have;         /* startup bytes read so far */
+    unsigned su_negotiated; /* 1: SSLRequest seen, 2: GSSENCRequest seen */
 
     /* client output: bytes [ooff, olen) of obuf are waiting for the client */
     uint8_t *obuf;

@@ -639,6 +639,76 @@ static void test_error_for_decisions(void **state)
     guard_policy_free(p);
 }
 
+static char *repeat_sql(const char *head, const char *unit, size_t n)
+{
+    size_t hl = strlen(head), ul = strlen(unit);
+    char *q = malloc(hl + n * ul + 1);
+    memcpy(q, head, hl);
+    for (size_t i = 0; i < n; i++)
+        memcpy(q + hl + i * ul, unit, ul);
+    q[hl + n * ul] = 0;
+    return q;
+}
+
+/* Deep chains once crashed the proxy inside libpg_query's recursive tree output; they must be
+ * refused before parsing, while long flat lists (bulk VALUES, IN lists, AND chains) pass. */
+static void test_depth_estimate(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *head, *unit;
+        size_t n;
+        bool deep;
+    } chains[] = {
+        {"select 1 ", "+ 1 ", 200000, true},
+        {"select 'a' ", "|| 'a' ", 50000, true},
+        {"select ", "not ", 20000, true},
+        {"select 1 ", "union all select 1 ", 5000, true},
+        {"select ", "(", 20000, true},
+        {"select 1::int", "::int", 20000, true},
+        {"insert into t values (1, -2)", ", (1, -2)", 100000, false},
+        {"select 1 where 1 in (1", ", 1", 100000, false},
+        {"select 1 where true", " and true", 100000, false},
+        {"select '", "+ + + ", 100000, false}, /* inside a string literal */
+        {"select $x$", "+ + ", 100000, false},
+        {"select 1 -- ", "+ + ", 100000, false},
+        {"select 1 /* ", "+ + ", 100000, false},
+    };
+    for (size_t i = 0; i < sizeof(chains) / sizeof(chains[0]); i++) {
+        char *q = repeat_sql(chains[i].head, chains[i].unit, chains[i].n);
+        size_t d = guard_depth_estimate(q, strlen(q));
+        if (chains[i].deep != (d > GUARD_MAX_DEPTH))
+            fail_msg("case %zu (%s%s x %zu): estimate %zu", i, chains[i].head, chains[i].unit,
+                     chains[i].n, d);
+        free(q);
+    }
+    /* under the limit the parse itself is safe, and the estimate is an upper bound */
+    char *q = repeat_sql("select 1 ", "+ 1 ", 9000);
+    assert_true(guard_depth_estimate(q, strlen(q)) >= 9000);
+    free(q);
+}
+
+static void test_deep_statement_refused_with_policy(void **state)
+{
+    (void)state;
+    char err[256];
+    const char *deny[] = {"drop"};
+    struct guard_policy *p = guard_policy_new(deny, 1, NULL, 0, false, err, sizeof(err));
+    char *q = repeat_sql("select 1 ", "+ 1 ", 200000);
+    struct guard_decision d;
+    assert_int_equal(guard_check(p, NULL, q, strlen(q), &d), 0);
+    assert_int_equal(d.verdict, GUARD_TOO_COMPLEX);
+    struct guard_error e;
+    guard_error_for(&d, &e);
+    assert_string_equal(e.code, "54001");
+    assert_string_equal(e.detail, "rule: parser-depth");
+    /* no rules: left to PostgreSQL, which answers 54001 itself */
+    assert_int_equal(guard_check(NULL, NULL, q, strlen(q), &d), 0);
+    assert_int_equal(d.verdict, GUARD_ALLOW);
+    free(q);
+    guard_policy_free(p);
+}
+
 static void test_unsafe_settings(void **state)
 {
     (void)state;
@@ -655,12 +725,19 @@ static void test_unsafe_settings(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_policy_table),  cmocka_unit_test(test_messages),
-        cmocka_unit_test(test_policy_errors), cmocka_unit_test(test_kind_names),
-        cmocka_unit_test(test_cache_key),     cmocka_unit_test(test_cache_hits),
-        cmocka_unit_test(test_cache_bounded), cmocka_unit_test(test_no_rules_skips_parse),
-        cmocka_unit_test(test_budget),        cmocka_unit_test(test_unsafe_settings),
+        cmocka_unit_test(test_policy_table),
+        cmocka_unit_test(test_messages),
+        cmocka_unit_test(test_policy_errors),
+        cmocka_unit_test(test_kind_names),
+        cmocka_unit_test(test_cache_key),
+        cmocka_unit_test(test_cache_hits),
+        cmocka_unit_test(test_cache_bounded),
+        cmocka_unit_test(test_no_rules_skips_parse),
+        cmocka_unit_test(test_budget),
+        cmocka_unit_test(test_unsafe_settings),
         cmocka_unit_test(test_error_for_decisions),
+        cmocka_unit_test(test_depth_estimate),
+        cmocka_unit_test(test_deep_statement_refused_with_policy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -51,7 +51,7 @@ static const struct opt opts[] = {
     {"max-connections", OPT_INT, OFF(max_connections), NULL, 1, 100000, "N",
      "client sessions at once; more get FATAL 53300 (default 100)"},
     {"workers", OPT_INT, OFF(workers), NULL, 0, 256, "N",
-     "event-loop threads; 0 = one per CPU (default 0)"},
+     "event-loop threads; 0 = one per two CPUs (default 0)"},
     {"query-timeout", OPT_DURATION, OFF(query_timeout_ms), NULL, 0, 0, "DURATION",
      "per-statement deadline, also sent upstream as statement_timeout; 0 = off (default 30s)"},
     {"idle-in-transaction-timeout", OPT_DURATION, OFF(idle_tx_timeout_ms), NULL, 0, 0, "DURATION",

@@ -312,7 +312,11 @@ int server_run(struct config *cfg, int argc, char **argv)
     raise_fd_limit(c);
     cancel_set_peers(srv.cancels, c->peer_id, c->peers, c->npeers);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    int rcw = worker_pool_start(&srv, c->workers > 0 ? c->workers : (ncpu > 0 ? (int)ncpu : 1));
+    /* Default: one worker per two CPUs. The proxy usually shares the machine with clients or
+     * PostgreSQL, and fewer loops batch more events per wake-up: on 2 CPUs one worker costs
+     * ~20% less CPU per query than two (bench/RESULTS.md). */
+    int nw = c->workers > 0 ? c->workers : (ncpu >= 4 ? (int)(ncpu / 2) : 1);
+    int rcw = worker_pool_start(&srv, nw);
     if (rcw) {
         fprintf(stderr, "pgwire-proxy: cannot start workers: %s\n", strerror(-rcw));
         goto out;

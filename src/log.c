@@ -67,6 +67,52 @@ size_t log_text_escape(char *dst, size_t dstlen, const char *src)
     return o;
 }
 
+/* Appends `"key":"escaped value"` for key/value pairs. */
+static size_t json_field(char *out, size_t cap, size_t o, const char *key, size_t klen,
+                         const char *val, size_t vlen)
+{
+    char v[1024], esc[6200];
+    if (vlen >= sizeof(v))
+        vlen = sizeof(v) - 1;
+    memcpy(v, val, vlen);
+    v[vlen] = 0;
+    log_json_escape(esc, sizeof(esc), v);
+    if (o < cap)
+        o += (size_t)snprintf(out + o, cap - o, ",\"%.*s\":\"%s\"", (int)klen, key, esc);
+    return o < cap ? o : cap - 1;
+}
+
+size_t log_json_line(char *out, size_t cap, const char *when, const char *level, uint64_t sid,
+                     const char *event, const char *msg)
+{
+    size_t o = (size_t)snprintf(out, cap,
+                                "{\"time\":\"%s\",\"level\":\"%s\",\"session\":%llu,"
+                                "\"event\":\"%s\"",
+                                when, level, (unsigned long long)sid, event);
+    if (o >= cap)
+        o = cap - 1;
+    /* leading key=value words become fields; whatever follows is the message */
+    const char *p = msg;
+    for (;;) {
+        const char *k = p;
+        while ((*k >= 'a' && *k <= 'z') || *k == '_')
+            k++;
+        if (k == p || *k != '=')
+            break;
+        const char *v = k + 1, *e = v;
+        while (*e && *e != ' ')
+            e++;
+        o = json_field(out, cap, o, p, (size_t)(k - p), v, (size_t)(e - v));
+        p = *e ? e + 1 : e;
+    }
+    if (*p)
+        o = json_field(out, cap, o, "msg", 3, p, strlen(p));
+    if (o + 1 < cap)
+        out[o++] = '}';
+    out[o] = 0;
+    return o;
+}
+
 void log_timestamp(char *out, size_t len)
 {
     struct timespec ts;
@@ -94,12 +140,9 @@ void log_emit(int level, uint64_t sid, const char *event, const char *fmt, ...)
     int n;
     const char *lvl = level_names[level < 0 ? 0 : level > 3 ? 3 : level];
     if (atomic_load(&log_json)) {
-        char esc[4200];
-        log_json_escape(esc, sizeof(esc), msg);
-        n = snprintf(line, sizeof(line),
-                     "{\"time\":\"%s\",\"level\":\"%s\",\"session\":%llu,\"event\":\"%s\","
-                     "\"msg\":\"%s\"}\n",
-                     when, lvl, (unsigned long long)sid, event, esc);
+        size_t len = log_json_line(line, sizeof(line) - 1, when, lvl, sid, event, msg);
+        line[len] = '\n';
+        n = (int)len + 1;
     } else {
         /* client-supplied names end up in messages: a newline must not start a forged line */
         char esc[4200];

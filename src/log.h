@@ -20,6 +20,11 @@ void log_emit(int level, uint64_t sid, const char *event, const char *fmt, ...)
  * is always one line. Always NUL-terminates; returns bytes written. */
 size_t log_text_escape(char *dst, size_t dstlen, const char *src);
 
+/* One JSON log object (no newline): time, level, session, event, then the message's leading
+ * key=value words as fields (client=..., code=...) and the rest as "msg". Returns its length. */
+size_t log_json_line(char *out, size_t cap, const char *when, const char *level, uint64_t sid,
+                     const char *event, const char *msg);
+
 /* UTC time as 2026-01-31T12:00:00.123Z (len >= 25). */
 void log_timestamp(char *out, size_t len);
 

@@ -48,12 +48,30 @@ static void test_json_escape(void **state)
     assert_string_equal(out, "\\u0001");
 }
 
+static void test_json_line_fields(void **state)
+{
+    (void)state;
+    char out[512];
+    log_json_line(out, sizeof(out), "T", "info", 7, "session_start",
+                  "client=127.0.0.1:5 user=al\"ice then free text");
+    assert_string_equal(out, "{\"time\":\"T\",\"level\":\"info\",\"session\":7,"
+                             "\"event\":\"session_start\",\"client\":\"127.0.0.1:5\","
+                             "\"user\":\"al\\\"ice\",\"msg\":\"then free text\"}");
+    log_json_line(out, sizeof(out), "T", "warn", 0, "x", "no fields here");
+    assert_non_null(strstr(out, "\"msg\":\"no fields here\"}"));
+    char tiny[32];
+    size_t n = log_json_line(tiny, sizeof(tiny), "T", "info", 1, "e", "k=v k=v k=v k=v");
+    assert_true(n < sizeof(tiny));
+    assert_int_equal(tiny[n], 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_text_escape_keeps_one_line),
         cmocka_unit_test(test_escapes_truncate_safely),
         cmocka_unit_test(test_json_escape),
+        cmocka_unit_test(test_json_line_fields),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -53,8 +53,9 @@ def test_json_log_lines(start_proxy):
               "session_end", "shutdown_complete"):
         assert e in events, f"{e} not logged: {events}"
     start = [r for r in recs if r["event"] == "session_start"]
-    assert any('we"ird\\app\ttab' in r.get("msg", "")
-               for r in start), start
+    # key=value words of a message are JSON fields; the client address is one of them
+    assert any(r.get("application") == 'we"ird\\app\ttab' and r.get("client", "").startswith(
+        "127.0.0.1:") for r in start), start
 
 
 def test_text_log_lines(start_proxy):

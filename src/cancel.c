@@ -22,7 +22,8 @@
 #define CANCEL_BUCKETS  1024
 #define CANCEL_THREADS  2
 #define MAX_PEERS       64
-#define PEER_TIMEOUT_MS 5000
+#define PEER_TIMEOUT_MS 3000
+#define PEER_QUEUE_MAX  64 /* beyond this, cancels for peers are dropped (and counted failed) */
 
 struct peer {
     int id;
@@ -53,15 +54,23 @@ struct cancel_job {
     struct cancel_ticket *ticket;
 };
 
-struct cancel_table {
+/* Jobs for a few threads. Cancels bound for a peer instance have their own queue: a peer that
+ * is down must not delay the cancels of this instance's own sessions. */
+struct job_queue {
+    struct cancel_table *t;
     pthread_mutex_t mu;
-    struct cancel_entry *buckets[CANCEL_BUCKETS];
-    pthread_mutex_t qmu;
-    pthread_cond_t qcv;
+    pthread_cond_t cv;
     struct cancel_job *head, *tail;
+    size_t n, max; /* max 0 = unbounded */
     bool stopping;
     pthread_t threads[CANCEL_THREADS];
     int nthreads;
+};
+
+struct cancel_table {
+    pthread_mutex_t mu;
+    struct cancel_entry *buckets[CANCEL_BUCKETS];
+    struct job_queue local, peer;
     int self_id; /* guarded by mu, with peers */
     struct peer peers[MAX_PEERS];
     size_t npeers;
@@ -69,18 +78,39 @@ struct cancel_table {
 
 static void *cancel_thread(void *arg);
 
+static int queue_start(struct cancel_table *t, struct job_queue *q, size_t max)
+{
+    q->t = t;
+    q->max = max;
+    pthread_mutex_init(&q->mu, NULL);
+    pthread_cond_init(&q->cv, NULL);
+    for (int i = 0; i < CANCEL_THREADS; i++)
+        if (pthread_create(&q->threads[q->nthreads], NULL, cancel_thread, q) == 0)
+            q->nthreads++;
+    return q->nthreads ? 0 : -EAGAIN;
+}
+
+static void queue_stop(struct job_queue *q)
+{
+    if (!q->t)
+        return;
+    pthread_mutex_lock(&q->mu);
+    q->stopping = true;
+    pthread_cond_broadcast(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+    for (int i = 0; i < q->nthreads; i++)
+        pthread_join(q->threads[i], NULL);
+    pthread_mutex_destroy(&q->mu);
+    pthread_cond_destroy(&q->cv);
+}
+
 struct cancel_table *cancel_table_new(void)
 {
     struct cancel_table *t = calloc(1, sizeof(*t));
     if (!t)
         return NULL;
     pthread_mutex_init(&t->mu, NULL);
-    pthread_mutex_init(&t->qmu, NULL);
-    pthread_cond_init(&t->qcv, NULL);
-    for (int i = 0; i < CANCEL_THREADS; i++)
-        if (pthread_create(&t->threads[t->nthreads], NULL, cancel_thread, t) == 0)
-            t->nthreads++;
-    if (t->nthreads == 0) {
+    if (queue_start(t, &t->local, 0) || queue_start(t, &t->peer, PEER_QUEUE_MAX)) {
         cancel_table_free(t);
         return NULL;
     }
@@ -97,12 +127,8 @@ void cancel_table_free(struct cancel_table *t)
 {
     if (!t)
         return;
-    pthread_mutex_lock(&t->qmu);
-    t->stopping = true;
-    pthread_cond_broadcast(&t->qcv);
-    pthread_mutex_unlock(&t->qmu);
-    for (int i = 0; i < t->nthreads; i++)
-        pthread_join(t->threads[i], NULL);
+    queue_stop(&t->local);
+    queue_stop(&t->peer);
     for (size_t i = 0; i < CANCEL_BUCKETS; i++) {
         struct cancel_entry *e = t->buckets[i];
         while (e) {
@@ -112,8 +138,6 @@ void cancel_table_free(struct cancel_table *t)
         }
     }
     pthread_mutex_destroy(&t->mu);
-    pthread_mutex_destroy(&t->qmu);
-    pthread_cond_destroy(&t->qcv);
     free(t);
 }
 
@@ -208,27 +232,22 @@ out:
     return r;
 }
 
-/* A client's CancelRequest: local key, or a peer's (by the id in the secret's top byte). */
-static enum cancel_result route_client_cancel(struct cancel_table *t, uint32_t pid, uint32_t secret,
-                                              bool *to_peer)
+/* The peer that owns a key (by the id in the secret's top byte), if it is not this instance. */
+static bool peer_of(struct cancel_table *t, uint32_t secret, struct peer *out)
 {
-    struct peer target;
     bool found = false;
     pthread_mutex_lock(&t->mu);
     int owner = (int)(secret >> 24);
     if (t->self_id && owner != t->self_id) {
-        for (size_t i = 0; i < t->npeers; i++) {
+        for (size_t i = 0; i < t->npeers && !found; i++) {
             if (t->peers[i].id == owner) {
-                target = t->peers[i];
+                *out = t->peers[i];
                 found = true;
             }
         }
     }
     pthread_mutex_unlock(&t->mu);
-    *to_peer = found;
-    if (found)
-        return forward_to_peer(&target, pid, secret);
-    return cancel_forward(t, pid, secret);
+    return found;
 }
 
 int cancel_register(struct cancel_table *t, uint32_t pid, uint32_t secret, void *handle)
@@ -296,6 +315,7 @@ enum cancel_result cancel_forward(struct cancel_table *t, uint32_t pid, uint32_t
 }
 
 static void queue_job(struct cancel_table *t, struct cancel_job *j);
+static void finish_job(struct cancel_job *j, enum cancel_result r, bool to_peer);
 
 int cancel_forward_async(struct cancel_table *t, uint32_t pid, uint32_t secret, int close_fd,
                          bool from_client)
@@ -345,56 +365,75 @@ void cancel_ticket_release(struct cancel_ticket *k)
 
 static void queue_job(struct cancel_table *t, struct cancel_job *j)
 {
-    pthread_mutex_lock(&t->qmu);
-    if (t->tail)
-        t->tail->next = j;
+    struct peer p;
+    struct job_queue *q = j->from_client && peer_of(t, j->secret, &p) ? &t->peer : &t->local;
+    pthread_mutex_lock(&q->mu);
+    if (q->max && q->n >= q->max) {
+        pthread_mutex_unlock(&q->mu);
+        LOG_WARN(0, "cancel_dropped", "pid=%u: %zu cancels for peers already queued", j->pid,
+                 q->max);
+        finish_job(j, CANCEL_FAILED, true);
+        return;
+    }
+    if (q->tail)
+        q->tail->next = j;
     else
-        t->head = j;
-    t->tail = j;
-    pthread_cond_signal(&t->qcv);
-    pthread_mutex_unlock(&t->qmu);
+        q->head = j;
+    q->tail = j;
+    q->n++;
+    pthread_cond_signal(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* Counts, closes the client's cancel socket, and signals the ticket of a finished job. */
+static void finish_job(struct cancel_job *j, enum cancel_result r, bool to_peer)
+{
+    if (j->from_client) {
+        metrics_cancel(r == CANCEL_FORWARDED     ? METRICS_CANCEL_FORWARDED
+                       : r == CANCEL_UNKNOWN_KEY ? METRICS_CANCEL_UNKNOWN_KEY
+                                                 : METRICS_CANCEL_FAILED);
+        LOG_INFO(0, "cancel_request", "pid=%u result=%s%s", j->pid,
+                 r == CANCEL_FORWARDED     ? "forwarded"
+                 : r == CANCEL_UNKNOWN_KEY ? "unknown_key"
+                                           : "failed",
+                 to_peer ? " (to peer)" : "");
+    }
+    if (j->close_fd >= 0)
+        close(j->close_fd);
+    if (j->ticket) {
+        atomic_store(&j->ticket->done, true);
+        if (j->ticket->wake_fd >= 0) {
+            uint64_t one = 1;
+            ssize_t w = write(j->ticket->wake_fd, &one, sizeof(one));
+            (void)w;
+        }
+        cancel_ticket_release(j->ticket);
+    }
+    free(j);
 }
 
 static void *cancel_thread(void *arg)
 {
-    struct cancel_table *t = arg;
+    struct job_queue *q = arg;
+    struct cancel_table *t = q->t;
     for (;;) {
-        pthread_mutex_lock(&t->qmu);
-        while (!t->head && !t->stopping)
-            pthread_cond_wait(&t->qcv, &t->qmu);
-        struct cancel_job *j = t->head;
+        pthread_mutex_lock(&q->mu);
+        while (!q->head && !q->stopping)
+            pthread_cond_wait(&q->cv, &q->mu);
+        struct cancel_job *j = q->head;
         if (j) {
-            t->head = j->next;
-            if (!t->head)
-                t->tail = NULL;
+            q->head = j->next;
+            if (!q->head)
+                q->tail = NULL;
+            q->n--;
         }
-        pthread_mutex_unlock(&t->qmu);
+        pthread_mutex_unlock(&q->mu);
         if (!j)
             return NULL;
-        bool to_peer = false;
-        enum cancel_result r = j->from_client ? route_client_cancel(t, j->pid, j->secret, &to_peer)
-                                              : cancel_forward(t, j->pid, j->secret);
-        if (j->from_client) {
-            metrics_cancel(r == CANCEL_FORWARDED     ? METRICS_CANCEL_FORWARDED
-                           : r == CANCEL_UNKNOWN_KEY ? METRICS_CANCEL_UNKNOWN_KEY
-                                                     : METRICS_CANCEL_FAILED);
-            LOG_INFO(0, "cancel_request", "pid=%u result=%s%s", j->pid,
-                     r == CANCEL_FORWARDED     ? "forwarded"
-                     : r == CANCEL_UNKNOWN_KEY ? "unknown_key"
-                                               : "failed",
-                     to_peer ? " (to peer)" : "");
-        }
-        if (j->close_fd >= 0)
-            close(j->close_fd);
-        if (j->ticket) {
-            atomic_store(&j->ticket->done, true);
-            if (j->ticket->wake_fd >= 0) {
-                uint64_t one = 1;
-                ssize_t w = write(j->ticket->wake_fd, &one, sizeof(one));
-                (void)w;
-            }
-            cancel_ticket_release(j->ticket);
-        }
-        free(j);
+        struct peer p;
+        bool to_peer = j->from_client && peer_of(t, j->secret, &p);
+        enum cancel_result r =
+            to_peer ? forward_to_peer(&p, j->pid, j->secret) : cancel_forward(t, j->pid, j->secret);
+        finish_job(j, r, to_peer);
     }
 }

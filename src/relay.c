@@ -630,6 +630,8 @@ static enum up_action upstream_message(struct session *s, struct fwd *f, size_t 
                                        const uint8_t *body, size_t len, int *err)
 {
     bool aborting = s->ab.active || s->poisoning;
+    if (s->unsafe_setting)
+        return DROP; /* the FATAL is the last message, as in PostgreSQL: nothing follows it */
     switch (type) {
     case 'D':
         return data_row(s, len + 5) ? FORWARD : DROP;

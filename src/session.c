@@ -240,6 +240,7 @@ static enum session_end startup_read(struct session *s)
         uint8_t first;
         if (recv(s->cli.fd, &first, 1, MSG_PEEK) == 1 && first == 0x16) {
             s->phase = PH_TLS;
+            s->tls_direct = true;
             return SE_NONE;
         }
     }
@@ -293,6 +294,12 @@ static enum session_end tls_step(struct session *s)
     metrics_tls_handshake(1);
     netio_init_tls(&s->cli, s->cli.fd, s->ssl_pending);
     s->ssl_pending = NULL;
+    if (s->tls_direct && !tls_alpn_negotiated(s->cli.ssl)) {
+        /* like PostgreSQL 17: direct TLS needs ALPN "postgresql" (cross-protocol protection) */
+        return startup_fail(s, "08P01",
+                            "received direct SSL connection request without ALPN protocol "
+                            "negotiation extension");
+    }
     s->phase = PH_STARTUP;
     s->cli_in = s->cli_out = true;
     return SE_NONE;

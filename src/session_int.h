@@ -85,6 +85,7 @@ struct session {
     void *ssl_pending;      /* SSL* during the handshake */
     size_t su_have;         /* startup bytes read so far */
     unsigned su_negotiated; /* 1: SSLRequest seen, 2: GSSENCRequest seen */
+    bool tls_direct;        /* TLS started without an SSLRequest */
 
     /* client output: bytes [ooff, olen) of obuf are waiting for the client */
     uint8_t *obuf;

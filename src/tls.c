@@ -165,6 +165,14 @@ int tls_accept_step(struct tls_ctx *t, int fd, SSL **sslp, char *err, size_t err
     return -1;
 }
 
+bool tls_alpn_negotiated(SSL *ssl)
+{
+    const unsigned char *proto = NULL;
+    unsigned int len = 0;
+    SSL_get0_alpn_selected(ssl, &proto, &len);
+    return len == 10 && memcmp(proto, "postgresql", 10) == 0;
+}
+
 void tls_free_ssl(SSL *ssl)
 {
     if (ssl) {

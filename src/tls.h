@@ -2,6 +2,7 @@
 #ifndef PGWP_TLS_H
 #define PGWP_TLS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -20,5 +21,7 @@ SSL *tls_accept(struct tls_ctx *t, int fd, int64_t deadline_ms, char *err, size_
  * 0 when it waits for the socket, -1 on failure with err. */
 int tls_accept_step(struct tls_ctx *t, int fd, SSL **ssl, char *err, size_t errlen);
 void tls_free_ssl(SSL *ssl);
+/* True when the handshake agreed on ALPN "postgresql". */
+bool tls_alpn_negotiated(SSL *ssl);
 
 #endif

@@ -7,7 +7,11 @@
 
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <stdio.h>
+#include <sys/socket.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -109,6 +113,46 @@ static void test_tracked_cancel_signals_completion(void **state)
     close(efd);
 }
 
+/* A peer that never answers once held both cancel threads, so this instance's own cancels
+ * waited seconds behind cancels anyone can send with that peer's id. Peer cancels now have a
+ * queue of their own: the local cancel completes while the peer forward is still waiting. */
+static void test_unresponsive_peer_does_not_block_local_cancels(void **state)
+{
+    (void)state;
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(lfd, 16), 0);
+    socklen_t alen = sizeof(a);
+    getsockname(lfd, (struct sockaddr *)&a, &alen);
+    char peer[64];
+    snprintf(peer, sizeof(peer), "2=127.0.0.1:%d", ntohs(a.sin_port));
+    char *peers[] = {peer};
+    struct cancel_table *t = cancel_table_new();
+    assert_int_equal(cancel_set_peers(t, 1, peers, 1), 0);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(cancel_forward_async(t, 100 + (uint32_t)i, 0x02000000u, -1, true), 0);
+    int efd = eventfd(0, EFD_NONBLOCK);
+    struct cancel_ticket *k = cancel_forward_tracked(t, 4242, 1, efd);
+    struct pollfd p = {.fd = efd, .events = POLLIN};
+    assert_int_equal(poll(&p, 1, 10000), 1);
+    assert_true(cancel_ticket_done(k));
+    /* the peer forward is still in flight: its connection is waiting for us */
+    int c = accept(lfd, NULL, NULL);
+    assert_true(c >= 0);
+    uint8_t pkt[16];
+    assert_int_equal(recv(c, pkt, sizeof(pkt), MSG_WAITALL), 16);
+    /* not closed by the forwarder yet (it waits for the peer to close, as the protocol has it):
+     * the local cancel did not queue behind it */
+    char more;
+    assert_int_equal(recv(c, &more, 1, MSG_DONTWAIT), -1);
+    close(c);
+    cancel_ticket_release(k);
+    cancel_table_free(t); /* waits for the remaining peer forward to give up */
+    close(efd);
+    close(lfd);
+}
+
 static void test_parse_peer(void **state)
 {
     (void)state;
@@ -134,6 +178,7 @@ int main(void)
         cmocka_unit_test(test_session_secret_carries_instance_id),
         cmocka_unit_test(test_parse_peer),
         cmocka_unit_test(test_tracked_cancel_signals_completion),
+        cmocka_unit_test(test_unresponsive_peer_does_not_block_local_cancels),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

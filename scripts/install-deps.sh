@@ -12,6 +12,7 @@ PKGS=(
   postgresql-15 postgresql-client-15 postgresql-contrib
   python3-pytest python3-psycopg2 python3-psycopg
   pgbouncer tmux procps valgrind
+  libpostgresql-jdbc-java haproxy python3-yaml strace
 )
 
 missing=()

@@ -19,6 +19,7 @@
 #define UPSTREAM_MAX_MSG (1u << 30)
 #define INSPECT_MAX      (16u << 20) /* largest ErrorResponse etc. we buffer whole */
 #define DRAIN_GRACE_MS   10000       /* upstream must reach ReadyForQuery this soon after cancel */
+#define DRIVE_READS_MAX  16 /* reads per socket per turn: one busy session cannot pin a worker */
 
 /* Fails the client's transaction block upstream after a locally generated error, so a later
  * COMMIT cannot commit: the proxy's error must behave like any PostgreSQL error. */
@@ -166,6 +167,7 @@ static int send_error_rfq(struct session *s, const char *severity, const char *c
 /* ---------- statement bookkeeping ---------- */
 
 static void compact_client(struct session *s);
+static void consume_client(struct session *s, size_t n);
 
 static void statement_begin(struct session *s, char *sql, size_t len)
 {
@@ -432,14 +434,32 @@ static enum session_end client_message(struct session *s, uint8_t *msg, size_t t
 /* Handles every complete message buffered from the client while no statement runs. The message
  * at the front of cbuf is handled, then removed - except a forwarded Query, which stays until its
  * ReadyForQuery (the audit record reads its text). */
+/* Removes the first n bytes of cbuf, and gives back a buffer grown for a huge message. */
+static void consume_client(struct session *s, size_t n)
+{
+    if (n) {
+        memmove(s->cbuf, s->cbuf + n, s->clen - n);
+        s->clen -= n;
+    }
+    if (s->ccap > 16 * CBUF_INITIAL && s->clen <= CBUF_INITIAL && !s->q_in_cbuf) {
+        uint8_t *nb = realloc(s->cbuf, CBUF_INITIAL);
+        if (nb) {
+            s->cbuf = nb;
+            s->ccap = CBUF_INITIAL;
+        }
+    }
+}
+
 static enum session_end process_client(struct session *s)
 {
     uint32_t max =
         (uint32_t)(s->cfg->max_message_bytes > UINT32_MAX - 8 ? UINT32_MAX - 8
                                                               : s->cfg->max_message_bytes + 4);
-    while (s->st != ST_QUERY && s->clen > 0 && !out_backlogged(s) && !session_cancel_pending(s)) {
+    size_t off = 0; /* consumed messages are dropped once, at the end: no quadratic moves */
+    enum session_end e = SE_NONE;
+    while (s->st != ST_QUERY && off < s->clen && !out_backlogged(s) && !session_cancel_pending(s)) {
         struct wire_hdr h;
-        int rc = wire_read_hdr(s->cbuf, s->clen, max, &h);
+        int rc = wire_read_hdr(s->cbuf + off, s->clen - off, max, &h);
         if (rc == WIRE_NEED_MORE)
             break;
         if (rc == WIRE_TOO_LONG || rc == WIRE_BAD_LENGTH) {
@@ -449,22 +469,29 @@ static enum session_end process_client(struct session *s)
             session_send_fatal(s, "08P01", text, NULL);
             return SE_PROTOCOL;
         }
-        if (h.total > s->clen) {
+        if (h.total > s->clen - off) {
+            consume_client(s, off);
+            off = 0;
             if (ensure_cbuf(s, h.total))
                 return SE_INTERNAL;
             break;
         }
-        enum session_end e = client_message(s, s->cbuf, h.total);
+        if (s->cbuf[off] == 'Q' && off > 0) {
+            /* a forwarded Query stays at the front of cbuf until its ReadyForQuery */
+            consume_client(s, off);
+            off = 0;
+        }
+        e = client_message(s, s->cbuf + off, h.total);
         if (e != SE_NONE)
-            return e;
+            break;
         if (s->q_sql) {
             s->q_in_cbuf = h.total;
             break;
         }
-        memmove(s->cbuf, s->cbuf + h.total, s->clen - h.total);
-        s->clen -= h.total;
+        off += h.total;
     }
-    return SE_NONE;
+    consume_client(s, off);
+    return e;
 }
 
 /* Drops the forwarded Query message from cbuf once its statement is over; a buffer grown for a
@@ -472,18 +499,8 @@ static enum session_end process_client(struct session *s)
 static void compact_client(struct session *s)
 {
     size_t off = s->q_in_cbuf;
-    if (off) {
-        memmove(s->cbuf, s->cbuf + off, s->clen - off);
-        s->clen -= off;
-        s->q_in_cbuf = 0;
-    }
-    if (s->ccap > 16 * CBUF_INITIAL && s->clen <= CBUF_INITIAL) {
-        uint8_t *n = realloc(s->cbuf, CBUF_INITIAL);
-        if (n) {
-            s->cbuf = n;
-            s->ccap = CBUF_INITIAL;
-        }
-    }
+    s->q_in_cbuf = 0;
+    consume_client(s, off);
 }
 
 /* ---------- upstream input ---------- */
@@ -808,7 +825,11 @@ static enum session_end upstream_lost(struct session *s, ssize_t n)
 /* Reads what the upstream has, while the client keeps up (nothing queued for it). */
 static enum session_end read_upstream(struct session *s)
 {
-    while (s->up_in && !out_pending(s)) {
+    for (int reads = 0; s->up_in && !out_pending(s); reads++) {
+        if (reads == DRIVE_READS_MAX) {
+            s->requeue = true; /* let the worker's other sessions run first */
+            break;
+        }
         size_t room = s->ucap - s->ulen;
         ssize_t n = netio_read(&s->up.io, s->ubuf + s->ulen, room);
         if (n == -EAGAIN) {
@@ -834,7 +855,11 @@ static enum session_end read_upstream(struct session *s)
 
 static enum session_end read_client(struct session *s)
 {
-    while (s->cli_in && s->st != ST_QUERY && !out_backlogged(s)) {
+    for (int reads = 0; s->cli_in && s->st != ST_QUERY && !out_backlogged(s); reads++) {
+        if (reads == DRIVE_READS_MAX) {
+            s->requeue = true;
+            break;
+        }
         if (s->clen == s->ccap && ensure_cbuf(s, s->ccap * 2))
             return SE_INTERNAL;
         size_t room = s->ccap - s->clen;

@@ -59,7 +59,8 @@ struct session {
     enum session_phase phase;
     enum session_end end;
     bool admitted;
-    bool queued; /* on the worker's ready list */
+    bool queued;  /* on the worker's ready list */
+    bool requeue; /* stopped with work left: drive again after the other ready sessions */
     struct session *ready_next;
 
     /* readiness, set by epoll events, cleared when an operation would block. A short read

@@ -12,10 +12,9 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#define MAX_EVENTS 256
-#define TICK_MS    100
-#define WORKER_STACK_SIZE                                                                          \
-    (64u << 20) /* timer scan period: deadlines are checked at this granularity */
+#define MAX_EVENTS        256
+#define TICK_MS           100 /* timer scan period: deadlines are checked at this granularity */
+#define WORKER_STACK_SIZE (64u << 20)
 
 /* epoll data: the session pointer with the low bit telling client (0) from upstream (1);
  * the worker's wake-up eventfd and the shutdown eventfd use sentinel values. */
@@ -154,7 +153,7 @@ static void *worker_main(void *arg)
     int64_t last_scan = netio_now_ms();
     bool any_done = false;
     for (;;) {
-        int n = epoll_wait(w->epfd, evs, MAX_EVENTS, TICK_MS);
+        int n = epoll_wait(w->epfd, evs, MAX_EVENTS, w->ready ? 0 : TICK_MS);
         if (n < 0 && errno != EINTR) {
             LOG_ERROR(0, "epoll_wait_failed", "%s", strerror(errno));
             break;
@@ -172,12 +171,19 @@ static void *worker_main(void *arg)
             else
                 on_event(w, &evs[i]);
         }
-        while (w->ready) {
-            struct session *s = w->ready;
-            w->ready = s->ready_next;
+        /* a batch at a time: sessions re-queued while it runs wait for the next turn */
+        struct session *batch = w->ready;
+        w->ready = NULL;
+        while (batch) {
+            struct session *s = batch;
+            batch = s->ready_next;
             s->queued = false;
             session_drive(s);
             any_done |= s->phase == PH_DONE;
+            if (s->requeue && s->phase != PH_DONE) {
+                s->requeue = false;
+                mark_ready(w, s);
+            }
         }
         int64_t now = netio_now_ms();
         if (shutdown_now || now - last_scan >= TICK_MS) {

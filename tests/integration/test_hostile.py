@@ -509,6 +509,42 @@ def test_pipelined_function_calls_without_reading_stay_bounded(proxy_h):
         check_flood(*run_flood(proxy_h, c.sock, fcall * 4096), "FunctionCall")
 
 
+def test_burst_of_tiny_messages_does_not_pin_a_worker(start_proxy):
+    """One 8 MB message grows the session's input buffer; 8 MB of 5-byte messages (CopyData
+    outside COPY, ignored as PostgreSQL does) follow in one burst. Handling them must cost
+    time linear in their size: a session on the same (only) worker is served meanwhile."""
+    p = start_proxy("--workers", 1)
+    big = 8 << 20
+    payload = (b"d" + struct.pack("!I", 4 + big) + b"x" * big +
+               (b"d" + struct.pack("!I", 5) + b"x") * (big // 6))
+    a = p.raw()
+    a.sock.settimeout(60)
+    sent = threading.Event()
+
+    def burst():
+        try:
+            a.send_raw(payload)
+            sent.set()
+        except OSError:
+            pass
+
+    t = threading.Thread(target=burst, daemon=True)
+    t.start()
+    try:
+        t0 = time.monotonic()
+        problem = served_quickly(p)
+        assert problem is None, (
+            f"a session on the same worker was not served while it handled the burst "
+            f"({problem}; burst {'fully' if sent.is_set() else 'not yet'} sent after "
+            f"{time.monotonic() - t0:.1f} s)")
+        poll(sent.is_set, timeout=BOUND, what="the proxy to take the whole burst")
+        a.sync()
+        assert a.read_until_rfq()[-1].type == "Z"
+    finally:
+        a.close()
+        t.join(timeout=BOUND)
+
+
 def test_ssl_request_flood_still_times_out(proxy_h):
     """SSLRequest after SSLRequest, each answered 'N', never read: other sessions served,
     bounded memory, and the startup timeout still ends the connection."""
@@ -669,17 +705,20 @@ def test_default_listen_is_loopback_only_and_no_children(pg, tmp_path):
 def test_dsn_password_in_argv_vs_environment(start_proxy, pg):
     """A password given with --upstream is visible in /proc/PID/cmdline (to every local user);
     given through PGWIRE_PROXY_UPSTREAM it is not (environ is readable by the owner and root
-    only). Nothing else on the machine carries it, and the proxy has no children."""
-    secret = "sekrit-pw"
-    dsn = f"host={pg.host} port={pg.port} dbname=postgres user=pwuser password={secret}"
-    via_argv = start_proxy(dsn=dsn, user="pwuser", name="argv")
-    via_env = start_proxy(upstream=False, user="pwuser", name="env",
-                          env=clean_env(PGWIRE_PROXY_UPSTREAM=dsn))
+    only). Nothing else on the machine carries it, and the proxy has no children. (The
+    cluster trusts local connections, so a unique made-up password is enough here.)"""
+    secret = f"pw-{uuid.uuid4().hex}"
+    dsn = f"host={pg.host} port={pg.port} dbname=postgres user=postgres password={secret}"
+    via_argv = start_proxy(dsn=dsn, name="argv")
+    via_env = start_proxy(upstream=False, name="env", env=clean_env(PGWIRE_PROXY_UPSTREAM=dsn))
     for p in (via_argv, via_env):
         with p.raw() as c:
-            assert rows(c.query("select current_user")) == [("pwuser",)]
+            assert rows(c.query("select current_user")) == [("postgres",)]
         assert proc_children(p.proc.pid) == []
     assert secret.encode() in cmdline(via_argv.proc.pid)  # documented, not desired
     assert secret.encode() not in cmdline(via_env.proc.pid)
     holders = [pid for pid, cl in all_cmdlines().items() if secret.encode() in cl]
     assert holders == [via_argv.proc.pid], holders
+    with open(f"/proc/{via_env.proc.pid}/environ", "rb") as f:
+        assert secret.encode() in f.read()  # where it lives instead: owner/root only
+    assert os.stat(f"/proc/{via_env.proc.pid}/environ").st_mode & 0o077 == 0

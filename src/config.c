@@ -203,14 +203,21 @@ int config_copy(struct config *dst, const struct config *src)
     return 0;
 }
 
-int config_parse_duration_ms(const char *s, uint64_t *out)
+/* The leading decimal number of s (no sign, no space); *end points at its unit. */
+static int parse_number(const char *s, unsigned long long *v, char **end)
 {
     if (!s || !isdigit((unsigned char)*s))
         return -EINVAL;
     errno = 0;
+    *v = strtoull(s, end, 10);
+    return errno ? -EINVAL : 0;
+}
+
+int config_parse_duration_ms(const char *s, uint64_t *out)
+{
     char *end = NULL;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno)
+    unsigned long long v;
+    if (parse_number(s, &v, &end))
         return -EINVAL;
     uint64_t mul;
     if (*end == 0 || strcmp(end, "s") == 0)
@@ -231,12 +238,9 @@ int config_parse_duration_ms(const char *s, uint64_t *out)
 
 int config_parse_size(const char *s, uint64_t *out)
 {
-    if (!s || !isdigit((unsigned char)*s))
-        return -EINVAL;
-    errno = 0;
     char *end = NULL;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno)
+    unsigned long long v;
+    if (parse_number(s, &v, &end))
         return -EINVAL;
     static const struct {
         const char *suffix;

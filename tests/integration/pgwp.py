@@ -3,6 +3,7 @@ tiny raw protocol-3.0 client."""
 import ctypes
 import glob
 import os
+import uuid
 import pwd
 import shutil
 import signal
@@ -731,3 +732,17 @@ def wait_peer_closed(sock, timeout=BOUND):
         if not chunk:
             return data
         data += chunk
+
+
+def marker(prefix):
+    """A unique application_name, to find this test's upstream backends."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def backends_detail(dconn, app):
+    """[(pid, state, wait_event, query)] of upstream backends whose application_name holds
+    `app` (the proxy puts the client's name first in it)."""
+    with dconn.cursor() as cur:
+        cur.execute("select pid, state, wait_event, query from pg_stat_activity "
+                    "where application_name like %s", (f"%{app}%",))
+        return cur.fetchall()

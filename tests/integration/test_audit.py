@@ -5,6 +5,7 @@ import os
 import uuid
 
 
+from pgwp import marker
 from pgwp import errors, only_error, poll, proxy_only, rows
 
 pytestmark = proxy_only
@@ -12,9 +13,6 @@ pytestmark = proxy_only
 FIELDS = {"session", "client", "user", "database", "application", "statement", "duration_ms",
           "rows", "bytes", "outcome"}
 
-
-def marker(prefix):
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def audit_lines(path, n):

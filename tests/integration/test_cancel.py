@@ -12,12 +12,10 @@ import psycopg2.errors
 import psycopg2.extensions
 import pytest
 
+from pgwp import marker
 from pgwp import (BOUND, CANCEL_REQUEST, PSQL, metric, poll, proxy_only, psql_env,
                   rfq, rows, scrape, tags, wait_active, free_port)
 
-
-def marker(prefix):
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def cancel_when_active(conn, dconn, app, fired):

@@ -10,13 +10,13 @@ import shutil
 import subprocess
 import threading
 import time
-import uuid
 
 import psycopg2
 import psycopg2.errors
 import pytest
 
 from conftest import upstream_dsn
+from pgwp import marker
 from pgwp import BOUND, DIRECT, PG_BIN, PGBENCH, REPO, proxy_only, psql_env, wait_active
 
 CLIENTS = os.path.join(REPO, "tests", "clients")
@@ -27,9 +27,6 @@ CANCEL_BOUND = 5  # seconds from a cancel to the client seeing 57014
 # The rows every client's multi-row query returns (`select g, 'row ' || g ... 1..5`).
 ROW_LINES = [f"row {i} row {i}" for i in range(1, 6)]
 
-
-def marker(prefix):
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def run(cmd, timeout=90, **kw):

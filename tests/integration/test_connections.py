@@ -1,15 +1,12 @@
 """Sessions: start-up parameters, audit name, connection ceiling, upstream failures."""
 import socket
-import uuid
 
 import psycopg2
 import pytest
 
+from pgwp import marker
 from pgwp import BOUND, RawClient, only_error, poll, proxy_only, rows, scalar
 
-
-def marker(prefix):
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 def backends(dconn, like):

@@ -8,11 +8,11 @@ import select
 import socket
 import threading
 import time
-import uuid
 
 import psycopg2
 import pytest
 
+from pgwp import marker, backends_detail as backends
 import pgwp
 from conftest import upstream_dsn
 from pgwp import (BOUND, PG_BIN, RawClient, Usage, describe, errors, free_port, only_error,
@@ -23,16 +23,6 @@ pytestmark = proxy_only
 HUGE = "select repeat('x',1000) from generate_series(1,2000000)"
 
 
-def marker(prefix):
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def backends(dconn, app):
-    """[(pid, state, wait_event, query)] of upstream backends named like `app`."""
-    with dconn.cursor() as cur:
-        cur.execute("select pid, state, wait_event, query from pg_stat_activity "
-                    "where application_name like %s", (f"%{app}%",))
-        return cur.fetchall()
 
 
 def assert_fatal_end(msgs, codes=("57P01", "08006")):

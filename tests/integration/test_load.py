@@ -3,8 +3,8 @@ floods of silent connections, and clients that stop reading a huge result."""
 import socket
 import threading
 import time
-import uuid
 
+from pgwp import marker, backends_detail as backends
 from pgwp import (BOUND, RawClient, Usage, describe, only_error, poll, proc_rss_kb, proxy_only,
                   rows, scalar, wait_peer_closed, wait_usage_back)
 
@@ -13,16 +13,6 @@ pytestmark = proxy_only
 HUGE = "select repeat('x',1000) from generate_series(1,2000000)"  # ~2 GB of DataRows
 
 
-def marker(prefix):
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def backends(dconn, app):
-    """[(pid, state, wait_event, query)] of upstream backends named like `app`."""
-    with dconn.cursor() as cur:
-        cur.execute("select pid, state, wait_event, query from pg_stat_activity "
-                    "where application_name like %s", (f"%{app}%",))
-        return cur.fetchall()
 
 
 def session(p, **params):

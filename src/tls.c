@@ -1,11 +1,9 @@
 #include "tls.h"
 #include "config.h"
-#include "netio.h"
 
 #include <errno.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,40 +107,6 @@ void tls_ctx_free(struct tls_ctx *t)
         return;
     SSL_CTX_free(t->ctx);
     free(t);
-}
-
-SSL *tls_accept(struct tls_ctx *t, int fd, int64_t deadline_ms, char *err, size_t errlen)
-{
-    SSL *ssl = SSL_new(t->ctx);
-    if (!ssl || SSL_set_fd(ssl, fd) != 1) {
-        ssl_err(err, errlen, "cannot start TLS", NULL);
-        SSL_free(ssl);
-        return NULL;
-    }
-    for (;;) {
-        ERR_clear_error();
-        int rc = SSL_accept(ssl);
-        if (rc == 1)
-            return ssl;
-        int e = SSL_get_error(ssl, rc);
-        short ev;
-        if (e == SSL_ERROR_WANT_READ)
-            ev = POLLIN;
-        else if (e == SSL_ERROR_WANT_WRITE)
-            ev = POLLOUT;
-        else {
-            ssl_err(err, errlen, "TLS handshake failed", NULL);
-            SSL_free(ssl);
-            return NULL;
-        }
-        int64_t left = deadline_ms - netio_now_ms();
-        struct pollfd p = {.fd = fd, .events = ev};
-        if (left <= 0 || poll(&p, 1, (int)left) <= 0) {
-            snprintf(err, errlen, "TLS handshake timed out");
-            SSL_free(ssl);
-            return NULL;
-        }
-    }
 }
 
 int tls_accept_step(struct tls_ctx *t, int fd, SSL **sslp, char *err, size_t errlen)

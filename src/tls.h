@@ -14,9 +14,6 @@ typedef struct ssl_st SSL;
 struct tls_ctx *tls_ctx_new(const struct config *cfg, char *err, size_t errlen);
 void tls_ctx_free(struct tls_ctx *t);
 
-/* Handshake on a non-blocking fd; first_bytes are bytes already read from the socket that
- * belong to the TLS stream (may be NULL/0). Returns an SSL* or NULL with err. */
-SSL *tls_accept(struct tls_ctx *t, int fd, int64_t deadline_ms, char *err, size_t errlen);
 /* One non-blocking handshake step on fd (*ssl created on the first call). Returns 1 when done,
  * 0 when it waits for the socket, -1 on failure with err. */
 int tls_accept_step(struct tls_ctx *t, int fd, SSL **ssl, char *err, size_t errlen);

@@ -42,6 +42,7 @@ struct cancel_entry {
 
 struct cancel_ticket {
     atomic_int refs;
+    atomic_int result; /* enum cancel_result, valid once done */
     atomic_bool done;
     int wake_fd;
 };
@@ -52,6 +53,7 @@ struct cancel_job {
     int close_fd;
     bool from_client;
     struct cancel_ticket *ticket;
+    struct cancel_entry *pinned; /* proxy's own cancel: entry pinned when queued */
 };
 
 /* Jobs for a few threads. Cancels bound for a peer instance have their own queue: a peer that
@@ -285,7 +287,8 @@ void cancel_unregister(struct cancel_table *t, uint32_t pid)
         free_entry(e);
 }
 
-enum cancel_result cancel_forward(struct cancel_table *t, uint32_t pid, uint32_t secret)
+/* Finds the entry for a key and pins it (inflight) so it outlives an unregister. */
+static struct cancel_entry *pin_entry(struct cancel_table *t, uint32_t pid, uint32_t secret)
 {
     pthread_mutex_lock(&t->mu);
     struct cancel_entry *e = t->buckets[pid % CANCEL_BUCKETS];
@@ -293,25 +296,31 @@ enum cancel_result cancel_forward(struct cancel_table *t, uint32_t pid, uint32_t
         e = e->next;
     /* compare the secret even when the pid is unknown, so timing says nothing about pids */
     bool same = cancel_secret_equal(e ? e->secret : ~secret, secret);
-    if (!e || !same) {
-        pthread_mutex_unlock(&t->mu);
-        return CANCEL_UNKNOWN_KEY;
-    }
-    e->inflight++;
-    void *handle = e->handle;
+    if (e && same)
+        e->inflight++;
     pthread_mutex_unlock(&t->mu);
+    return e && same ? e : NULL;
+}
 
+/* Sends the cancel with a pinned entry's handle, then unpins it. */
+static enum cancel_result forward_pinned(struct cancel_table *t, struct cancel_entry *e)
+{
     char err[256];
-    int rc = upstream_cancel(handle, err, sizeof(err));
+    int rc = upstream_cancel(e->handle, err, sizeof(err));
     if (rc)
-        LOG_WARN(0, "cancel_failed", "pid=%u %s", pid, err);
-
+        LOG_WARN(0, "cancel_failed", "pid=%u %s", e->pid, err);
     pthread_mutex_lock(&t->mu);
     bool free_it = --e->inflight == 0 && e->removed;
     pthread_mutex_unlock(&t->mu);
     if (free_it)
         free_entry(e);
     return rc == 0 ? CANCEL_FORWARDED : CANCEL_FAILED;
+}
+
+enum cancel_result cancel_forward(struct cancel_table *t, uint32_t pid, uint32_t secret)
+{
+    struct cancel_entry *e = pin_entry(t, pid, secret);
+    return e ? forward_pinned(t, e) : CANCEL_UNKNOWN_KEY;
 }
 
 static void queue_job(struct cancel_table *t, struct cancel_job *j);
@@ -348,6 +357,9 @@ struct cancel_ticket *cancel_forward_tracked(struct cancel_table *t, uint32_t pi
     j->secret = secret;
     j->close_fd = -1;
     j->ticket = k;
+    /* pinned now: the session may end (and unregister) before a thread takes the job, and
+     * the cancel must still reach what it was running */
+    j->pinned = pin_entry(t, pid, secret);
     queue_job(t, j);
     return k;
 }
@@ -355,6 +367,11 @@ struct cancel_ticket *cancel_forward_tracked(struct cancel_table *t, uint32_t pi
 bool cancel_ticket_done(struct cancel_ticket *k)
 {
     return atomic_load(&k->done);
+}
+
+enum cancel_result cancel_ticket_result(struct cancel_ticket *k)
+{
+    return (enum cancel_result)atomic_load(&k->result);
 }
 
 void cancel_ticket_release(struct cancel_ticket *k)
@@ -401,6 +418,7 @@ static void finish_job(struct cancel_job *j, enum cancel_result r, bool to_peer)
     if (j->close_fd >= 0)
         close(j->close_fd);
     if (j->ticket) {
+        atomic_store(&j->ticket->result, (int)r);
         atomic_store(&j->ticket->done, true);
         if (j->ticket->wake_fd >= 0) {
             uint64_t one = 1;
@@ -432,8 +450,9 @@ static void *cancel_thread(void *arg)
             return NULL;
         struct peer p;
         bool to_peer = j->from_client && peer_of(t, j->secret, &p);
-        enum cancel_result r =
-            to_peer ? forward_to_peer(&p, j->pid, j->secret) : cancel_forward(t, j->pid, j->secret);
+        enum cancel_result r = to_peer     ? forward_to_peer(&p, j->pid, j->secret)
+                               : j->pinned ? forward_pinned(t, j->pinned)
+                                           : cancel_forward(t, j->pid, j->secret);
         finish_job(j, r, to_peer);
     }
 }

@@ -38,6 +38,7 @@ struct cancel_ticket;
 struct cancel_ticket *cancel_forward_tracked(struct cancel_table *t, uint32_t pid, uint32_t secret,
                                              int wake_fd);
 bool cancel_ticket_done(struct cancel_ticket *k);
+enum cancel_result cancel_ticket_result(struct cancel_ticket *k);
 void cancel_ticket_release(struct cancel_ticket *k);
 
 /* Constant-time equality of two 32-bit secrets. */

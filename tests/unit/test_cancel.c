@@ -153,6 +153,30 @@ static void test_unresponsive_peer_does_not_block_local_cancels(void **state)
     close(lfd);
 }
 
+/* A session that ends right after asking for its own cancel unregisters its key at once; the
+ * cancel must still be sent with the session's handle (it once found the key gone and
+ * left the statement running upstream). */
+static void test_tracked_cancel_survives_unregister(void **state)
+{
+    (void)state;
+    struct cancel_table *t = cancel_table_new();
+    int efd = eventfd(0, EFD_NONBLOCK);
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(cancel_register(t, 777, 5, NULL), 0);
+        struct cancel_ticket *k = cancel_forward_tracked(t, 777, 5, efd);
+        cancel_unregister(t, 777);
+        for (int n = 0; n < 500 && !cancel_ticket_done(k); n++)
+            poll(NULL, 0, 10);
+        assert_true(cancel_ticket_done(k));
+        /* FAILED: the (NULL) handle was used; UNKNOWN_KEY would mean the key was looked up
+         * again after the unregister */
+        assert_int_equal(cancel_ticket_result(k), CANCEL_FAILED);
+        cancel_ticket_release(k);
+    }
+    cancel_table_free(t);
+    close(efd);
+}
+
 static void test_parse_peer(void **state)
 {
     (void)state;
@@ -178,6 +202,7 @@ int main(void)
         cmocka_unit_test(test_session_secret_carries_instance_id),
         cmocka_unit_test(test_parse_peer),
         cmocka_unit_test(test_tracked_cancel_signals_completion),
+        cmocka_unit_test(test_tracked_cancel_survives_unregister),
         cmocka_unit_test(test_unresponsive_peer_does_not_block_local_cancels),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

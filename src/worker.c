@@ -142,6 +142,10 @@ static void scan_timers(struct worker *w, bool shutdown)
         if (shutdown)
             s->shutdown_seen = true;
         session_timers(s, now);
+        if (s->requeue && s->phase != PH_DONE) {
+            s->requeue = false;
+            mark_ready(w, s);
+        }
     }
 }
 

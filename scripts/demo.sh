@@ -10,53 +10,19 @@ if [ -z "$BIN" ] || [ ! -x "$BIN" ]; then
   exit 2
 fi
 BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
-PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
-if [ -z "$PG_BIN" ] || [ ! -x "$PG_BIN/initdb" ]; then
-  echo "demo: PostgreSQL server binaries not found (run: make deps)" >&2
-  exit 1
-fi
+PGWP_TAG=demo
+# shellcheck source=scripts/throwaway-pg.sh
+. "$(dirname "$0")/throwaway-pg.sh"
 
-as_pg() {
-  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
-
-free_port() { # free_port [preferred]: the preferred port if it is free, else any free port
-  /usr/bin/python3 - "${1:-0}" <<'PY'
-import socket, sys
-want = int(sys.argv[1])
-for port in ([want] if want else []) + [0]:
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", port))
-    except OSError:
-        continue
-    finally:
-        chosen = s.getsockname()[1]
-        s.close()
-    print(chosen)
-    break
-PY
-}
-
-TMP=$(mktemp -d /tmp/pgwp-demo.XXXXXX)
-chmod 755 "$TMP"
-[ "$(id -u)" -eq 0 ] && chown postgres: "$TMP"
-PGDATA_DIR=$TMP/data
+TMP=$(work_dir demo)
 PROXY_LOG=$TMP/proxy.log
 PROXY_PID=
 PG_STARTED=
 
 cleanup() {
   trap - EXIT INT TERM
-  if [ -n "$PROXY_PID" ] && kill -0 "$PROXY_PID" 2>/dev/null; then
-    kill -TERM "$PROXY_PID" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$PROXY_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$PROXY_PID" 2>/dev/null || true
-  fi
-  if [ -n "$PG_STARTED" ]; then
-    as_pg "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -m fast -w stop >/dev/null 2>&1 ||
-      as_pg "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -m immediate -w stop >/dev/null 2>&1 || true
-  fi
+  stop_pid "$PROXY_PID"
+  if [ -n "$PG_STARTED" ]; then pg_stop "$TMP"; fi
   rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -69,23 +35,8 @@ die() {
 }
 
 PGPORT=$(free_port)
-as_pg "$PG_BIN/initdb" --nosync -D "$PGDATA_DIR" -U postgres -A trust --no-locale -E UTF8 \
-  >"$TMP/initdb.log" 2>&1 || { cat "$TMP/initdb.log" >&2; die "initdb failed"; }
-cat >>"$PGDATA_DIR/postgresql.conf" <<CONF
-port = $PGPORT
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$TMP'
-fsync = off
-full_page_writes = off
-synchronous_commit = off
-CONF
-cat >"$PGDATA_DIR/pg_hba.conf" <<HBA
-local all all trust
-host  all all 127.0.0.1/32 trust
-HBA
-as_pg "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -l "$TMP/postgresql.log" -w -t 60 start >/dev/null ||
-  { tail -n 20 "$TMP/postgresql.log" >&2; die "PostgreSQL did not start"; }
-PG_STARTED=1
+PG_STARTED=1 # from here on, cleanup stops it (pg_ctl stop is harmless if it never started)
+pg_start "$TMP" "$PGPORT" || die "PostgreSQL did not start"
 
 "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$TMP" -p "$PGPORT" -U postgres -d postgres <<'SQL' >/dev/null
 create table demo_items (id int primary key, name text not null, price numeric(8,2));

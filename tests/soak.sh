@@ -36,30 +36,17 @@ if [ ! -x "$BIN" ]; then
   exit 2
 fi
 BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
-PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
-if [ -z "$PG_BIN" ] || [ ! -x "$PG_BIN/initdb" ]; then
-  echo "soak: PostgreSQL server binaries not found (make deps)" >&2
-  exit 2
-fi
+PGWP_TAG=soak
+# shellcheck source=scripts/throwaway-pg.sh
+. "$HERE/../scripts/throwaway-pg.sh"
 PSQL=$PG_BIN/psql
 PGBENCH=$PG_BIN/pgbench
-
-as_pg() {
-  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
-
-free_port() {
-  /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 
 listening() { # listening PORT: without connecting (a probe would be a silent client)
   ss -Hltn "sport = :$1" 2>/dev/null | grep -q .
 }
 
-TMP=$(mktemp -d /tmp/pgwp-soak.XXXXXX)
-chmod 755 "$TMP"
-[ "$(id -u)" -eq 0 ] && chown postgres: "$TMP"
-PGDATA_DIR=$TMP/data
+TMP=$(work_dir soak)
 PROXY_LOG=$TMP/proxy.log
 PROXY_PID=
 PG_STARTED=
@@ -68,15 +55,8 @@ LOOP_PIDS=()
 cleanup() {
   trap - EXIT INT TERM
   for p in "${LOOP_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  if [ -n "$PROXY_PID" ] && kill -0 "$PROXY_PID" 2>/dev/null; then
-    kill -TERM "$PROXY_PID" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$PROXY_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$PROXY_PID" 2>/dev/null || true
-  fi
-  if [ -n "$PG_STARTED" ]; then
-    as_pg "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -m fast -w stop >/dev/null 2>&1 ||
-      as_pg "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -m immediate -w stop >/dev/null 2>&1 || true
-  fi
+  stop_pid "$PROXY_PID"
+  if [ -n "$PG_STARTED" ]; then pg_stop "$TMP"; fi
   if [ "${SOAK_KEEP:-0}" = 1 ]; then
     echo "soak: work directory kept: $TMP"
   else
@@ -88,19 +68,8 @@ trap 'exit 130' INT TERM
 
 # ---- PostgreSQL -----------------------------------------------------------------------------
 PG_PORT=$(free_port)
-as_pg "$PG_BIN/initdb" --nosync -D "$PGDATA_DIR" -U postgres -A trust --no-locale -E UTF8 \
-  >"$TMP/initdb.log" 2>&1
-cat >>"$PGDATA_DIR/postgresql.conf" <<EOF
-port = $PG_PORT
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$TMP'
-fsync = off
-full_page_writes = off
-synchronous_commit = off
-max_connections = 100
-EOF
-as_pg "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -l "$TMP/postgresql.log" -w -t 60 start >/dev/null
 PG_STARTED=1
+pg_start "$TMP" "$PG_PORT" "max_connections = 100" || exit 1
 DIRECT="host=127.0.0.1 port=$PG_PORT user=postgres dbname=postgres"
 "$PGBENCH" -i -q -s 1 "$DIRECT" >"$TMP/pgbench-init.log" 2>&1
 

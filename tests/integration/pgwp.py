@@ -750,3 +750,16 @@ def backends_detail(dconn, app):
         cur.execute("select pid, state, wait_event, query from pg_stat_activity "
                     "where application_name like %s", (f"%{app}%",))
         return cur.fetchall()
+
+
+def recreate(dconn, name, ddl="(id int)"):
+    """Drops (with dependants) and creates table `name` directly on PostgreSQL."""
+    with dconn.cursor() as cur:
+        cur.execute(f"drop table if exists {name} cascade; create table {name} {ddl}")
+
+
+def table_rows(dconn, name):
+    """Every row of `name`, read directly on PostgreSQL, ordered by the first column."""
+    with dconn.cursor() as cur:
+        cur.execute(f"select * from {name} order by 1")
+        return cur.fetchall()

@@ -331,21 +331,7 @@ def test_psycopg3_driver_transactions_get_0A000(proxy):
 def test_psycopg3_cancel(proxy, dconn):
     app = marker("psycopg3-cancel")
     with p3_connect(proxy, app, cursor_factory=psycopg.ClientCursor, autocommit=True) as conn:
-        fired = []
-        other = psycopg2.connect(dconn.dsn)
-        other.autocommit = True
-
-        def go():
-            try:
-                wait_active(other, app)
-                fired.append(time.monotonic())
-                conn.cancel()
-            except BaseException as e:
-                fired.append(e)
-            finally:
-                other.close()
-        t = threading.Thread(target=go, daemon=True)
-        t.start()
+        t, fired = cancel_in_thread(conn, dconn, app)
         with pytest.raises(psycopg.errors.QueryCanceled) as exc:
             conn.execute("select pg_sleep(30)")
         done = time.monotonic()

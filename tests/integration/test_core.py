@@ -5,18 +5,11 @@ import time
 import psycopg2
 import pytest
 
-from pgwp import BOUND, only_error, parameter_status, rfq, rows, tags
+from pgwp import BOUND, only_error, parameter_status, recreate, rfq, rows, table_rows, tags
+
+KV = "(id int primary key, v text)"
 
 
-def recreate(dconn, name, ddl="(id int primary key, v text)"):
-    with dconn.cursor() as cur:
-        cur.execute(f"drop table if exists {name}; create table {name} {ddl}")
-
-
-def contents(dconn, name):
-    with dconn.cursor() as cur:
-        cur.execute(f"select * from {name} order by 1")
-        return cur.fetchall()
 
 
 def test_multi_statement_returns_every_result(proxy, direct):
@@ -46,7 +39,7 @@ SCRIPTS = [
 @pytest.mark.parametrize("sql", SCRIPTS)
 def test_multi_statement_semantics_same_as_direct(proxy, direct, dconn, sql):
     results = []
-    recreate(dconn, "ms")
+    recreate(dconn, "ms", KV)
     for target in (proxy, direct):
         with dconn.cursor() as cur:
             cur.execute("truncate ms")  # not re-created: RowDescription carries the table OID
@@ -55,18 +48,18 @@ def test_multi_statement_semantics_same_as_direct(proxy, direct, dconn, sql):
             status = rfq(msgs)
             if status != "I":
                 c.query("rollback")
-        results.append((msgs, status, contents(dconn, "ms")))
+        results.append((msgs, status, table_rows(dconn, "ms")))
     assert results[0] == results[1]
 
 
 def test_multi_statement_error_rolls_back_earlier_statements(proxy, dconn):
-    recreate(dconn, "ms")
+    recreate(dconn, "ms", KV)
     with proxy.raw() as c:
         msgs = c.query("insert into ms values (1, 'a'); select 1/0; insert into ms values (2, 'b')")
     assert tags(msgs) == ["INSERT 0 1"]
     assert only_error(msgs)["C"] == "22012"
     assert rfq(msgs) == "I"
-    assert contents(dconn, "ms") == []
+    assert table_rows(dconn, "ms") == []
 
 
 def test_returning_rows_and_command_tags(proxy, dconn):
@@ -80,11 +73,11 @@ def test_returning_rows_and_command_tags(proxy, dconn):
     assert (rows(upd), tags(upd)) == ([("B",)], ["UPDATE 1"])
     assert (rows(dele), tags(dele)) == ([("1", "a")], ["DELETE 1"])
     assert (rows(none), tags(none)) == ([], ["UPDATE 0"])
-    assert contents(dconn, "ret") == [(2, "B")]
+    assert table_rows(dconn, "ret") == [(2, "B")]
 
 
 def test_transaction_status_in_ready_for_query(proxy, dconn):
-    recreate(dconn, "txs")
+    recreate(dconn, "txs", KV)
     with proxy.raw() as c:
         assert rfq(c.query("select 1")) == "I"
         assert rfq(c.query("begin")) == "T"
@@ -95,11 +88,11 @@ def test_transaction_status_in_ready_for_query(proxy, dconn):
         assert rfq(c.query("insert into txs values (2, 'dropped')")) == "T"
         msgs = c.query("rollback")
         assert (tags(msgs), rfq(msgs)) == (["ROLLBACK"], "I")
-    assert contents(dconn, "txs") == [(1, "kept")]
+    assert table_rows(dconn, "txs") == [(1, "kept")]
 
 
 def test_failed_transaction_block(proxy, dconn):
-    recreate(dconn, "txf")
+    recreate(dconn, "txf", KV)
     with proxy.raw() as c:
         c.query("begin")
         c.query("insert into txf values (1, 'lost')")
@@ -118,7 +111,7 @@ def test_failed_transaction_block(proxy, dconn):
         msgs = c.query("commit")
         assert (tags(msgs), rfq(msgs)) == (["ROLLBACK"], "I")
         assert rows(c.query("select 42")) == [("42",)]
-    assert contents(dconn, "txf") == []
+    assert table_rows(dconn, "txf") == []
 
 
 def test_notice_and_warning_reach_psycopg2(proxy):
@@ -213,7 +206,7 @@ def test_psycopg2_application_flow(proxy, dconn):
         conn.commit()
     finally:
         conn.close()
-    assert contents(dconn, "app_flow")[0][1] == "O'Brien; drop table x --"
+    assert table_rows(dconn, "app_flow")[0][1] == "O'Brien; drop table x --"
 
 
 def test_psycopg2_named_cursor_iteration(proxy):

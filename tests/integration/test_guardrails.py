@@ -4,14 +4,11 @@ import time
 
 import pytest
 
-from pgwp import BOUND, errors, notices, only_error, proxy_only, rfq, rows, tags
+from pgwp import (BOUND, errors, notices, only_error, proxy_only, recreate, rfq, rows,
+                  tags)
 
 pytestmark = proxy_only
 
-
-def recreate(dconn, name, ddl="(id int)"):
-    with dconn.cursor() as cur:
-        cur.execute(f"drop table if exists {name}; create table {name} {ddl}")
 
 
 def count(dconn, name):

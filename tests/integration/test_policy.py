@@ -3,7 +3,8 @@ import subprocess
 
 import pytest
 
-from pgwp import BINARY, BOUND, clean_env, errors, only_error, proxy_only, rfq, rows, tags
+from pgwp import (BINARY, BOUND, clean_env, errors, only_error, proxy_only, recreate, rfq,
+                  rows, table_rows, tags)
 
 pytestmark = proxy_only
 
@@ -24,15 +25,6 @@ def assert_denied(msgs, rule, code="42501"):
     return err
 
 
-def recreate(dconn, name, ddl="(id int)"):
-    with dconn.cursor() as cur:
-        cur.execute(f"drop table if exists {name} cascade; create table {name} {ddl}")
-
-
-def table_rows(dconn, name):
-    with dconn.cursor() as cur:
-        cur.execute(f"select * from {name} order by 1")
-        return cur.fetchall()
 
 
 def table_exists(dconn, name):

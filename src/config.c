@@ -380,6 +380,53 @@ static const char *level_name(enum level lvl, char *buf, size_t len, const char 
 }
 
 /* Applies one value at a precedence level; lower levels never override higher ones. */
+/* Parses a single-valued option into its field; -EINVAL leaves the field as it was. */
+static int parse_scalar(const struct opt *o, struct config *c, const char *val)
+{
+    void *field = (char *)c + o->off;
+    switch (o->type) {
+    case OPT_INT: {
+        char *end = NULL;
+        errno = 0;
+        long v = strtol(val, &end, 10);
+        if (errno || *end || v < o->min || v > o->max)
+            return -EINVAL;
+        *(int *)field = (int)v;
+        return 0;
+    }
+    case OPT_DURATION:
+        return config_parse_duration_ms(val, field);
+    case OPT_SIZE: {
+        uint64_t v;
+        /* a row count takes no unit */
+        if (config_parse_size(val, &v) ||
+            (o->off == OFF(max_rows) && !isdigit((unsigned char)val[strlen(val) - 1])))
+            return -EINVAL;
+        *(uint64_t *)field = v;
+        return 0;
+    }
+    case OPT_BOOL:
+        return parse_bool(val, field);
+    case OPT_ENUM:
+        for (int i = 0; o->choices[i]; i++) {
+            if (strcmp(val, o->choices[i]) == 0) {
+                if (o->off == OFF(tls_client_cert_required))
+                    *(bool *)field = i == 1;
+                else
+                    *(int *)field = i;
+                return 0;
+            }
+        }
+        return -EINVAL;
+    case OPT_LISTEN:
+        return config_parse_hostport(val, c->listen_host, sizeof(c->listen_host), &c->listen_port);
+    case OPT_STR:
+    case OPT_LIST:
+        break;
+    }
+    return -EINVAL;
+}
+
 static int apply(struct loader *l, size_t idx, const char *val, enum level lvl)
 {
     const struct opt *o = &opts[idx];
@@ -426,54 +473,12 @@ static int apply(struct loader *l, size_t idx, const char *val, enum level lvl)
         }
         return 0;
     }
-    case OPT_INT: {
-        char *end = NULL;
-        errno = 0;
-        long v = strtol(val, &end, 10);
-        if (errno || *end || v < o->min || v > o->max)
-            return fail(l, "invalid value '%s' for %s: expected %s", val, who,
-                        accepted_form(o, form, sizeof(form)));
-        *(int *)field = (int)v;
-        return 0;
+    default:
+        break;
     }
-    case OPT_DURATION:
-        if (config_parse_duration_ms(val, field))
-            return fail(l, "invalid value '%s' for %s: expected %s", val, who,
-                        accepted_form(o, form, sizeof(form)));
-        return 0;
-    case OPT_SIZE: {
-        uint64_t v;
-        bool rows = o->off == OFF(max_rows);
-        if (rows ? config_parse_size(val, &v) || !isdigit((unsigned char)val[strlen(val) - 1])
-                 : config_parse_size(val, &v))
-            return fail(l, "invalid value '%s' for %s: expected %s", val, who,
-                        accepted_form(o, form, sizeof(form)));
-        *(uint64_t *)field = v;
-        return 0;
-    }
-    case OPT_BOOL:
-        if (parse_bool(val, field))
-            return fail(l, "invalid value '%s' for %s: expected %s", val, who,
-                        accepted_form(o, form, sizeof(form)));
-        return 0;
-    case OPT_ENUM:
-        for (int i = 0; o->choices[i]; i++) {
-            if (strcmp(val, o->choices[i]) == 0) {
-                if (o->off == OFF(tls_client_cert_required))
-                    *(bool *)field = i == 1;
-                else
-                    *(int *)field = i;
-                return 0;
-            }
-        }
+    if (parse_scalar(o, c, val))
         return fail(l, "invalid value '%s' for %s: expected %s", val, who,
                     accepted_form(o, form, sizeof(form)));
-    case OPT_LISTEN:
-        if (config_parse_hostport(val, c->listen_host, sizeof(c->listen_host), &c->listen_port))
-            return fail(l, "invalid value '%s' for %s: expected %s", val, who,
-                        accepted_form(o, form, sizeof(form)));
-        return 0;
-    }
     return 0;
 }
 

@@ -172,37 +172,6 @@ void config_free(struct config *c)
     }
 }
 
-static int dup_str(char **dst, const char *src)
-{
-    *dst = NULL;
-    if (!src)
-        return 0;
-    *dst = strdup(src);
-    return *dst ? 0 : -ENOMEM;
-}
-
-int config_copy(struct config *dst, const struct config *src)
-{
-    *dst = *src;
-    int rc = 0;
-    for (size_t i = 0; i < NOPTS; i++) {
-        const struct opt *o = &opts[i];
-        if (o->type == OPT_STR) {
-            rc |= dup_str(str_field(dst, o), *str_field((struct config *)src, o));
-        } else if (o->type == OPT_LIST) {
-            char **d = str_field(dst, o);
-            char **s = str_field((struct config *)src, o);
-            for (size_t k = 0; k < *list_count(dst, o); k++)
-                rc |= dup_str(&d[k], s[k]);
-        }
-    }
-    if (rc) {
-        config_free(dst);
-        return -ENOMEM;
-    }
-    return 0;
-}
-
 /* The leading decimal number of s (no sign, no space); *end points at its unit. */
 static int parse_number(const char *s, unsigned long long *v, char **end)
 {

@@ -58,8 +58,6 @@ enum config_result {
 
 void config_defaults(struct config *c);
 void config_free(struct config *c);
-/* Deep copy; returns 0 or -ENOMEM. */
-int config_copy(struct config *dst, const struct config *src);
 
 /* Builds a config from defaults < file < env < flags. envp may be NULL (then environ). Output
  * for --help/--version goes to out. */

@@ -26,15 +26,6 @@ ssize_t netio_write(struct netio *io, const void *buf, size_t len);
 /* Bytes already decrypted and buffered inside TLS (poll() cannot see them). */
 size_t netio_pending(const struct netio *io);
 
-/* Waits up to timeout_ms (-1 = forever) for events on io and an optional extra fd (-1 = none).
- * Returns the revents of io (0 on timeout); *extra_revents gets the extra fd's. -errno on
- * error. */
-int netio_poll1(struct netio *io, short events, int extra_fd, short *extra_revents, int timeout_ms);
-
-/* Writes all of buf, waiting for POLLOUT up to timeout_ms between progress (-1 = forever).
- * Returns 0, -ETIMEDOUT, or -errno. */
-int netio_write_all(struct netio *io, const void *buf, size_t len, int timeout_ms);
-
 /* After a read that returned got < asked bytes: may the socket be treated as drained until the
  * next edge-triggered event? Not for TLS (records are read one at a time) and not when the
  * peer has closed (peer_closed: EPOLLRDHUP seen) - the EOF is then pending with no new edge. */

@@ -79,27 +79,11 @@ static void test_short_read_with_pending_eof_is_not_drained(void **state)
     close(sv[1]);
 }
 
-static void test_write_all_and_timeout(void **state)
-{
-    (void)state;
-    int sv[2];
-    nonblocking_pair(sv);
-    struct netio a;
-    netio_init_plain(&a, sv[0]);
-    static char big[1 << 20];
-    memset(big, 'x', sizeof(big));
-    /* nobody reads the other end: the socket buffer fills and the bounded wait expires */
-    assert_int_equal(netio_write_all(&a, big, sizeof(big), 50), -ETIMEDOUT);
-    close(sv[0]);
-    close(sv[1]);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_read_write_eagain_eof),
         cmocka_unit_test(test_short_read_with_pending_eof_is_not_drained),
-        cmocka_unit_test(test_write_all_and_timeout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

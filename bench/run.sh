@@ -185,7 +185,7 @@ start_postgres() {
 # pgwire-proxy bench
 listen_addresses = '127.0.0.1'
 port = ${PORT[direct]}
-unix_socket_directories = ''
+unix_socket_directories = '$WORK/pg'
 max_connections = 1200
 shared_buffers = 256MB
 fsync = off
@@ -207,6 +207,13 @@ EOF
     PG_VERSION=$(psql_at "${PORT[direct]}" 'show server_version')
 }
 
+# upstream_host NAME: how instance NAME reaches PostgreSQL. Both PgBouncer and the proxy use
+# PostgreSQL's Unix socket (a proxy deployed on the database host); instances whose name
+# ends in _tcp use 127.0.0.1 instead, to show what the second TCP hop costs.
+upstream_host() {
+    if [[ $1 == *_tcp ]]; then printf '127.0.0.1'; else printf '%s' "$WORK/pg"; fi
+}
+
 # start_pgbouncer NAME: fresh PgBouncer (session mode) instance; sets PORT[NAME], PID[NAME]
 start_pgbouncer() {
     local name=$1 dir=$WORK/$1 port i pid=""
@@ -215,7 +222,7 @@ start_pgbouncer() {
     printf '"postgres" ""\n' >"$dir/userlist.txt"
     cat >"$dir/pgbouncer.ini" <<EOF
 [databases]
-postgres = host=127.0.0.1 port=${PORT[direct]} dbname=postgres user=postgres
+postgres = host=$(upstream_host "$name") port=${PORT[direct]} dbname=postgres user=postgres
 
 [pgbouncer]
 listen_addr = 127.0.0.1
@@ -261,7 +268,7 @@ start_proxy() {
     [[ $HAVE_PROXY == 1 ]] || return 0
     port=$(free_port)
     "$BINARY" --listen "127.0.0.1:$port" \
-        --upstream "host=127.0.0.1 port=${PORT[direct]} dbname=postgres user=postgres" \
+        --upstream "host=$(upstream_host "$name") port=${PORT[direct]} dbname=postgres user=postgres" \
         --max-connections 1100 "$@" ${EXTRA_PROXY_FLAGS[@]+"${EXTRA_PROXY_FLAGS[@]}"} \
         >"$WORK/$name.log" 2>&1 &
     pid=$!
@@ -417,16 +424,20 @@ start_pgbouncer pgbouncer
 TARGETS=(direct pgbouncer proxy)
 
 if has_case a; then
+    start_pgbouncer pgbouncer_tcp
     start_proxy proxy
     start_proxy proxy_policy --deny alter_system
+    start_proxy proxy_tcp
     for ((r = 1; r <= REPS; r++)); do
-        for tg in direct pgbouncer proxy proxy_policy; do
+        for tg in direct pgbouncer proxy proxy_policy pgbouncer_tcp proxy_tcp; do
             log "a. select-only: $tg rep $r/$REPS (${T}s)"
             run_pgbench "$tg" a -n -S -M simple -c 16 -j 2
         done
     done
     stop_target proxy
     stop_target proxy_policy
+    stop_target proxy_tcp
+    stop_target pgbouncer_tcp
 fi
 
 if has_case b; then
@@ -462,13 +473,15 @@ fi
 
 if has_case d; then
     start_proxy proxy
+    start_proxy proxy_tcp
     for ((r = 1; r <= REPS; r++)); do
-        for tg in "${TARGETS[@]}"; do
+        for tg in "${TARGETS[@]}" proxy_tcp; do
             log "d. connection rate (-C): $tg rep $r/$REPS (${T}s)"
             run_pgbench "$tg" d -n -S -M simple -C -c 8 -j 2
         done
     done
     stop_target proxy
+    stop_target proxy_tcp
 fi
 
 if has_case e; then
@@ -532,6 +545,11 @@ if has_case a; then
         "$rp" "$rb" "≥ 0.90× and > PgBouncer" "$(both "$(meets "$rp" '>=' 0.90)" "$gtb")"
     row "a. select-only, policy parsing on (\`--deny alter_system\`)" "TPS" "$(fmt "$d" 0)" "—" "$(fmt "$q" 0)" \
         "$(ratio "$q" "$d")" "—" "≥ 0.90× (on ÷ off: $(ratio "$q" "$p"))" "$(meets "$(ratio "$q" "$d")" '>=' 0.90)"
+    b=$(median a_tps:pgbouncer_tcp) t=$(median a_tps:proxy_tcp)
+    rp=$(ratio "$t" "$d")
+    gtb=$(awk -v p="$t" -v b="$b" 'BEGIN { if (p == "n/a" || b == "n/a") print "n/a"; else print (p > b) ? "yes" : "no" }')
+    row "a. select-only, both reaching PostgreSQL over TCP" "TPS" "$(fmt "$d" 0)" "$(fmt "$b" 0)" "$(fmt "$t" 0)" \
+        "$rp" "$(ratio "$b" "$d")" "≥ 0.90× and > PgBouncer" "$(both "$(meets "$rp" '>=' 0.90)" "$gtb")"
     d=$(median a_lat:direct) b=$(median a_lat:pgbouncer) p=$(median a_lat:proxy) q=$(median a_lat:proxy_policy)
     row "a. select-only" "mean latency ms (ratio = direct ÷ target)" "$(fmt "$d" 3)" "$(fmt "$b" 3)" "$(fmt "$p" 3)" \
         "$(ratio "$d" "$p")" "$(ratio "$d" "$b")" "—" "—"
@@ -559,6 +577,9 @@ if has_case d; then
     rp=$(ratio "$p" "$d")
     row "d. connection rate \`-S -C -c8 -j2\`" "connections/s = TPS (higher is better)" "$(fmt "$d" 0)" "$(fmt "$b" 0)" \
         "$(fmt "$p" 0)" "$rp" "$(ratio "$b" "$d")" "≥ 0.90×" "$(meets "$rp" '>=' 0.90)"
+    t=$(median d_tps:proxy_tcp) rp=$(ratio "$t" "$d")
+    row "d. connection rate, proxy reaching PostgreSQL over TCP" "connections/s" "$(fmt "$d" 0)" "—" \
+        "$(fmt "$t" 0)" "$rp" "—" "≥ 0.90×" "$(meets "$rp" '>=' 0.90)"
 fi
 if has_case e; then
     b=$(median e_mem:pgbouncer) p=$(median e_mem:proxy)
@@ -582,13 +603,16 @@ if has_case a; then
         "$(fmt "$p" 3)" "proxy ÷ PgBouncer: $rp" "—" "≤ PgBouncer (≤ 1.00×)" "$(meets "$rp" '<=' 1.00)"
     row "f. same, policy parsing on" "CPU s" "—" "$(fmt "$b" 3)" "$(fmt "$q" 3)" "proxy ÷ PgBouncer: $rq" "—" \
         "≤ PgBouncer" "$(meets "$rq" '<=' 1.00)"
+    b=$(median a_cpu:pgbouncer_tcp) t=$(median a_cpu:proxy_tcp) rt=$(ratio "$t" "$b")
+    row "f. same, both reaching PostgreSQL over TCP" "CPU s" "—" "$(fmt "$b" 3)" "$(fmt "$t" 3)" \
+        "proxy ÷ PgBouncer: $rt" "—" "≤ PgBouncer" "$(meets "$rt" '<=' 1.00)"
 fi
 
 # Per-repetition raw values, so noise is visible.
 RAW="| measurement | target | values per repetition |
 |---|---|---|"
 for key in a_tps a_lat a_cpu b_tps b_lat c1 c2 d_tps e_rss0 e_rss1 e_mem e_sel e_sel2 e_open; do
-    for tg in direct pgbouncer proxy proxy_policy; do
+    for tg in direct pgbouncer proxy proxy_policy pgbouncer_tcp proxy_tcp; do
         [[ -n ${R[$key:$tg]:-} ]] && RAW+=$'\n'"| $key | $tg | ${R[$key:$tg]% } |"
     done
 done
@@ -604,6 +628,7 @@ SECTION="## Latest run
 - date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')
 - machine: $(nproc) CPUs, ${CPU_MODEL:-unknown CPU}, kernel $(uname -r), $(awk '/MemTotal/ { printf "%.1f GiB RAM", $2 / 1048576 }' /proc/meminfo)
 - PostgreSQL ${PG_VERSION:-?} (fsync=off, shared_buffers=256MB, pgbench -i -s 10), ${BOUNCER_VERSION:-PgBouncer} (session mode, pool 100), pgwire-proxy $GITREV
+- clients always reach every target over 127.0.0.1 TCP; PgBouncer and the proxy reach PostgreSQL over its Unix socket, as when deployed on the database host, except in the rows that say TCP
 - settings: pgbench -T $T, $REPS repetition(s), median shown, targets alternated within each repetition$([[ $QUICK == 1 ]] && printf ' (QUICK smoke run — not representative)')
 - load average (1/5/15 min): $LOAD_START at start, $(cut -d' ' -f1-3 /proc/loadavg) at end — anything well above 0 at start means other work shared the machine
 - noise: pgbench, PostgreSQL and the proxy/PgBouncer share all $(nproc) cores (nothing pinned); expect run-to-run differences of several percent — compare the per-repetition values below before trusting a ratio near its target.

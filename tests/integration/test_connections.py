@@ -1,11 +1,13 @@
 """Sessions: start-up parameters, audit name, connection ceiling, upstream failures."""
 import socket
+import threading
 
 import psycopg2
+import psycopg2.errors
 import pytest
 
 from pgwp import marker
-from pgwp import BOUND, RawClient, only_error, poll, proxy_only, rows, scalar
+from pgwp import BOUND, RawClient, only_error, poll, proxy_only, rfq, rows, scalar
 
 
 
@@ -141,6 +143,45 @@ def test_right_upstream_password_works_and_is_not_logged(start_proxy):
         assert rows(c.query("select current_user")) == [("pwuser",)]
     p.stop()
     assert "sekrit-pw" not in p.log()
+
+
+@proxy_only
+def test_upstream_over_unix_socket(start_proxy, dconn):
+    """A proxy on the database host can reach PostgreSQL over its Unix socket: queries,
+    transactions, a client's cancel and the proxy's own timeout cancel all work."""
+    pg = start_proxy.pg
+    p = start_proxy("--query-timeout", "2s",
+                    dsn=f"host={pg.base} port={pg.port} dbname=postgres user=postgres")
+    app = marker("unixup")
+    with p.raw(application_name=app) as c:
+        assert rows(c.query("select 'over the socket'")) == [("over the socket",)]
+        # the backend serving the session has no client address: it came over the socket
+        assert scalar(dconn, "select count(*) from pg_stat_activity "
+                             "where application_name like %s and client_addr is null",
+                      f"%{app}%") == 1
+        assert rfq(c.query("begin")) == "T"
+        assert rfq(c.query("select 2")) == "T"
+        assert rfq(c.query("commit")) == "I"
+        err = only_error(c.query("select pg_sleep(30)"))
+        assert err["C"] == "57014" and "rule: query-timeout" in err.get("D", ""), err
+        assert rows(c.query("select 'still usable'")) == [("still usable",)]
+    conn = p.connect(autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("select pg_backend_pid()")
+            backend = cur.fetchone()[0]
+
+            def cancel_when_running():
+                poll(lambda: scalar(dconn, "select state from pg_stat_activity where pid = %s",
+                                    backend) == "active", what="the statement to run")
+                conn.cancel()
+            cancel_from_thread = threading.Thread(target=cancel_when_running, daemon=True)
+            cancel_from_thread.start()
+            with pytest.raises(psycopg2.errors.QueryCanceled):
+                cur.execute("select pg_sleep(30)")
+        cancel_from_thread.join(BOUND)
+    finally:
+        conn.close()
 
 
 def test_upstream_backend_terminated_while_idle(proxy, dconn):

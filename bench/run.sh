@@ -267,10 +267,14 @@ start_proxy() {
     shift
     [[ $HAVE_PROXY == 1 ]] || return 0
     port=$(free_port)
-    "$BINARY" --listen "127.0.0.1:$port" \
+    # In its own session, as PgBouncer's -d and a service manager give it: with the kernel's
+    # autogroup scheduling (on by default), a process in the script's session would share a
+    # scheduling group, hence a CPU share, with pgbench. setsid does not fork here (a
+    # background job is no group leader), so $! is the proxy's PID.
+    setsid "$BINARY" --listen "127.0.0.1:$port" \
         --upstream "host=$(upstream_host "$name") port=${PORT[direct]} dbname=postgres user=postgres" \
         --max-connections 1100 "$@" ${EXTRA_PROXY_FLAGS[@]+"${EXTRA_PROXY_FLAGS[@]}"} \
-        >"$WORK/$name.log" 2>&1 &
+        </dev/null >"$WORK/$name.log" 2>&1 &
     pid=$!
     OWN_PIDS+=("$pid")
     PORT[$name]=$port
@@ -629,6 +633,7 @@ SECTION="## Latest run
 - machine: $(nproc) CPUs, ${CPU_MODEL:-unknown CPU}, kernel $(uname -r), $(awk '/MemTotal/ { printf "%.1f GiB RAM", $2 / 1048576 }' /proc/meminfo)
 - PostgreSQL ${PG_VERSION:-?} (fsync=off, shared_buffers=256MB, pgbench -i -s 10), ${BOUNCER_VERSION:-PgBouncer} (session mode, pool 100), pgwire-proxy $GITREV
 - clients always reach every target over 127.0.0.1 TCP; PgBouncer and the proxy reach PostgreSQL over its Unix socket, as when deployed on the database host, except in the rows that say TCP
+- PostgreSQL, every PgBouncer and every proxy instance run in a session of their own (kernel autogroup $(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null || echo n/a)), as services would
 - settings: pgbench -T $T, $REPS repetition(s), median shown, targets alternated within each repetition$([[ $QUICK == 1 ]] && printf ' (QUICK smoke run — not representative)')
 - load average (1/5/15 min): $LOAD_START at start, $(cut -d' ' -f1-3 /proc/loadavg) at end — anything well above 0 at start means other work shared the machine
 - noise: pgbench, PostgreSQL and the proxy/PgBouncer share all $(nproc) cores (nothing pinned); expect run-to-run differences of several percent — compare the per-repetition values below before trusting a ratio near its target.

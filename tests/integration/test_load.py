@@ -1,12 +1,15 @@
 """Load and back-pressure: the connection ceiling under use, many short sessions (leak check),
 floods of silent connections, and clients that stop reading a huge result."""
+import resource
 import socket
 import threading
 import time
 
+import pytest
+
 from pgwp import marker, backends_detail as backends
-from pgwp import (BOUND, RawClient, Usage, describe, only_error, poll, proc_rss_kb, proxy_only,
-                  rows, scalar, wait_peer_closed, wait_usage_back)
+from pgwp import (BOUND, Proxy, RawClient, Usage, describe, only_error, poll, proc_rss_kb,
+                  proxy_only, rows, scalar, wait_peer_closed, wait_usage_back)
 
 pytestmark = proxy_only
 
@@ -132,6 +135,66 @@ def test_1000_sessions_leak_nothing(start_proxy, dconn):
                             what="after 1,000 sessions")
     poll(lambda: not backends(dconn, "[postgres@127.0.0.1"), what="upstream backends to go")
     print(f"1000 sessions: before {base}, after {after}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Open-file limit: two descriptors per session
+
+
+class LimitedProxy(Proxy):
+    """A proxy started under `prlimit --nofile=SOFT:HARD` (prlimit execs it: same PID)."""
+
+    def __init__(self, nofile, *args, **kw):
+        super().__init__(*args, **kw)
+        self.nofile = nofile
+
+    @property
+    def argv(self):
+        return ["prlimit", f"--nofile={self.nofile}", "--"] + super().argv
+
+
+def open_files_limit(pid):
+    """(soft, hard) "Max open files" of a process, as the kernel reports them."""
+    with open(f"/proc/{pid}/limits") as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                soft, hard = line.split()[3:5]
+                return int(soft), int(hard) if hard != "unlimited" else resource.RLIM_INFINITY
+    raise AssertionError(f"no open-file limit for {pid}")
+
+
+def limited_proxy(pg, tmp_path, nofile, max_connections):
+    dsn = f"host=127.0.0.1 port={pg.port} dbname=postgres user=postgres"
+    return LimitedProxy(nofile, ["--upstream", dsn, "--max-connections", str(max_connections)],
+                        str(tmp_path)).start()
+
+
+def test_open_file_limit_raised_for_max_connections(start_proxy, tmp_path):
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    want = 1000 * 2 + 1200  # two per session, plus room for libpq, logs and listeners
+    if hard != resource.RLIM_INFINITY and hard < want:
+        pytest.skip(f"hard open-file limit {hard} is below {want}")
+    p = limited_proxy(start_proxy.pg, tmp_path, f"256:{hard}", 1000)
+    try:
+        assert open_files_limit(p.proc.pid) == (want, hard)
+        with p.raw() as c:
+            assert rows(c.query("select 'served'")) == [("served",)]
+        assert "fd_limit" not in p.log()
+    finally:
+        assert p.stop() == []
+
+
+def test_open_file_limit_too_low_is_reported(start_proxy, tmp_path):
+    p = limited_proxy(start_proxy.pg, tmp_path, "1024:1024", 1000)
+    try:
+        assert open_files_limit(p.proc.pid) == (1024, 1024)
+        log = p.log()
+        assert "fd_limit" in log and "1024" in log and "3200" in log, log
+        assert "--max-connections 1000" in log, log
+        with p.raw() as c:  # a warning, not a refusal to run
+            assert rows(c.query("select 'served'")) == [("served",)]
+    finally:
+        assert p.stop() == []
 
 
 def open_silent(p, n):

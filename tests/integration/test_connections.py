@@ -170,16 +170,24 @@ def test_upstream_over_unix_socket(start_proxy, dconn):
         with conn.cursor() as cur:
             cur.execute("select pg_backend_pid()")
             backend = cur.fetchone()[0]
+            failed = []
 
             def cancel_when_running():
-                poll(lambda: scalar(dconn, "select state from pg_stat_activity where pid = %s",
-                                    backend) == "active", what="the statement to run")
-                conn.cancel()
-            cancel_from_thread = threading.Thread(target=cancel_when_running, daemon=True)
-            cancel_from_thread.start()
-            with pytest.raises(psycopg2.errors.QueryCanceled):
+                try:
+                    poll(lambda: scalar(dconn, "select state from pg_stat_activity "
+                                               "where pid = %s", backend) == "active",
+                         what="the statement to run")
+                    conn.cancel()
+                except BaseException as e:  # noqa: BLE001 - reported by the main thread
+                    failed.append(e)
+            canceller = threading.Thread(target=cancel_when_running, daemon=True)
+            canceller.start()
+            with pytest.raises(psycopg2.errors.QueryCanceled) as exc:
                 cur.execute("select pg_sleep(30)")
-        cancel_from_thread.join(BOUND)
+        canceller.join(BOUND)
+        assert failed == []
+        # the client's cancel, not the 2 s query timeout, ended it
+        assert "canceling statement due to user request" in str(exc.value)
     finally:
         conn.close()
 

@@ -11,9 +11,11 @@ import socket
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 
 import psycopg2
+import psycopg2.errors
 import pytest
 
 DIRECT = os.environ.get("PGWP_DIRECT") == "1"
@@ -541,6 +543,18 @@ def notices(msgs):
     return [m.fields for m in msgs if m.type == "N"]
 
 
+def startup_or_53300(p):
+    """A RawClient session on p if it is admitted; None if refused with 53300 (anything else
+    fails): for polling until a freed connection slot is seen."""
+    c = RawClient(p.host, p.port)
+    msgs = c.startup(user="postgres", database="postgres")
+    if msgs and msgs[-1].type == "Z":
+        return c
+    c.close()
+    assert only_error(msgs)["C"] == "53300", describe(msgs)
+    return None
+
+
 def only_error(msgs):
     errs = errors(msgs)
     assert len(errs) == 1, f"expected exactly one ErrorResponse: {describe(msgs)}"
@@ -642,6 +656,46 @@ def wait_active(dconn, needle, timeout=BOUND):
             r = cur.fetchone()
             return r and r[0]
     return poll(probe, timeout=timeout, what=f"an active backend named like {needle!r}")
+
+
+def cancel_in_thread(conn, dconn, app):
+    """Cancels conn's statement from another thread once a backend named like `app` runs it
+    upstream (watched over a connection of its own to dconn's DSN); returns (thread, fired):
+    fired gets the monotonic time of the cancel, or the exception that stopped it."""
+    fired = []
+    other = psycopg2.connect(dconn.dsn)
+    other.autocommit = True
+
+    def go():
+        try:
+            wait_active(other, app)
+            fired.append(time.monotonic())
+            conn.cancel()
+        except BaseException as e:  # reported by the caller
+            fired.append(e)
+        finally:
+            other.close()
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    return t, fired
+
+
+def cancel_took(t, fired, done):
+    """Joins a cancel_in_thread thread, fails if it did not cancel; returns the seconds from
+    its cancel to `done` (when the client saw the error)."""
+    t.join(BOUND)
+    assert fired and not isinstance(fired[0], BaseException), fired
+    return done - fired[0]
+
+
+def run_canceled(conn, dconn, app, sql="select pg_sleep(30)"):
+    """Runs sql on a psycopg2 connection named `app`, canceled from another thread; returns
+    (QueryCanceled exception, seconds from the cancel to the error)."""
+    t, fired = cancel_in_thread(conn, dconn, app)
+    with conn.cursor() as cur:
+        with pytest.raises(psycopg2.errors.QueryCanceled) as exc:
+            cur.execute(sql)
+    return exc.value, cancel_took(t, fired, time.monotonic())
 
 
 # ---------------------------------------------------------------------------------------------

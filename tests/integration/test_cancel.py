@@ -3,7 +3,6 @@ import shutil
 import socket
 import struct
 import subprocess
-import threading
 import time
 import uuid
 
@@ -14,41 +13,7 @@ import pytest
 
 from pgwp import marker
 from pgwp import (BOUND, CANCEL_REQUEST, PSQL, metric, poll, proxy_only, psql_env,
-                  rfq, rows, scrape, tags, wait_active, free_port)
-
-
-
-def cancel_when_active(conn, dconn, app, fired):
-    """In a thread: waits until the connection's statement runs upstream, then cancels it."""
-    def run():
-        try:
-            wait_active(dconn, app)
-            fired.append(time.monotonic())
-            conn.cancel()
-        except BaseException as e:  # reported by the main thread
-            fired.append(e)
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
-
-
-def run_canceled(conn, dconn, app, sql="select pg_sleep(30)"):
-    """Runs sql on conn, canceled from another thread; returns (exception, seconds from the
-    cancel to the error)."""
-    other = psycopg2.connect(dconn.dsn)  # wait_active's own connection: dconn is not shared
-    other.autocommit = True
-    fired = []
-    t = cancel_when_active(conn, other, app, fired)
-    try:
-        with conn.cursor() as cur:
-            with pytest.raises(psycopg2.errors.QueryCanceled) as exc:
-                cur.execute(sql)
-        done = time.monotonic()
-        t.join(BOUND)
-    finally:
-        other.close()
-    assert fired and not isinstance(fired[0], BaseException), fired
-    return exc.value, done - fired[0]
+                  rfq, rows, run_canceled, scrape, tags, wait_active, free_port)
 
 
 def test_driver_cancel_outside_transaction(proxy, dconn):

@@ -1,13 +1,12 @@
 """Sessions: start-up parameters, audit name, connection ceiling, upstream failures."""
 import socket
-import threading
 
 import psycopg2
-import psycopg2.errors
 import pytest
 
 from pgwp import marker
-from pgwp import BOUND, RawClient, only_error, poll, proxy_only, rfq, rows, scalar
+from pgwp import (BOUND, RawClient, only_error, poll, proxy_only, rfq, rows, run_canceled,
+                  scalar, startup_or_53300)
 
 
 
@@ -85,17 +84,8 @@ def test_connection_limit(start_proxy, dconn, pg):
         first.terminate()
         first.close()
 
-        def try_connect():
-            c = RawClient(p.host, p.port)
-            msgs = c.startup(user="postgres", database="postgres")
-            if msgs and msgs[-1].type == "Z":
-                return c
-            c.close()
-            assert only_error(msgs)["C"] == "53300"
-            return None
-
         # the freed slot becomes available (polled: the proxy sees the close asynchronously)
-        fresh = poll(try_connect, what="a slot to free up")
+        fresh = poll(lambda: startup_or_53300(p), what="a slot to free up")
         assert rows(fresh.query("select 3")) == [("3",)]
         fresh.close()
     finally:
@@ -165,29 +155,13 @@ def test_upstream_over_unix_socket(start_proxy, dconn):
         err = only_error(c.query("select pg_sleep(30)"))
         assert err["C"] == "57014" and "rule: query-timeout" in err.get("D", ""), err
         assert rows(c.query("select 'still usable'")) == [("still usable",)]
-    conn = p.connect(autocommit=True)
+    app = marker("unixup-cancel")
+    conn = p.connect(autocommit=True, application_name=app)
     try:
-        with conn.cursor() as cur:
-            cur.execute("select pg_backend_pid()")
-            backend = cur.fetchone()[0]
-            failed = []
-
-            def cancel_when_running():
-                try:
-                    poll(lambda: scalar(dconn, "select state from pg_stat_activity "
-                                               "where pid = %s", backend) == "active",
-                         what="the statement to run")
-                    conn.cancel()
-                except BaseException as e:  # noqa: BLE001 - reported by the main thread
-                    failed.append(e)
-            canceller = threading.Thread(target=cancel_when_running, daemon=True)
-            canceller.start()
-            with pytest.raises(psycopg2.errors.QueryCanceled) as exc:
-                cur.execute("select pg_sleep(30)")
-        canceller.join(BOUND)
-        assert failed == []
+        err, _ = run_canceled(conn, dconn, app)
         # the client's cancel, not the 2 s query timeout, ended it
-        assert "canceling statement due to user request" in str(exc.value)
+        assert err.pgcode == "57014"
+        assert "canceling statement due to user request" in str(err)
     finally:
         conn.close()
 

@@ -9,7 +9,7 @@ import pytest
 
 from pgwp import marker, backends_detail as backends
 from pgwp import (BOUND, Proxy, RawClient, Usage, describe, only_error, poll, proc_rss_kb,
-                  proxy_only, rows, scalar, wait_peer_closed, wait_usage_back)
+                  proxy_only, rows, scalar, startup_or_53300, wait_peer_closed, wait_usage_back)
 
 pytestmark = proxy_only
 
@@ -71,16 +71,7 @@ def test_max_connections_5(start_proxy, dconn):
                 assert rows(c.query(f"select {i} + 10")) == [(str(i + 10),)]
         clients.pop().close()
 
-        def sixth_gets_in():
-            c = RawClient(p.host, p.port)
-            msgs = c.startup(user="postgres", database="postgres")
-            if msgs and msgs[-1].type == "Z":
-                return c
-            c.close()
-            assert only_error(msgs)["C"] == "53300", describe(msgs)
-            return None
-
-        clients.append(poll(sixth_gets_in, what="the freed slot"))
+        clients.append(poll(lambda: startup_or_53300(p), what="the freed slot"))
         assert rows(clients[-1].query("select 'in'")) == [("in",)]
     finally:
         for c in clients:

@@ -54,6 +54,8 @@ struct cancel_job {
     bool from_client;
     struct cancel_ticket *ticket;
     struct cancel_entry *pinned; /* proxy's own cancel: entry pinned when queued */
+    bool to_peer;                /* a client's cancel for a key a peer owns (decided when */
+    struct peer peer;            /* queued), and that peer */
 };
 
 /* Jobs for a few threads. Cancels bound for a peer instance have their own queue: a peer that
@@ -324,7 +326,7 @@ enum cancel_result cancel_forward(struct cancel_table *t, uint32_t pid, uint32_t
 }
 
 static void queue_job(struct cancel_table *t, struct cancel_job *j);
-static void finish_job(struct cancel_job *j, enum cancel_result r, bool to_peer);
+static void finish_job(struct cancel_job *j, enum cancel_result r);
 
 int cancel_forward_async(struct cancel_table *t, uint32_t pid, uint32_t secret, int close_fd,
                          bool from_client)
@@ -382,14 +384,14 @@ void cancel_ticket_release(struct cancel_ticket *k)
 
 static void queue_job(struct cancel_table *t, struct cancel_job *j)
 {
-    struct peer p;
-    struct job_queue *q = j->from_client && peer_of(t, j->secret, &p) ? &t->peer : &t->local;
+    j->to_peer = j->from_client && peer_of(t, j->secret, &j->peer);
+    struct job_queue *q = j->to_peer ? &t->peer : &t->local;
     pthread_mutex_lock(&q->mu);
     if (q->max && q->n >= q->max) {
         pthread_mutex_unlock(&q->mu);
         LOG_WARN(0, "cancel_dropped", "pid=%u: %zu cancels for peers already queued", j->pid,
                  q->max);
-        finish_job(j, CANCEL_FAILED, true);
+        finish_job(j, CANCEL_FAILED);
         return;
     }
     if (q->tail)
@@ -403,7 +405,7 @@ static void queue_job(struct cancel_table *t, struct cancel_job *j)
 }
 
 /* Counts, closes the client's cancel socket, and signals the ticket of a finished job. */
-static void finish_job(struct cancel_job *j, enum cancel_result r, bool to_peer)
+static void finish_job(struct cancel_job *j, enum cancel_result r)
 {
     if (j->from_client) {
         metrics_cancel(r == CANCEL_FORWARDED     ? METRICS_CANCEL_FORWARDED
@@ -413,7 +415,7 @@ static void finish_job(struct cancel_job *j, enum cancel_result r, bool to_peer)
                  r == CANCEL_FORWARDED     ? "forwarded"
                  : r == CANCEL_UNKNOWN_KEY ? "unknown_key"
                                            : "failed",
-                 to_peer ? " (to peer)" : "");
+                 j->to_peer ? " (to peer)" : "");
     }
     if (j->close_fd >= 0)
         close(j->close_fd);
@@ -448,11 +450,9 @@ static void *cancel_thread(void *arg)
         pthread_mutex_unlock(&q->mu);
         if (!j)
             return NULL;
-        struct peer p;
-        bool to_peer = j->from_client && peer_of(t, j->secret, &p);
-        enum cancel_result r = to_peer     ? forward_to_peer(&p, j->pid, j->secret)
+        enum cancel_result r = j->to_peer  ? forward_to_peer(&j->peer, j->pid, j->secret)
                                : j->pinned ? forward_pinned(t, j->pinned)
                                            : cancel_forward(t, j->pid, j->secret);
-        finish_job(j, r, to_peer);
+        finish_job(j, r);
     }
 }

@@ -348,7 +348,6 @@ static const char *level_name(enum level lvl, char *buf, size_t len, const char 
     return buf;
 }
 
-/* Applies one value at a precedence level; lower levels never override higher ones. */
 /* Parses a single-valued option into its field; -EINVAL leaves the field as it was. */
 static int parse_scalar(const struct opt *o, struct config *c, const char *val)
 {
@@ -396,6 +395,7 @@ static int parse_scalar(const struct opt *o, struct config *c, const char *val)
     return -EINVAL;
 }
 
+/* Applies one value at a precedence level; lower levels never override higher ones. */
 static int apply(struct loader *l, size_t idx, const char *val, enum level lvl)
 {
     const struct opt *o = &opts[idx];

@@ -431,9 +431,6 @@ static enum session_end client_message(struct session *s, uint8_t *msg, size_t t
     }
 }
 
-/* Handles every complete message buffered from the client while no statement runs. The message
- * at the front of cbuf is handled, then removed - except a forwarded Query, which stays until its
- * ReadyForQuery (the audit record reads its text). */
 /* Removes the first n bytes of cbuf, and gives back a buffer grown for a huge message. */
 static void consume_client(struct session *s, size_t n)
 {
@@ -450,6 +447,9 @@ static void consume_client(struct session *s, size_t n)
     }
 }
 
+/* Handles every complete message buffered from the client while no statement runs. The message
+ * at the front of cbuf is handled, then removed - except a forwarded Query, which stays until its
+ * ReadyForQuery (the audit record reads its text). */
 static enum session_end process_client(struct session *s)
 {
     uint32_t max =

@@ -135,6 +135,15 @@ static void reap(struct worker *w)
     }
 }
 
+/* A session that stopped with work left (s->requeue) runs again after the other ready ones. */
+static void requeue_if_asked(struct worker *w, struct session *s)
+{
+    if (s->requeue && s->phase != PH_DONE) {
+        s->requeue = false;
+        mark_ready(w, s);
+    }
+}
+
 static void scan_timers(struct worker *w, bool shutdown)
 {
     int64_t now = netio_now_ms();
@@ -142,10 +151,7 @@ static void scan_timers(struct worker *w, bool shutdown)
         if (shutdown)
             s->shutdown_seen = true;
         session_timers(s, now);
-        if (s->requeue && s->phase != PH_DONE) {
-            s->requeue = false;
-            mark_ready(w, s);
-        }
+        requeue_if_asked(w, s);
     }
 }
 
@@ -184,10 +190,7 @@ static void *worker_main(void *arg)
             s->queued = false;
             session_drive(s);
             any_done |= s->phase == PH_DONE;
-            if (s->requeue && s->phase != PH_DONE) {
-                s->requeue = false;
-                mark_ready(w, s);
-            }
+            requeue_if_asked(w, s);
         }
         int64_t now = netio_now_ms();
         if (shutdown_now || now - last_scan >= TICK_MS) {

@@ -1,9 +1,9 @@
 #include "audit.h"
+#include "guard.h"
 #include "log.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <pg_query.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,21 +68,12 @@ void audit_write(struct audit_log *a, const struct audit_record *r)
 {
     const char *sql = r->sql;
     size_t sql_len = r->sql_len;
-    PgQueryNormalizeResult norm = {0};
-    bool normalized = false;
+    char *redacted = NULL;
     if (a->redact) {
-        char *copy = strndup(r->sql, r->sql_len);
-        if (copy) {
-            norm = pg_query_normalize(copy);
-            free(copy);
-            normalized = true;
-            if (!norm.error && norm.normalized_query) {
-                sql = norm.normalized_query;
-                sql_len = strlen(sql);
-            } else {
-                sql = "<unparsable statement redacted>";
-                sql_len = strlen(sql);
-            }
+        redacted = guard_redact(r->sql, r->sql_len, 0);
+        if (redacted) {
+            sql = redacted;
+            sql_len = strlen(sql);
         }
     }
     char *esql = escaped(sql, sql_len);
@@ -115,6 +106,5 @@ void audit_write(struct audit_log *a, const struct audit_record *r)
     free(eapp);
     free(euser);
     free(edb);
-    if (normalized)
-        pg_query_free_normalize_result(norm);
+    free(redacted);
 }

@@ -63,6 +63,16 @@ const char *const *guard_kind_names(void);
  * or NULL when it is safe. */
 const char *guard_unsafe_setting(const char *name, const char *value);
 
+/* Stack a thread needs to parse, normalize or fingerprint any text of up to max_parse bytes:
+ * libpg_query recurses once per nesting level and checks no stack depth of its own. */
+size_t guard_parse_stack_bytes(size_t max_parse);
+
+/* The statement text an audit record shows under --audit-redact: literals replaced by $n.
+ * Texts over max_parse bytes (0 = no bound) or that do not parse are replaced by a marker.
+ * Parses: call it on a thread with guard_parse_stack_bytes(max_parse) of stack. Returns a
+ * malloc'd string, or NULL when out of memory. */
+char *guard_redact(const char *sql, size_t len, size_t max_parse);
+
 /* --- budgets: per statement, counted on DataRow messages --- */
 enum guard_limit { GUARD_LIMIT_NONE = 0, GUARD_LIMIT_ROWS, GUARD_LIMIT_BYTES };
 

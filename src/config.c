@@ -21,7 +21,8 @@ enum opt_type {
     OPT_BOOL,
     OPT_LIST,
     OPT_ENUM,
-    OPT_LISTEN
+    OPT_LISTEN,
+    OPT_MODE
 };
 
 struct opt {
@@ -46,6 +47,10 @@ static const char *const tls_ver_choices[] = {"1.2", "1.3", NULL};
 static const struct opt opts[] = {
     {"listen", OPT_LISTEN, OFF(listen_host), NULL, 0, 0, "HOST:PORT",
      "address to accept clients on (default 127.0.0.1:5433)"},
+    {"unix-socket-dir", OPT_STR, OFF(unix_socket_dir), NULL, 0, 0, "DIR",
+     "also accept clients on the Unix socket DIR/.s.PGSQL.<port>, like PostgreSQL (default off)"},
+    {"unix-socket-mode", OPT_MODE, OFF(unix_socket_mode), NULL, 0, 0777, "MODE",
+     "permissions of that socket, in octal (default 0777)"},
     {"upstream", OPT_STR, OFF(upstream_dsn), NULL, 0, 0, "DSN",
      "upstream PostgreSQL as a libpq conninfo string or URI (required)"},
     {"max-connections", OPT_INT, OFF(max_connections), NULL, 1, 100000, "N",
@@ -62,6 +67,12 @@ static const struct opt opts[] = {
      "on SIGTERM, how long open statements and transactions may finish (default 30s)"},
     {"client-write-timeout", OPT_DURATION, OFF(client_write_timeout_ms), NULL, 0, 0, "DURATION",
      "close a client that accepts no result bytes for this long; 0 = off (default 60s)"},
+    {"cancel-grace", OPT_DURATION, OFF(cancel_grace_ms), NULL, 0, 0, "DURATION",
+     "how long a canceled statement may take to end before its backend is terminated "
+     "(default 10s)"},
+    {"max-client-memory", OPT_SIZE, OFF(max_client_memory), NULL, 0, 0, "SIZE",
+     "memory all sessions together may hold in buffered client messages; 0 = off "
+     "(default 256MB)"},
     {"max-rows", OPT_SIZE, OFF(max_rows), NULL, 0, 0, "N",
      "rows one statement may return; 0 = off (default 10000)"},
     {"max-bytes", OPT_SIZE, OFF(max_bytes), NULL, 0, 0, "SIZE",
@@ -129,6 +140,9 @@ void config_defaults(struct config *c)
     c->startup_timeout_ms = 10000;
     c->shutdown_timeout_ms = 30000;
     c->client_write_timeout_ms = 60000;
+    c->cancel_grace_ms = 10000;
+    c->max_client_memory = 256ull * 1000 * 1000;
+    c->unix_socket_mode = 0777;
     c->max_rows = 10000;
     c->max_bytes = 100ull * 1000 * 1000;
     c->max_message_bytes = 64ull * 1000 * 1000;
@@ -302,6 +316,8 @@ static const char *accepted_form(const struct opt *o, char *buf, size_t len)
         return "on/off, true/false, yes/no or 1/0";
     case OPT_LISTEN:
         return "HOST:PORT such as 127.0.0.1:5433";
+    case OPT_MODE:
+        return "octal permissions from 0000 to 0777 such as 0770";
     case OPT_INT:
         snprintf(buf, len, "a whole number from %ld to %ld", o->min, o->max);
         return buf;
@@ -388,6 +404,15 @@ static int parse_scalar(const struct opt *o, struct config *c, const char *val)
         return -EINVAL;
     case OPT_LISTEN:
         return config_parse_hostport(val, c->listen_host, sizeof(c->listen_host), &c->listen_port);
+    case OPT_MODE: {
+        char *end = NULL;
+        errno = 0;
+        long v = strtol(val, &end, 8);
+        if (errno || end == val || *end || v < o->min || v > o->max)
+            return -EINVAL;
+        *(int *)field = (int)v;
+        return 0;
+    }
     case OPT_STR:
     case OPT_LIST:
         break;

@@ -15,14 +15,18 @@ enum config_log_format { CONFIG_LOG_TEXT, CONFIG_LOG_JSON };
 struct config {
     char listen_host[256];
     int listen_port;
+    char *unix_socket_dir; /* NULL = no Unix-domain socket */
+    int unix_socket_mode;  /* permissions of the socket file */
     char *upstream_dsn;
     int max_connections;
-    int workers;                 /* event-loop threads; 0 = one per CPU */
+    int workers;                 /* event-loop threads; 0 = one per two CPUs */
     uint64_t query_timeout_ms;   /* 0 = off */
     uint64_t idle_tx_timeout_ms; /* 0 = off (upstream default) */
     uint64_t startup_timeout_ms;
     uint64_t shutdown_timeout_ms;
     uint64_t client_write_timeout_ms; /* client accepts no bytes for this long: closed */
+    uint64_t cancel_grace_ms;         /* a canceled statement must end this soon */
+    uint64_t max_client_memory;       /* all sessions' buffered client messages; 0 = off */
     uint64_t max_rows;                /* 0 = off */
     uint64_t max_bytes;               /* 0 = off */
     uint64_t max_message_bytes;       /* largest client message accepted */

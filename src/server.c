@@ -1,17 +1,20 @@
+/* The process: configuration generations, listeners and accept (on the main thread, with
+ * signals through a signalfd), reload, and shutdown orchestration. */
 #include "server.h"
-#include "audit.h"
 #include "cancel.h"
-#include "guard.h"
+#include "conn.h"
 #include "http.h"
+#include "listen.h"
 #include "log.h"
 #include "netio.h"
+#include "reaper.h"
+#include "runtime.h"
 #include "session.h"
-#include "tls.h"
 #include "worker.h"
 
 #include <errno.h>
 #include <libpq-fe.h>
-#include <netdb.h>
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -20,120 +23,64 @@
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
-#define MAX_LISTENERS 8
+#define WORKER_STACK_SIZE  (64u << 20) /* backs the policy parser's recursion */
+#define ACCEPT_BATCH       64
+#define ACCEPT_BACKOFF_MIN 50   /* ms without accepting after EMFILE/ENFILE ... */
+#define ACCEPT_BACKOFF_MAX 1000 /* ... doubling up to this */
+#define ACCEPT_LOG_EVERY   10000
 
-struct runtime *server_runtime_new(struct config *cfg, char *err, size_t errlen)
+struct server {
+    int argc;
+    char **argv;
+    struct runtimes runtimes;
+    struct cancel_table *cancels;
+    struct reaper *reaper;
+    struct conn_mem client_mem;
+    struct session_counts counts;
+    struct shutdown_state shutdown;
+    atomic_ullong next_id;
+    int shutdown_efd;
+    struct worker_pool *workers;
+    int lfds[LISTEN_MAX_TCP + 1];
+    int nl;
+    struct listen_unix unix_sock;
+    int64_t accept_paused_until, accept_backoff_ms, accept_logged_ms;
+    unsigned long accept_failures;
+};
+
+static void apply_limits(struct server *srv, const struct config *c)
 {
-    struct runtime *rt = calloc(1, sizeof(*rt));
-    if (!rt) {
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
-    rt->cfg = *cfg;
-    memset(cfg, 0, sizeof(*cfg)); /* ownership moved */
-    atomic_init(&rt->refs, 1);
-    rt->policy = guard_policy_new((const char *const *)rt->cfg.deny, rt->cfg.ndeny,
-                                  (const char *const *)rt->cfg.allow, rt->cfg.nallow,
-                                  rt->cfg.read_only, err, errlen);
-    if (!rt->policy)
-        goto fail;
-    if (rt->cfg.tls_cert) {
-        rt->tls = tls_ctx_new(&rt->cfg, err, errlen);
-        if (!rt->tls)
-            goto fail;
-    }
-    if (rt->cfg.audit_log) {
-        rt->audit = audit_open(rt->cfg.audit_log, rt->cfg.audit_redact, err, errlen);
-        if (!rt->audit)
-            goto fail;
-    }
-    return rt;
-fail:
-    server_runtime_release(rt);
-    return NULL;
+    atomic_store(&srv->client_mem.limit, (size_t)c->max_client_memory);
 }
 
-void server_runtime_release(struct runtime *rt)
+static void close_listeners(struct server *srv)
 {
-    if (!rt || atomic_fetch_sub(&rt->refs, 1) != 1)
-        return;
-    guard_policy_free(rt->policy);
-    tls_ctx_free(rt->tls);
-    audit_close(rt->audit);
-    config_free(&rt->cfg);
-    free(rt);
+    for (int i = 0; i < srv->nl; i++)
+        if (srv->lfds[i] != srv->unix_sock.fd)
+            close(srv->lfds[i]);
+    srv->nl = 0;
+    listen_unix_close(&srv->unix_sock);
 }
 
-struct runtime *server_runtime_acquire(struct server *srv)
+static void start_shutdown(struct server *srv, bool immediate)
 {
-    pthread_mutex_lock(&srv->rt_mu);
-    struct runtime *rt = srv->rt;
-    atomic_fetch_add(&rt->refs, 1);
-    pthread_mutex_unlock(&srv->rt_mu);
-    return rt;
-}
-
-static int open_listeners(const struct config *cfg, int *fds, int *nfds, char *err, size_t errlen)
-{
-    struct addrinfo hints = {
-        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
-    struct addrinfo *res = NULL;
-    char port[16];
-    snprintf(port, sizeof(port), "%d", cfg->listen_port);
-    int rc = getaddrinfo(cfg->listen_host, port, &hints, &res);
-    if (rc) {
-        snprintf(err, errlen, "cannot resolve --listen host '%s': %s", cfg->listen_host,
-                 gai_strerror(rc));
-        return -1;
-    }
-    *nfds = 0;
-    int last_errno = 0;
-    for (struct addrinfo *ai = res; ai && *nfds < MAX_LISTENERS; ai = ai->ai_next) {
-        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-            continue;
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (ai->ai_family == AF_INET6)
-            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) || listen(fd, 1024)) {
-            last_errno = errno;
-            close(fd);
-            continue;
-        }
-        fds[(*nfds)++] = fd;
-    }
-    freeaddrinfo(res);
-    if (*nfds == 0) {
-        snprintf(err, errlen, "cannot listen on %s:%d: %s", cfg->listen_host, cfg->listen_port,
-                 strerror(last_errno ? last_errno : EADDRNOTAVAIL));
-        return -1;
-    }
-    return 0;
-}
-
-static void start_shutdown(struct server *srv, int *lfds, int *nl, bool immediate)
-{
-    int cur = atomic_load(&srv->shutting_down);
-    if (cur == SERVER_RUNNING) {
-        for (int i = 0; i < *nl; i++)
-            close(lfds[i]);
-        *nl = 0;
-    }
-    if (immediate || cur != SERVER_RUNNING) {
-        atomic_store(&srv->shutdown_deadline_ms, netio_now_ms());
-        atomic_store(&srv->shutting_down, SERVER_IMMEDIATE);
+    int cur = atomic_load(&srv->shutdown.mode);
+    if (cur == SHUTDOWN_NONE)
+        close_listeners(srv);
+    if (immediate || cur != SHUTDOWN_NONE) {
+        atomic_store(&srv->shutdown.deadline_ms, netio_now_ms());
+        atomic_store(&srv->shutdown.mode, SHUTDOWN_NOW);
         LOG_WARN(0, "shutdown_immediate", "closing every session now");
     } else {
-        const struct config *cfg = &srv->rt->cfg;
-        atomic_store(&srv->shutdown_deadline_ms,
-                     netio_now_ms() + (int64_t)cfg->shutdown_timeout_ms);
-        atomic_store(&srv->shutting_down, SERVER_DRAINING);
+        struct runtime *rt = runtimes_acquire(&srv->runtimes);
+        uint64_t grace = rt->cfg.shutdown_timeout_ms;
+        runtime_release(rt);
+        atomic_store(&srv->shutdown.deadline_ms, netio_now_ms() + (int64_t)grace);
+        atomic_store(&srv->shutdown.mode, SHUTDOWN_DRAIN);
         LOG_INFO(0, "shutdown_started", "draining %d sessions for up to %llums",
-                 atomic_load(&srv->admitted), (unsigned long long)cfg->shutdown_timeout_ms);
+                 atomic_load(&srv->counts.admitted), (unsigned long long)grace);
     }
     uint64_t one = 1;
     ssize_t w = write(srv->shutdown_efd, &one, sizeof(one));
@@ -148,90 +95,84 @@ static void reload(struct server *srv)
         LOG_ERROR(0, "reload_failed", "keeping the running configuration: %s", err);
         return;
     }
-    struct runtime *rt = server_runtime_new(&cfg, err, sizeof(err));
+    struct runtime *rt = runtime_new(&cfg, err, sizeof(err));
     if (!rt) {
         config_free(&cfg);
         LOG_ERROR(0, "reload_failed", "keeping the running configuration: %s", err);
         return;
     }
-    pthread_mutex_lock(&srv->rt_mu);
-    struct runtime *old = srv->rt;
-    if (strcmp(old->cfg.listen_host, rt->cfg.listen_host) ||
-        old->cfg.listen_port != rt->cfg.listen_port)
+    struct runtime *cur = runtimes_acquire(&srv->runtimes);
+    if (strcmp(cur->cfg.listen_host, rt->cfg.listen_host) ||
+        cur->cfg.listen_port != rt->cfg.listen_port)
         LOG_WARN(0, "reload_partial", "--listen changes need a restart; still listening on %s:%d",
-                 old->cfg.listen_host, old->cfg.listen_port);
-    rt->gen = old->gen + 1;
+                 cur->cfg.listen_host, cur->cfg.listen_port);
+    runtime_release(cur);
     cancel_set_peers(srv->cancels, rt->cfg.peer_id, rt->cfg.peers, rt->cfg.npeers);
-    srv->rt = rt;
-    atomic_store(&srv->rt_gen, rt->gen);
-    pthread_mutex_unlock(&srv->rt_mu);
+    apply_limits(srv, &rt->cfg);
     log_setup(rt->cfg.log_level, rt->cfg.log_format == CONFIG_LOG_JSON);
-    server_runtime_release(old);
-    LOG_INFO(0, "reloaded", "configuration generation %u in force", rt->gen);
+    unsigned gen;
+    struct runtime *old = runtimes_install(&srv->runtimes, rt);
+    gen = rt->gen;
+    runtime_release(old);
+    LOG_INFO(0, "reloaded", "configuration generation %u in force", gen);
 }
 
 static int health(void *arg)
 {
     struct server *srv = arg;
-    if (atomic_load(&srv->shutting_down) != SERVER_RUNNING)
+    if (atomic_load(&srv->shutdown.mode) != SHUTDOWN_NONE)
         return 0;
-    struct runtime *rt = server_runtime_acquire(srv);
+    struct runtime *rt = runtimes_acquire(&srv->runtimes);
     const char *keys[] = {"dbname", "connect_timeout", NULL};
     const char *vals[] = {rt->cfg.upstream_dsn, "3", NULL};
     int ok = PQpingParams(keys, vals, 1) == PQPING_OK;
-    server_runtime_release(rt);
+    runtime_release(rt);
     return ok;
+}
+
+/* At the descriptor limit accept fails at once and would be retried at once: the listeners
+ * rest a while instead (existing sessions go on), and the failure is logged now and then. */
+static void accept_failed(struct server *srv, int err)
+{
+    int64_t now = netio_now_ms();
+    srv->accept_failures++;
+    if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+        srv->accept_backoff_ms =
+            srv->accept_backoff_ms ? srv->accept_backoff_ms * 2 : ACCEPT_BACKOFF_MIN;
+        if (srv->accept_backoff_ms > ACCEPT_BACKOFF_MAX)
+            srv->accept_backoff_ms = ACCEPT_BACKOFF_MAX;
+        srv->accept_paused_until = now + srv->accept_backoff_ms;
+    }
+    if (!srv->accept_logged_ms || now - srv->accept_logged_ms >= ACCEPT_LOG_EVERY) {
+        LOG_WARN(0, "accept_failed", "%s (%lu failures; not accepting for %lldms)", strerror(err),
+                 srv->accept_failures, (long long)srv->accept_backoff_ms);
+        srv->accept_logged_ms = now;
+        srv->accept_failures = 0;
+    }
 }
 
 static void accept_all(struct server *srv, int lfd)
 {
-    for (int i = 0; i < 64; i++) {
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
         struct sockaddr_storage peer;
-        socklen_t plen = sizeof(peer);
-        int fd = accept4(lfd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = listen_accept(lfd, &peer);
         if (fd < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-                LOG_WARN(0, "accept_failed", "%s", strerror(errno));
+            if (fd != -EAGAIN && fd != -EWOULDBLOCK && fd != -EINTR && fd != -ECONNABORTED)
+                accept_failed(srv, -fd);
             return;
         }
-        /* Threads not yet admitted (startup in progress) are bounded too, so a flood of
-         * silent connections cannot exhaust the process. */
-        int cap = srv->rt->cfg.max_connections * 2 + 1000;
-        if (atomic_load(&srv->live) >= cap) {
+        srv->accept_backoff_ms = 0;
+        /* sessions not yet admitted (startup in progress) are bounded too, so a flood of
+         * silent connections cannot exhaust the process */
+        struct runtime *rt = runtimes_acquire(&srv->runtimes);
+        int cap = rt->cfg.max_connections * 2 + 1000;
+        runtime_release(rt);
+        if (atomic_load(&srv->counts.live) >= cap) {
             LOG_WARN(0, "connection_dropped", "too many connections in startup (%d)", cap);
             close(fd);
             continue;
         }
-        int rc = session_spawn(srv, fd, &peer);
-        if (rc)
-            LOG_ERROR(0, "session_spawn_failed", "%s", strerror(-rc));
-    }
-}
-
-static int wait_sessions(struct server *srv)
-{
-    /* sessions end on their own once drained; bound the wait in case one is stuck in I/O */
-    for (;;) {
-        pthread_mutex_lock(&srv->mu);
-        int n = atomic_load(&srv->live);
-        if (n > 0) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 100 * 1000000;
-            if (ts.tv_nsec >= 1000000000) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000;
-            }
-            pthread_cond_timedwait(&srv->all_gone, &srv->mu, &ts);
-        }
-        n = atomic_load(&srv->live);
-        pthread_mutex_unlock(&srv->mu);
-        if (n == 0)
-            return 0;
-        if (netio_now_ms() > atomic_load(&srv->shutdown_deadline_ms) + 5000) {
-            LOG_WARN(0, "shutdown_forced", "%d sessions did not close in time", n);
-            return 0;
-        }
+        worker_pool_assign(srv->workers, fd, &peer);
     }
 }
 
@@ -269,20 +210,61 @@ static int signal_setup(void)
     return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 }
 
-/* Returns false when the loop should stop accepting and drain. */
-static void handle_signals(struct server *srv, int sfd, int *lfds, int *nl)
+static void handle_signals(struct server *srv, int sfd)
 {
     struct signalfd_siginfo si;
     while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-        switch (si.ssi_signo) {
-        case SIGHUP:
+        if (si.ssi_signo == SIGHUP)
             reload(srv);
+        else
+            start_shutdown(srv, si.ssi_signo == SIGQUIT);
+    }
+}
+
+static int open_listeners(struct server *srv, const struct config *c, char *err, size_t errlen)
+{
+    int n =
+        listen_tcp(c->listen_host, c->listen_port, 1024, srv->lfds, LISTEN_MAX_TCP, err, errlen);
+    if (n < 0)
+        return -1;
+    srv->nl = n;
+    if (c->unix_socket_dir) {
+        if (listen_unix(c->unix_socket_dir, c->listen_port, (unsigned)c->unix_socket_mode, 1024,
+                        &srv->unix_sock, err, errlen))
+            return -1;
+        srv->lfds[srv->nl++] = srv->unix_sock.fd;
+    }
+    return 0;
+}
+
+/* Accepts and reads signals until shutdown starts, then waits for the sessions to end (a
+ * second signal makes it immediate). */
+static void main_loop(struct server *srv, int sfd)
+{
+    while (atomic_load(&srv->shutdown.mode) == SHUTDOWN_NONE) {
+        struct pollfd p[LISTEN_MAX_TCP + 2];
+        int64_t now = netio_now_ms();
+        bool paused = now < srv->accept_paused_until;
+        p[0] = (struct pollfd){.fd = sfd, .events = POLLIN};
+        for (int i = 0; i < srv->nl; i++)
+            p[i + 1] = (struct pollfd){.fd = srv->lfds[i], .events = paused ? 0 : POLLIN};
+        int rc = poll(p, (nfds_t)srv->nl + 1, paused ? (int)(srv->accept_paused_until - now) : -1);
+        if (rc < 0 && errno != EINTR)
             break;
-        case SIGQUIT:
-            start_shutdown(srv, lfds, nl, true);
-            break;
-        default:
-            start_shutdown(srv, lfds, nl, false);
+        if (p[0].revents & POLLIN)
+            handle_signals(srv, sfd);
+        for (int i = 0; i < srv->nl && atomic_load(&srv->shutdown.mode) == SHUTDOWN_NONE; i++)
+            if (p[i + 1].revents & POLLIN)
+                accept_all(srv, srv->lfds[i]);
+    }
+    while (atomic_load(&srv->counts.live) > 0) {
+        struct pollfd p = {.fd = sfd, .events = POLLIN};
+        if (poll(&p, 1, 100) > 0)
+            handle_signals(srv, sfd);
+        int64_t deadline = atomic_load(&srv->shutdown.deadline_ms);
+        if (netio_now_ms() > deadline + 15000) {
+            LOG_WARN(0, "shutdown_forced", "%d sessions did not close in time",
+                     atomic_load(&srv->counts.live));
             break;
         }
     }
@@ -290,25 +272,30 @@ static void handle_signals(struct server *srv, int sfd, int *lfds, int *nl)
 
 int server_run(struct config *cfg, int argc, char **argv)
 {
-    struct server srv = {.argc = argc, .argv = argv};
-    int lfds[MAX_LISTENERS], nl = 0, exit_code = 1, sfd = -1;
+    struct server srv = {.argc = argc, .argv = argv, .shutdown_efd = -1};
+    int exit_code = 1, sfd = -1;
     struct http_server *http = NULL;
     char err[512];
+    srv.unix_sock.fd = -1;
     log_setup(cfg->log_level, cfg->log_format == CONFIG_LOG_JSON);
-    pthread_mutex_init(&srv.rt_mu, NULL);
-    pthread_mutex_init(&srv.mu, NULL);
-    pthread_cond_init(&srv.all_gone, NULL);
+    /* large buffers are mapped directly and given back when freed, instead of staying in the
+     * heap once glibc's adaptive threshold has grown past them */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
     sfd = signal_setup(); /* before any thread starts, so all inherit the blocked mask */
     srv.shutdown_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     srv.cancels = cancel_table_new();
-    srv.rt = server_runtime_new(cfg, err, sizeof(err));
-    if (!srv.rt || srv.shutdown_efd < 0 || !srv.cancels || sfd < 0) {
-        fprintf(stderr, "pgwire-proxy: %s\n", srv.rt ? strerror(errno) : err);
-        if (!srv.rt)
+    srv.reaper = reaper_new();
+    struct runtime *rt = runtime_new(cfg, err, sizeof(err));
+    if (!rt || srv.shutdown_efd < 0 || !srv.cancels || !srv.reaper || sfd < 0) {
+        fprintf(stderr, "pgwire-proxy: %s\n", rt ? strerror(errno) : err);
+        if (!rt)
             exit_code = 2; /* TLS files, audit log path: the configuration is unusable */
         goto out;
     }
-    const struct config *c = &srv.rt->cfg;
+    rt->gen = 1;
+    runtimes_init(&srv.runtimes, rt);
+    const struct config *c = &rt->cfg;
+    apply_limits(&srv, c);
     raise_fd_limit(c);
     cancel_set_peers(srv.cancels, c->peer_id, c->peers, c->npeers);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -316,12 +303,20 @@ int server_run(struct config *cfg, int argc, char **argv)
      * PostgreSQL, and fewer loops batch more events per wake-up: on 2 CPUs one worker costs
      * ~20% less CPU per query than two (bench/RESULTS.md). */
     int nw = c->workers > 0 ? c->workers : (ncpu >= 4 ? (int)(ncpu / 2) : 1);
-    int rcw = worker_pool_start(&srv, nw);
-    if (rcw) {
-        fprintf(stderr, "pgwire-proxy: cannot start workers: %s\n", strerror(-rcw));
+    struct session_env env = {.runtimes = &srv.runtimes,
+                              .cancels = srv.cancels,
+                              .client_mem = &srv.client_mem,
+                              .reaper = srv.reaper,
+                              .counts = &srv.counts,
+                              .shutdown = &srv.shutdown,
+                              .next_id = &srv.next_id};
+    srv.workers =
+        worker_pool_start(nw, &env, srv.shutdown_efd, WORKER_STACK_SIZE, err, sizeof(err));
+    if (!srv.workers) {
+        fprintf(stderr, "pgwire-proxy: %s\n", err);
         goto out;
     }
-    if (open_listeners(c, lfds, &nl, err, sizeof(err))) {
+    if (open_listeners(&srv, c, err, sizeof(err))) {
         fprintf(stderr, "pgwire-proxy: %s\n", err);
         goto out;
     }
@@ -336,54 +331,33 @@ int server_run(struct config *cfg, int argc, char **argv)
         }
     }
     char *dsn = config_redact_dsn(c->upstream_dsn);
-    LOG_INFO(0, "listening", "on %s:%d, upstream '%s', max %d connections", c->listen_host,
-             c->listen_port, dsn ? dsn : "?", c->max_connections);
+    LOG_INFO(0, "listening", "on %s:%d%s%s, upstream '%s', max %d connections", c->listen_host,
+             c->listen_port, srv.unix_sock.fd >= 0 ? " and " : "",
+             srv.unix_sock.fd >= 0 ? srv.unix_sock.path : "", dsn ? dsn : "?", c->max_connections);
     free(dsn);
-    while (atomic_load(&srv.shutting_down) == SERVER_RUNNING) {
-        struct pollfd p[MAX_LISTENERS + 1];
-        p[0] = (struct pollfd){.fd = sfd, .events = POLLIN};
-        for (int i = 0; i < nl; i++)
-            p[i + 1] = (struct pollfd){.fd = lfds[i], .events = POLLIN};
-        int rc = poll(p, (nfds_t)nl + 1, -1);
-        if (rc < 0 && errno != EINTR)
-            break;
-        if (p[0].revents & POLLIN)
-            handle_signals(&srv, sfd, lfds, &nl);
-        for (int i = 0; i < nl; i++)
-            if (p[i + 1].revents & POLLIN)
-                accept_all(&srv, lfds[i]);
-    }
-    /* draining: keep reading signals (a second one means now) until sessions are gone */
-    while (atomic_load(&srv.live) > 0) {
-        struct pollfd p = {.fd = sfd, .events = POLLIN};
-        if (poll(&p, 1, 100) > 0)
-            handle_signals(&srv, sfd, lfds, &nl);
-        if (atomic_load(&srv.shutting_down) == SERVER_IMMEDIATE ||
-            netio_now_ms() > atomic_load(&srv.shutdown_deadline_ms)) {
-            wait_sessions(&srv);
-            break;
-        }
-    }
+    main_loop(&srv, sfd);
     LOG_INFO(0, "shutdown_complete", "bye");
     exit_code = 0;
 out:
-    if (srv.nworkers) {
-        if (atomic_load(&srv.shutting_down) == SERVER_RUNNING)
-            start_shutdown(&srv, lfds, &nl, true);
-        if (atomic_load(&srv.live) == 0) {
+    if (srv.workers) {
+        if (atomic_load(&srv.shutdown.mode) == SHUTDOWN_NONE)
+            start_shutdown(&srv, true);
+        if (atomic_load(&srv.counts.live) == 0) {
             /* cancel jobs write to the workers' eventfds: finish them before those close */
             cancel_table_free(srv.cancels);
             srv.cancels = NULL;
-            worker_pool_join(&srv);
+            worker_pool_join(srv.workers);
+            srv.workers = NULL;
         }
     }
     http_stop(http);
-    for (int i = 0; i < nl; i++)
-        close(lfds[i]);
+    close_listeners(&srv);
     if (sfd >= 0)
         close(sfd);
-    if (atomic_load(&srv.live) == 0) {
-        server_runtime_release(srv.rt);
+    if (!srv.workers) {
+        reaper_free(srv.reaper);
+        if (srv.runtimes.cur)
+            runtime_release(srv.runtimes.cur);
         cancel_table_free(srv.cancels);
     }
     return exit_code;

@@ -1,33 +1,66 @@
-/* Per-client session: startup, admission, upstream hand-over and the relay loop. */
+/* One client session: startup, admission, the upstream connection, the relay, and the one
+ * cleanup path that reads the end reason. A session lives on one event loop and is touched
+ * only by that loop's thread; what it shares with the rest of the process comes through a
+ * narrow environment. */
 #ifndef PGWP_SESSION_H
 #define PGWP_SESSION_H
 
+#include "end.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
-struct server;
+struct cancel_table;
+struct conn_mem;
+struct loop;
+struct reaper;
+struct runtimes;
+struct session;
 
-/* Why a session ended; one cleanup path reads it. */
-enum session_end {
-    SE_NONE = 0,
-    SE_CLIENT_EXIT,     /* Terminate message */
-    SE_CLIENT_EOF,      /* client closed the socket */
-    SE_CLIENT_ERROR,    /* socket error / write failed */
-    SE_CLIENT_STALLED,  /* client stopped reading results */
-    SE_PROTOCOL,        /* malformed input from the client */
-    SE_STARTUP_TIMEOUT, /* no complete startup in time */
-    SE_CANCEL_REQUEST,  /* connection only carried a CancelRequest */
-    SE_REJECTED,        /* connection limit, TLS required, bad startup */
-    SE_UPSTREAM_CONNECT,
-    SE_UPSTREAM_LOST,
-    SE_SHUTDOWN,
-    SE_INTERNAL,
+enum shutdown_mode { SHUTDOWN_NONE = 0, SHUTDOWN_DRAIN = 1, SHUTDOWN_NOW = 2 };
+
+struct shutdown_state {
+    atomic_int mode;          /* enum shutdown_mode */
+    atomic_llong deadline_ms; /* when draining ends */
 };
 
-const char *session_end_name(enum session_end e);
+/* Sessions counted against --max-connections (admitted, until their backend is gone) and all
+ * sessions (live). */
+struct session_counts {
+    atomic_int admitted;
+    atomic_int live;
+};
 
-/* Starts a detached thread serving the accepted socket fd. Returns 0 or -errno (then the fd
- * has been closed). */
-int session_spawn(struct server *srv, int fd, const struct sockaddr_storage *peer);
+struct session_env {
+    struct runtimes *runtimes;
+    struct cancel_table *cancels;
+    struct conn_mem *client_mem;
+    struct reaper *reaper;
+    struct session_counts *counts;
+    struct shutdown_state *shutdown;
+    atomic_ullong *next_id;
+    /* called on the loop's thread once the session has finished; the host frees it later,
+     * outside the loop's callbacks */
+    void (*finished)(void *host, struct session *s);
+    void *host;
+};
+
+/* The host's list of its sessions: the one session field the host touches. */
+struct session_link {
+    struct session_link *prev, *next;
+};
+struct session_link *session_link(struct session *s);
+struct session *session_from_link(struct session_link *l);
+
+/* Creates a session for an accepted socket and schedules its first turn. NULL (fd closed) on
+ * allocation or registration failure. */
+struct session *session_new(const struct session_env *env, struct loop *loop, int fd,
+                            const struct sockaddr_storage *peer);
+/* Shutdown started (or became immediate): the session decides what to do at its next turn. */
+void session_notify_shutdown(struct session *s);
+/* Frees a finished session (after session_env.finished, outside loop callbacks). */
+void session_free(struct session *s);
 
 #endif

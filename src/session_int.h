@@ -1,168 +1,97 @@
-/* Session internals shared by session.c (lifecycle, startup, connect), relay.c (the relay) and
- * worker.c (the event loop that drives them). */
+/* Session internals shared by session.c (lifecycle, turns, timers, ending), session_connect.c
+ * (admission, upstream connect, greeting) and session_relay.c (the relay's environment). */
 #ifndef PGWP_SESSION_INT_H
 #define PGWP_SESSION_INT_H
 
-#include "guard.h"
-#include "metrics.h"
-#include "netio.h"
+#include "conn.h"
+#include "loop.h"
+#include "relay.h"
+#include "runtime.h"
 #include "session.h"
+#include "startup.h"
 #include "upstream.h"
-#include "wire.h"
 
 #include <stdbool.h>
 #include <stdint.h>
 
-struct server;
-struct runtime;
-struct config;
-struct worker;
+#define SESSION_CLIENT_BUF   8192        /* client receive buffer, grown for big messages */
+#define SESSION_UPSTREAM_BUF (64 * 1024) /* upstream receive buffer: messages are streamed */
 
 enum session_phase {
-    PH_STARTUP, /* reading SSLRequest / GSSENCRequest / CancelRequest / StartupMessage */
-    PH_TLS,     /* TLS handshake with the client */
+    PH_STARTUP, /* negotiation and TLS with the client */
     PH_CONNECT, /* libpq connecting upstream */
     PH_RELAY,   /* relaying statements */
-    PH_CLOSING, /* flushing a last message (e.g. FATAL) to the client, then done */
-    PH_DONE,    /* freed by the worker after the current batch of events */
-};
-
-enum relay_state {
-    ST_IDLE,    /* waiting for a client message */
-    ST_QUERY,   /* a Query (or our own statement) runs upstream; waiting for ReadyForQuery */
-    ST_DISCARD, /* extended-protocol error sent: discarding client messages until Sync */
-};
-
-/* A statement the proxy is ending on its own terms (limit, timeout, COPY): everything upstream
- * sends until ReadyForQuery is dropped, then our error goes out instead. */
-struct abort_state {
-    bool active;
-    bool saw_error; /* upstream ended the statement with an error (e.g. our cancel) */
-    int64_t drain_deadline_ms;
-    char code[6];
-    char message[256];
-    char detail[256];
-    char hint[256];
-    bool append_fate; /* add "; the upstream statement was canceled / had completed" */
-    const char *rule;
-    enum metrics_query_outcome outcome;
+    PH_CLOSING, /* last bytes to the client; the upstream backend ends; then done */
+    PH_DONE,    /* finished: the host frees it */
 };
 
 struct session {
-    struct session *prev, *next; /* worker's list */
-    struct worker *w;
+    struct session_link link;
+    const struct session_env *env;
+    struct loop *loop;
+    struct loop_task task;
+    struct loop_timer timer;
+    struct loop_waiter waiter; /* a cancel ticket or parse job that wakes the loop */
+    struct loop_watch cli_watch, up_watch;
     uint64_t id;
-    struct server *srv;
+
     struct runtime *rt;
     const struct config *cfg;
     unsigned rt_gen;
+
     enum session_phase phase;
     enum session_end end;
     bool admitted;
-    bool queued;  /* on the worker's ready list */
-    bool requeue; /* stopped with work left: drive again after the other ready sessions */
-    struct session *ready_next;
+    bool shutdown_seen;
+    bool shutdown_fatal_due; /* shutdown deadline passed mid-statement: FATAL after its RFQ */
+    int64_t deadline_ms;     /* startup / connect / closing deadline, 0 = none */
+    int64_t idle_tx_since_ms;
 
-    /* readiness, set by epoll events, cleared when an operation would block. A short read
-     * means the socket is drained - unless the peer also closed (the *_hup flags): the EOF
-     * then comes with no further edge and must be read now. */
-    bool cli_in, cli_out, cli_hup;
-    bool up_in, up_out, up_hup;
-
-    struct netio cli;
-    struct upstream up;
-    bool up_open;
-    int up_watched_fd; /* upstream fd registered in epoll, -1 = none */
-    bool up_edge;      /* registered edge-triggered for relaying */
-    bool cancel_registered;
-    struct cancel_ticket *cancel_ticket; /* our own cancel, until delivered */
-    uint32_t secret;
+    struct conn cli;
+    bool cli_open;   /* the client still gets what the relay produces */
+    size_t cli_need; /* size of the incomplete message at the front of its buffer */
     char addr[64];
     char user[64];
     char database[64];
     char app[64];
+    struct startup *su; /* only until the upstream connection is made */
 
-    int64_t deadline_ms;    /* startup / TLS / connect / closing deadline, 0 = none */
-    void *ssl_pending;      /* SSL* during the handshake */
-    size_t su_have;         /* startup bytes read so far */
-    unsigned su_negotiated; /* 1: SSLRequest seen, 2: GSSENCRequest seen */
-    bool tls_direct;        /* TLS started without an SSLRequest */
+    struct upstream upc; /* libpq during connect, then the cancel handle */
+    bool up_open;        /* libpq connection (or its socket) still open */
+    bool up_connected;   /* relaying on up */
+    int up_watched_fd;
+    struct conn up;
+    int64_t up_connect_start_us;
 
-    /* client output: bytes [ooff, olen) of obuf are waiting for the client */
-    uint8_t *obuf;
-    size_t ooff, olen, ocap;
-    int64_t last_write_ms; /* last progress writing to a client with output pending */
+    bool cancel_registered;
+    struct cancel_ticket *cancel_ticket; /* our own cancel, until delivered */
+    uint32_t secret;
 
-    /* upstream output still to be written (a Query in cbuf, or up_small) */
-    const uint8_t *up_pend;
-    size_t up_pend_len;
-    uint8_t up_small[256];
+    /* closing: the upstream gets Terminate, then its EOF is awaited (the backend is gone) */
+    bool up_terminating;
+    bool reaped; /* the backend was asked to terminate from a side connection */
+    int64_t up_deadline_ms;
+    bool counted_open; /* counted in pgwire_proxy_sessions_active */
 
-    char tx; /* upstream transaction status from the last ReadyForQuery */
-    enum relay_state st;
-    bool shutdown_seen;
-    bool fatal_forwarded; /* upstream FATAL already relayed: close quietly */
-    bool poisoning;       /* our failing statement runs to fail the client's transaction */
-    bool unsafe_setting;  /* upstream reported a setting the policy parser cannot follow */
-
-    uint8_t *cbuf; /* client → proxy */
-    size_t clen, ccap;
-    uint8_t *ubuf; /* upstream → proxy */
-    size_t ulen, ucap;
-    size_t pass_remaining; /* rest of a message larger than ubuf, streamed as it arrives */
-    bool pass_drop;
-
-    /* current statement */
-    int64_t q_start_us;
-    int64_t q_deadline_ms; /* 0 = none */
-    struct guard_budget budget;
-    uint64_t q_rows, q_bytes; /* whole Query, for metrics and audit */
-    bool truncating;
-    char q_sqlstate[6];
-    const char *q_rule;
-    struct abort_state ab;
+    struct relay relay;
     struct guard_cache *gcache;
-    char *q_sql; /* the Query text being run (points into cbuf until ReadyForQuery) */
-    size_t q_sql_len;
-    size_t q_in_cbuf; /* bytes of the forwarded Query still at the front of cbuf */
-
-    struct startup_state *su; /* only until the upstream connection is made */
-};
-
-/* The startup packet and its parse: ~11 KB that an established session no longer needs. */
-struct startup_state {
-    uint8_t buf[WIRE_MAX_STARTUP_LEN];
-    struct wire_startup sp;
 };
 
 /* session.c */
-/* Runs the session as far as it can go without blocking. */
-void session_drive(struct session *s);
-/* Called by the worker's periodic scan and on shutdown. */
-void session_timers(struct session *s, int64_t now_ms);
-void session_destroy(struct session *s);
-/* Queues an ErrorResponse with severity FATAL for the client (the caller then ends). */
-void session_send_fatal(struct session *s, const char *code, const char *message,
-                        const char *detail);
+void session_schedule(struct session *s);
+void session_end_with(struct session *s, enum session_end e);
 void session_cancel_upstream(struct session *s);
-/* True while the proxy's own cancel is still on its way: the next statement must wait, or the
- * late cancel would hit it. */
 bool session_cancel_pending(struct session *s);
+void session_fatal(struct session *s, const char *code, const char *message, const char *detail);
 
-/* output helpers (relay.c) */
-int out_append(struct session *s, const void *buf, size_t len);
-int out_span(struct session *s, const void *buf, size_t len);
-/* Writes pending client output. 0 (maybe still pending), -1 on a client error. */
-int out_flush(struct session *s);
-static inline bool out_pending(const struct session *s)
-{
-    return s->olen > s->ooff;
-}
+/* session_connect.c */
+enum session_end session_startup_done(struct session *s);
+enum session_end session_connect_step(struct session *s);
 
-/* relay.c */
-int relay_begin(struct session *s);
-/* Returns SE_NONE while the session goes on. */
-enum session_end relay_drive(struct session *s);
-enum session_end relay_timers(struct session *s, int64_t now_ms);
+/* session_relay.c */
+int session_relay_begin(struct session *s);
+enum session_end session_relay_turn(struct session *s);
+/* The end reason a failed side recorded, or SE_NONE. */
+enum session_end session_conn_end(const struct session *s);
 
 #endif

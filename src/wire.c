@@ -332,3 +332,17 @@ char wire_rfq_status(const uint8_t *body, size_t len)
     char s = (char)body[0];
     return (s == 'I' || s == 'T' || s == 'E') ? s : 0;
 }
+
+int wire_parse_param_status(const uint8_t *body, size_t len, const char **name, const char **value)
+{
+    const uint8_t *nul = body ? memchr(body, 0, len) : NULL;
+    if (!nul)
+        return WIRE_MALFORMED;
+    size_t rest = len - (size_t)(nul + 1 - body);
+    const uint8_t *end = rest ? memchr(nul + 1, 0, rest) : NULL;
+    if (!end || end != body + len - 1)
+        return WIRE_MALFORMED;
+    *name = (const char *)body;
+    *value = (const char *)nul + 1;
+    return WIRE_OK;
+}

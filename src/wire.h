@@ -123,6 +123,10 @@ void wire_build_query(struct wire_buf *b, const char *sql);
 void wire_build_copy_fail(struct wire_buf *b, const char *msg);
 void wire_build_command_complete(struct wire_buf *b, const char *tag);
 
+/* ParameterStatus body: name NUL value NUL, nothing after. Returns WIRE_OK or WIRE_MALFORMED;
+ * name and value point into body. */
+int wire_parse_param_status(const uint8_t *body, size_t len, const char **name, const char **value);
+
 /* Parses the tx status from a ReadyForQuery body; returns 0 if invalid. */
 char wire_rfq_status(const uint8_t *body, size_t len);
 

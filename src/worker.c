@@ -1,267 +1,236 @@
 #include "worker.h"
 #include "log.h"
-#include "netio.h"
-#include "server.h"
-#include "session_int.h"
+#include "loop.h"
+#include "session.h"
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
-#define MAX_EVENTS        256
-#define TICK_MS           100 /* timer scan period: deadlines are checked at this granularity */
-#define WORKER_STACK_SIZE (64u << 20)
+#define IDLE_WAIT_MS 1000 /* a loop with nothing due still checks for its end this often */
 
-/* epoll data: the session pointer with the low bit telling client (0) from upstream (1);
- * the worker's wake-up eventfd and the shutdown eventfd use sentinel values. */
-#define TAG_WAKE     ((uint64_t)1 << 62)
-#define TAG_SHUTDOWN ((uint64_t)1 << 61)
+struct incoming {
+    struct incoming *next;
+    int fd;
+    struct sockaddr_storage peer;
+};
 
 struct worker {
-    struct server *srv;
+    struct worker_pool *pool;
     pthread_t th;
-    int epfd;
-    int wake_fd;
+    struct loop *loop;
+    struct session_env env;
+    struct loop_watch shutdown_watch;
     pthread_mutex_t mu;
-    struct session *incoming; /* handed over by the acceptor, guarded by mu */
-    struct session *sessions; /* owned; touched only by this worker's thread */
-    struct session *ready;    /* driven after the current batch of events */
+    struct incoming *incoming;    /* handed over by the acceptor, guarded by mu */
+    struct session_link sessions; /* circular list with a sentinel */
+    struct session_link dead;     /* finished, freed after the current turn */
+    size_t nsessions;
     bool shutdown_seen;
 };
 
-int worker_watch(struct worker *w, int fd, struct session *s, int which, uint32_t events, int add)
+struct worker_pool {
+    struct worker *w;
+    int n;
+    int started;
+    atomic_uint next;
+};
+
+static void link_init(struct session_link *l)
 {
-    struct epoll_event ev = {.events =
-                                 events ? events : (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET),
-                             .data.u64 = (uint64_t)(uintptr_t)s | (uint64_t)which};
-    return epoll_ctl(w->epfd, add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &ev) ? -errno : 0;
+    l->prev = l->next = l;
 }
 
-void worker_unwatch(struct worker *w, int fd)
+static void link_add(struct session_link *head, struct session_link *l)
 {
-    epoll_ctl(w->epfd, EPOLL_CTL_DEL, fd, NULL);
+    l->next = head->next;
+    l->prev = head;
+    head->next->prev = l;
+    head->next = l;
 }
 
-int worker_wake_fd(struct worker *w)
+static void link_del(struct session_link *l)
 {
-    return w->wake_fd;
+    l->prev->next = l->next;
+    l->next->prev = l->prev;
+    l->prev = l->next = l;
 }
 
-static void mark_ready(struct worker *w, struct session *s)
+static void on_finished(void *host, struct session *s)
 {
-    if (s->queued)
-        return;
-    s->queued = true;
-    s->ready_next = w->ready;
-    w->ready = s;
+    struct worker *w = host;
+    struct session_link *l = session_link(s);
+    link_del(l);
+    link_add(&w->dead, l);
+    w->nsessions--;
 }
 
-static void list_add(struct worker *w, struct session *s)
+static void free_dead(struct worker *w)
 {
-    s->prev = NULL;
-    s->next = w->sessions;
-    if (w->sessions)
-        w->sessions->prev = s;
-    w->sessions = s;
+    while (w->dead.next != &w->dead) {
+        struct session_link *l = w->dead.next;
+        link_del(l);
+        session_free(session_from_link(l));
+    }
 }
 
-static void list_del(struct worker *w, struct session *s)
+static void take_incoming(void *arg)
 {
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        w->sessions = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
-}
-
-static void take_incoming(struct worker *w)
-{
-    uint64_t v;
-    ssize_t r = read(w->wake_fd, &v, sizeof(v));
-    (void)r;
+    struct worker *w = arg;
     pthread_mutex_lock(&w->mu);
-    struct session *s = w->incoming;
+    struct incoming *in = w->incoming;
     w->incoming = NULL;
     pthread_mutex_unlock(&w->mu);
-    while (s) {
-        struct session *next = s->next;
-        s->w = w;
-        list_add(w, s);
-        if (worker_watch(w, s->cli.fd, s, 0, 0, 1)) {
-            LOG_ERROR(s->id, "epoll_failed", "%s", strerror(errno));
-            s->phase = PH_DONE;
+    while (in) {
+        struct incoming *next = in->next;
+        struct session *s = session_new(&w->env, w->loop, in->fd, &in->peer);
+        if (s) {
+            link_add(&w->sessions, session_link(s));
+            w->nsessions++;
+            if (w->shutdown_seen)
+                session_notify_shutdown(s);
         }
-        if (w->shutdown_seen)
-            s->shutdown_seen = true;
-        mark_ready(w, s);
-        s = next;
+        free(in);
+        in = next;
     }
 }
 
-static void on_event(struct worker *w, struct epoll_event *ev)
+static void on_shutdown(struct loop_watch *lw, uint32_t events)
 {
-    struct session *s = (struct session *)(uintptr_t)(ev->data.u64 & ~(uint64_t)1);
-    if (s->phase == PH_DONE)
-        return;
-    uint32_t e = ev->events;
-    bool err = e & (EPOLLERR | EPOLLHUP);
-    if (ev->data.u64 & 1) {
-        s->up_in |= (e & EPOLLIN) || err;
-        s->up_out |= (e & EPOLLOUT) || err;
-        s->up_hup |= (e & EPOLLRDHUP) || err;
-    } else {
-        s->cli_in |= (e & EPOLLIN) || err;
-        s->cli_out |= (e & EPOLLOUT) || err;
-        s->cli_hup |= (e & EPOLLRDHUP) || err;
-    }
-    mark_ready(w, s);
-}
-
-static void reap(struct worker *w)
-{
-    struct session *s = w->sessions;
-    while (s) {
-        struct session *next = s->next;
-        if (s->phase == PH_DONE) {
-            list_del(w, s);
-            session_destroy(s);
-        }
-        s = next;
-    }
-}
-
-/* A session that stopped with work left (s->requeue) runs again after the other ready ones. */
-static void requeue_if_asked(struct worker *w, struct session *s)
-{
-    if (s->requeue && s->phase != PH_DONE) {
-        s->requeue = false;
-        mark_ready(w, s);
-    }
-}
-
-static void scan_timers(struct worker *w, bool shutdown)
-{
-    int64_t now = netio_now_ms();
-    for (struct session *s = w->sessions; s; s = s->next) {
-        if (shutdown)
-            s->shutdown_seen = true;
-        session_timers(s, now);
-        requeue_if_asked(w, s);
-    }
+    (void)events;
+    struct worker *w = (struct worker *)((char *)lw - offsetof(struct worker, shutdown_watch));
+    w->shutdown_seen = true;
+    for (struct session_link *l = w->sessions.next; l != &w->sessions; l = l->next)
+        session_notify_shutdown(session_from_link(l));
 }
 
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
-    struct server *srv = w->srv;
-    struct epoll_event evs[MAX_EVENTS];
-    int64_t last_scan = netio_now_ms();
-    bool any_done = false;
     for (;;) {
-        int n = epoll_wait(w->epfd, evs, MAX_EVENTS, w->ready ? 0 : TICK_MS);
-        if (n < 0 && errno != EINTR) {
-            LOG_ERROR(0, "epoll_wait_failed", "%s", strerror(errno));
+        int rc = loop_run_once(w->loop, IDLE_WAIT_MS);
+        if (rc < 0) {
+            LOG_ERROR(0, "epoll_wait_failed", "%s", strerror(-rc));
             break;
         }
-        bool shutdown_now = false;
-        for (int i = 0; i < n; i++) {
-            if (evs[i].data.u64 == TAG_WAKE) {
-                take_incoming(w);
-                /* a delivered cancel may unblock a session's next statement */
-                for (struct session *s = w->sessions; s; s = s->next)
-                    if (s->cancel_ticket)
-                        mark_ready(w, s);
-            } else if (evs[i].data.u64 == TAG_SHUTDOWN)
-                shutdown_now = !w->shutdown_seen;
-            else
-                on_event(w, &evs[i]);
+        free_dead(w);
+        if (w->shutdown_seen && w->nsessions == 0 &&
+            atomic_load(&w->env.shutdown->mode) != SHUTDOWN_NONE) {
+            pthread_mutex_lock(&w->mu);
+            bool more = w->incoming != NULL;
+            pthread_mutex_unlock(&w->mu);
+            if (!more)
+                break;
         }
-        /* a batch at a time: sessions re-queued while it runs wait for the next turn */
-        struct session *batch = w->ready;
-        w->ready = NULL;
-        while (batch) {
-            struct session *s = batch;
-            batch = s->ready_next;
-            s->queued = false;
-            session_drive(s);
-            any_done |= s->phase == PH_DONE;
-            requeue_if_asked(w, s);
-        }
-        int64_t now = netio_now_ms();
-        if (shutdown_now || now - last_scan >= TICK_MS) {
-            w->shutdown_seen |= shutdown_now;
-            scan_timers(w, shutdown_now);
-            last_scan = now;
-            any_done = true;
-        }
-        if (any_done) {
-            reap(w);
-            any_done = false;
-        }
-        if (w->shutdown_seen && !w->sessions && atomic_load(&srv->shutting_down) != SERVER_RUNNING)
-            break;
     }
     return NULL;
 }
 
-int worker_pool_start(struct server *srv, int n)
+static int worker_init(struct worker *w, struct worker_pool *p, const struct session_env *tmpl,
+                       int shutdown_efd)
 {
-    srv->workers = calloc((size_t)n, sizeof(struct worker));
-    if (!srv->workers)
+    w->pool = p;
+    w->env = *tmpl;
+    w->env.host = w;
+    w->env.finished = on_finished;
+    pthread_mutex_init(&w->mu, NULL);
+    link_init(&w->sessions);
+    link_init(&w->dead);
+    w->loop = loop_new();
+    if (!w->loop)
         return -ENOMEM;
+    loop_set_wake_handler(w->loop, take_incoming, w);
+    w->shutdown_watch.fn = on_shutdown;
+    /* edge-triggered: the shutdown eventfd stays readable, each worker sees it once */
+    return loop_watch_add(w->loop, &w->shutdown_watch, shutdown_efd, EPOLLIN | EPOLLET);
+}
+
+struct worker_pool *worker_pool_start(int n, const struct session_env *tmpl, int shutdown_efd,
+                                      size_t stack_bytes, char *err, size_t errlen)
+{
+    struct worker_pool *p = calloc(1, sizeof(*p));
+    if (p)
+        p->w = calloc((size_t)n, sizeof(struct worker));
+    if (!p || !p->w) {
+        snprintf(err, errlen, "cannot start workers: out of memory");
+        free(p);
+        return NULL;
+    }
+    p->n = n;
     for (int i = 0; i < n; i++) {
-        struct worker *w = &srv->workers[i];
-        w->srv = srv;
-        pthread_mutex_init(&w->mu, NULL);
-        w->epfd = epoll_create1(EPOLL_CLOEXEC);
-        w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (w->epfd < 0 || w->wake_fd < 0)
-            return -errno;
-        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_WAKE};
-        epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->wake_fd, &ev);
-        /* edge-triggered: the shutdown eventfd stays readable, each worker sees it once */
-        struct epoll_event sev = {.events = EPOLLIN | EPOLLET, .data.u64 = TAG_SHUTDOWN};
-        epoll_ctl(w->epfd, EPOLL_CTL_ADD, srv->shutdown_efd, &sev);
-        /* libpg_query's tree output recurses per nesting level: a generous stack backs up the
-         * guard's depth limit (virtual memory; only touched pages count) */
+        struct worker *w = &p->w[i];
+        int rc = worker_init(w, p, tmpl, shutdown_efd);
         pthread_attr_t attr;
         pthread_attr_init(&attr);
-        pthread_attr_setstacksize(&attr, WORKER_STACK_SIZE);
-        int rc = pthread_create(&w->th, &attr, worker_main, w);
+        pthread_attr_setstacksize(&attr, stack_bytes);
+        if (rc == 0)
+            rc = -pthread_create(&w->th, &attr, worker_main, w);
         pthread_attr_destroy(&attr);
-        if (rc)
-            return -rc;
-        srv->nworkers++;
+        if (rc) {
+            snprintf(err, errlen, "cannot start workers: %s", strerror(-rc));
+            loop_free(w->loop);
+            w->loop = NULL;
+            break;
+        }
+        p->started++;
     }
-    return 0;
+    if (p->started == 0) {
+        free(p->w);
+        free(p);
+        return NULL;
+    }
+    p->n = p->started;
+    return p;
 }
 
-void worker_pool_join(struct server *srv)
+void worker_pool_join(struct worker_pool *p)
 {
-    for (int i = 0; i < srv->nworkers; i++) {
-        pthread_join(srv->workers[i].th, NULL);
-        close(srv->workers[i].epfd);
-        close(srv->workers[i].wake_fd);
+    if (!p)
+        return;
+    for (int i = 0; i < p->started; i++) {
+        struct worker *w = &p->w[i];
+        pthread_join(w->th, NULL);
+        /* none can arrive now: close what was never served */
+        for (struct incoming *in = w->incoming, *next; in; in = next) {
+            next = in->next;
+            close(in->fd);
+            free(in);
+        }
+        w->incoming = NULL;
+        for (struct session_link *l = w->sessions.next; l != &w->sessions;) {
+            struct session_link *next = l->next;
+            link_del(l);
+            session_free(session_from_link(l));
+            l = next;
+        }
+        free_dead(w);
+        loop_free(w->loop);
+        pthread_mutex_destroy(&w->mu);
     }
-    free(srv->workers);
-    srv->workers = NULL;
-    srv->nworkers = 0;
+    free(p->w);
+    free(p);
 }
 
-void worker_assign(struct server *srv, struct session *s)
+void worker_pool_assign(struct worker_pool *p, int fd, const struct sockaddr_storage *peer)
 {
-    unsigned i = atomic_fetch_add(&srv->next_worker, 1) % (unsigned)srv->nworkers;
-    struct worker *w = &srv->workers[i];
+    struct incoming *in = malloc(sizeof(*in));
+    if (!in) {
+        close(fd);
+        return;
+    }
+    in->fd = fd;
+    in->peer = *peer;
+    unsigned i = atomic_fetch_add(&p->next, 1) % (unsigned)p->n;
+    struct worker *w = &p->w[i];
     pthread_mutex_lock(&w->mu);
-    s->next = w->incoming;
-    w->incoming = s;
+    in->next = w->incoming;
+    w->incoming = in;
     pthread_mutex_unlock(&w->mu);
-    uint64_t one = 1;
-    ssize_t r = write(w->wake_fd, &one, sizeof(one));
-    (void)r;
+    loop_wake(w->loop);
 }

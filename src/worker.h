@@ -1,28 +1,22 @@
-/* Event loops: one epoll loop per worker thread, each owning a set of sessions. Sessions are
- * handed over by the acceptor and never migrate, so a session is only touched by its worker. */
+/* Worker threads: each runs one event loop and the sessions handed to it. Sessions never
+ * migrate, so a session is only touched by its worker's thread. */
 #ifndef PGWP_WORKER_H
 #define PGWP_WORKER_H
 
-#include <stdint.h>
+#include <stddef.h>
+#include <sys/socket.h>
 
-struct server;
-struct session;
-struct worker;
+struct session_env;
+struct worker_pool;
 
-/* Starts n workers. Returns 0 or -errno. */
-int worker_pool_start(struct server *srv, int n);
+/* Starts n workers with stacks of stack_bytes. tmpl is copied into each worker (its host and
+ * finished fields are the worker's own); shutdown_efd becomes readable when shutdown starts.
+ * NULL on failure with err. */
+struct worker_pool *worker_pool_start(int n, const struct session_env *tmpl, int shutdown_efd,
+                                      size_t stack_bytes, char *err, size_t errlen);
 /* Joins the workers (they exit once shutdown started and their sessions are gone). */
-void worker_pool_join(struct server *srv);
-
-/* Hands a new session to the next worker (round robin). */
-void worker_assign(struct server *srv, struct session *s);
-
-/* Registers/updates a session fd in its worker's epoll set. edge: the steady-state
- * edge-triggered in+out registration; otherwise level-triggered for `events`. */
-int worker_watch(struct worker *w, int fd, struct session *s, int which, uint32_t events, int add);
-void worker_unwatch(struct worker *w, int fd);
-
-/* eventfd that wakes the worker (new sessions, delivered cancels). */
-int worker_wake_fd(struct worker *w);
+void worker_pool_join(struct worker_pool *p);
+/* Hands an accepted socket to the next worker (round robin). On failure the fd is closed. */
+void worker_pool_assign(struct worker_pool *p, int fd, const struct sockaddr_storage *peer);
 
 #endif

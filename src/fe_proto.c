@@ -1,0 +1,263 @@
+/* Client → upstream: complete messages only. A Query is checked by the policy and forwarded
+ * whole from the client buffer, where it stays until its ReadyForQuery (the statement's audit
+ * record reads its text there); everything else is answered locally (extended protocol,
+ * FunctionCall, a Sync after a refused extended message) or is a protocol error. */
+#include "config.h"
+#include "log.h"
+#include "metrics.h"
+#include "relay.h"
+#include "wire.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* A client that pipelines requests answered locally (errors, Sync) without reading them is
+ * not served further until it reads: its queued output stays bounded. */
+#define FE_OUT_HIGH_WATER (64 * 1024)
+
+static const char extended_hint[] =
+    "Use the simple query protocol: e.g. psycopg ClientCursor, JDBC preferQueryMode=simple, "
+    "pgbench -M simple, or disable server-side prepared statements in the driver.";
+
+bool fe_proto_ready(const struct relay *r)
+{
+    if (r->end != SE_NONE || r->st == RS_QUERY || r->internal != RI_NONE)
+        return false;
+    if (r->st == RS_POLICY && !r->decided)
+        return false;
+    return r->env->client_backlog(r->ctx) <= FE_OUT_HIGH_WATER;
+}
+
+static void protocol_fatal(struct relay *r, const char *text)
+{
+    relay_send_fatal(r, "08P01", text, NULL);
+    r->end = SE_PROTOCOL;
+}
+
+/* A local answer failed to reach the client's output queue (out of memory). */
+static void output_failed(struct relay *r)
+{
+    if (r->end == SE_NONE)
+        r->end = SE_INTERNAL;
+}
+
+/* The decision for the Query at the front: the policy's, or the one that arrived. Returns 1
+ * while it is pending. */
+static int decision_for(struct relay *r, const char *sql, size_t len, struct guard_decision *d)
+{
+    if (r->decided) {
+        *d = r->decision;
+        r->decided = false;
+        return 0;
+    }
+    int rc = r->env->policy(r->ctx, sql, len, d);
+    if (rc < 0) {
+        d->verdict = GUARD_DENY;
+        snprintf(d->rule, sizeof(d->rule), "internal");
+        snprintf(d->message, sizeof(d->message), "statement could not be checked: out of memory");
+        return 0;
+    }
+    return rc;
+}
+
+static void refuse_query(struct relay *r, const struct guard_decision *d)
+{
+    struct guard_error ge;
+    guard_error_for(d, &ge);
+    enum stmt_outcome outcome = d->verdict == GUARD_COPY     ? STMT_REJECTED
+                                : d->verdict == GUARD_SYNTAX ? STMT_ERROR
+                                                             : STMT_DENIED;
+    if (d->verdict != GUARD_SYNTAX) {
+        metrics_guardrail(d->rule);
+        LOG_INFO(r->sid, "statement_denied", "client=%s rule=%s", r->client_addr, d->rule);
+        r->stmt.rule = d->rule;
+    }
+    memcpy(r->stmt.sqlstate, ge.code, 6);
+    r->stmt.upstream = STMT_UP_NOT_SENT;
+    int rc = relay_local_error(r, ge.code, ge.message, ge.detail[0] ? ge.detail : NULL, ge.hint,
+                               ge.position, true);
+    relay_statement_end(r, outcome);
+    if (rc)
+        output_failed(r);
+}
+
+/* After a reload turned --read-only on, an open transaction block may already have written:
+ * it cannot go on (an idle session is switched upstream before its statement runs; a failed
+ * block can only roll back). Returns true when the Query was answered. */
+static bool read_only_switch(struct relay *r, uint8_t *msg, size_t total)
+{
+    if (!r->read_only_pending || r->tx != 'T')
+        return false;
+    stmt_begin(&r->stmt, r->cfg, (const char *)msg + 5, total - 6);
+    r->stmt.rule = "read-only";
+    memcpy(r->stmt.sqlstate, "25006", 6);
+    r->stmt.upstream = STMT_UP_NOT_SENT;
+    metrics_guardrail("read-only");
+    int rc = relay_local_error(
+        r, "25006", "cannot continue this transaction: pgwire-proxy switched to read-only mode",
+        "rule: read-only (--read-only was turned on by a configuration reload)",
+        "Roll back and retry: only reading statements are allowed now.", 0, true);
+    relay_statement_end(r, STMT_DENIED);
+    if (rc)
+        output_failed(r);
+    return true;
+}
+
+/* What became of a client message: handled (the caller drops it), or kept at the front of
+ * the buffer (a forwarded Query until its ReadyForQuery, a Query waiting for its decision or
+ * for the proxy's own statement to finish). */
+enum fe_msg { FE_DONE, FE_KEEP };
+
+static enum fe_msg handle_query(struct relay *r, uint8_t *msg, size_t total)
+{
+    if (total < 6 || msg[total - 1] != 0 || memchr(msg + 5, 0, total - 6)) {
+        protocol_fatal(r, "invalid string in message");
+        return FE_DONE;
+    }
+    const char *sql = (const char *)msg + 5;
+    size_t len = total - 6;
+    if (r->st != RS_POLICY) {
+        r->env->refresh(r->ctx);
+        if (r->read_only_pending && r->tx == 'I') {
+            if (relay_start_internal(r, RI_READ_ONLY))
+                r->end = SE_UPSTREAM_LOST;
+            return FE_KEEP;
+        }
+        if (read_only_switch(r, msg, total))
+            return FE_DONE;
+        stmt_begin(&r->stmt, r->cfg, sql, len);
+    }
+    struct guard_decision d;
+    if (decision_for(r, sql, len, &d) == 1) {
+        r->st = RS_POLICY;
+        return FE_KEEP;
+    }
+    r->st = RS_IDLE;
+    if (d.verdict != GUARD_ALLOW) {
+        refuse_query(r, &d);
+        return FE_DONE;
+    }
+    if (r->env->to_upstream_ref(r->ctx, msg, total)) {
+        r->end = SE_UPSTREAM_LOST;
+        return FE_DONE;
+    }
+    r->st = RS_QUERY;
+    r->query_len = total;
+    return FE_KEEP;
+}
+
+void fe_proto_decided(struct relay *r, const struct guard_decision *d)
+{
+    r->decision = *d;
+    r->decided = true;
+}
+
+static void reject_extended(struct relay *r)
+{
+    metrics_query(METRICS_QUERY_REJECTED, 0);
+    metrics_guardrail("simple-protocol-only");
+    r->st = RS_DISCARD;
+    if (relay_local_error(r, "0A000",
+                          "extended query protocol is not supported; use the simple query "
+                          "protocol",
+                          "rule: simple-protocol-only", extended_hint, 0, false))
+        output_failed(r);
+}
+
+static void handle_sync(struct relay *r)
+{
+    bool was_discard = r->st == RS_DISCARD;
+    r->st = RS_IDLE;
+    if (was_discard && r->tx == 'T') {
+        if (relay_start_internal(r, RI_POISON))
+            output_failed(r);
+        return;
+    }
+    uint8_t buf[8];
+    struct wire_buf b;
+    wire_buf_init(&b, buf, sizeof(buf));
+    wire_build_rfq(&b, r->tx);
+    if (r->env->to_client(r->ctx, b.data, b.len))
+        output_failed(r);
+}
+
+static void handle_function_call(struct relay *r)
+{
+    metrics_query(METRICS_QUERY_REJECTED, 0);
+    if (relay_local_error(r, "0A000",
+                          "function call protocol is not supported; use the simple query "
+                          "protocol",
+                          "rule: simple-protocol-only", "Call the function with SELECT.", 0, true))
+        output_failed(r);
+}
+
+static enum fe_msg client_message(struct relay *r, uint8_t *msg, size_t total)
+{
+    char type = (char)msg[0];
+    if (r->st == RS_DISCARD && type != 'S' && type != 'X')
+        return FE_DONE; /* PostgreSQL ignores everything until Sync after an error */
+    switch (type) {
+    case 'Q':
+        return handle_query(r, msg, total);
+    case 'X':
+        r->end = SE_CLIENT_EXIT;
+        return FE_DONE;
+    case 'S':
+        handle_sync(r);
+        return FE_DONE;
+    case 'P':
+    case 'B':
+    case 'D':
+    case 'E':
+    case 'C':
+    case 'H':
+        reject_extended(r);
+        return FE_DONE;
+    case 'F':
+        handle_function_call(r);
+        return FE_DONE;
+    case 'd':
+    case 'c':
+    case 'f':
+        return FE_DONE; /* CopyData/Done/Fail outside COPY: ignored, as PostgreSQL does */
+    default: {
+        char text[64];
+        snprintf(text, sizeof(text), "invalid frontend message type %d", (unsigned char)type);
+        protocol_fatal(r, text);
+        return FE_DONE;
+    }
+    }
+}
+
+size_t fe_proto_process(struct relay *r, uint8_t *buf, size_t len, size_t *need)
+{
+    uint64_t max_msg = r->cfg->max_message_bytes;
+    uint32_t max = (uint32_t)(max_msg > UINT32_MAX - 8 ? UINT32_MAX - 8 : max_msg + 4);
+    size_t off = 0;
+    *need = 0;
+    while (off < len && fe_proto_ready(r) && !r->env->cancel_pending(r->ctx)) {
+        struct wire_hdr h;
+        int rc = wire_read_hdr(buf + off, len - off, max, &h);
+        if (rc == WIRE_NEED_MORE) {
+            *need = 5;
+            break;
+        }
+        if (rc == WIRE_TOO_LONG || rc == WIRE_BAD_LENGTH) {
+            protocol_fatal(r, rc == WIRE_TOO_LONG
+                                  ? "invalid message length: larger than --max-message-size"
+                                  : "invalid message length");
+            break;
+        }
+        if (h.total > len - off) {
+            *need = h.total;
+            break;
+        }
+        /* a forwarded Query stays at the front of the buffer until its ReadyForQuery */
+        if (buf[off] == 'Q' && off > 0)
+            break;
+        if (client_message(r, buf + off, h.total) == FE_KEEP)
+            break;
+        off += h.total;
+    }
+    return off;
+}

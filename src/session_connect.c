@@ -1,0 +1,182 @@
+/* From a complete startup to relaying: admission against --max-connections, the libpq
+ * connect upstream (non-blocking, driven by socket readiness), the cancel key, and the greeting
+ * the client gets (the upstream's reported settings, our BackendKeyData). */
+#include "cancel.h"
+#include "config.h"
+#include "log.h"
+#include "metrics.h"
+#include "session_int.h"
+#include "wire.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+
+#define UP_EVENTS_RELAY (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
+
+static void copy_param(char *dst, size_t len, const char *v)
+{
+    snprintf(dst, len, "%s", v ? v : "");
+}
+
+static enum session_end admit(struct session *s)
+{
+    int n = atomic_fetch_add(&s->env->counts->admitted, 1) + 1;
+    s->admitted = true;
+    if (n > s->cfg->max_connections) {
+        metrics_connection(METRICS_CONN_REJECTED_LIMIT);
+        LOG_WARN(s->id, "connection_rejected", "client=%s limit=%d", s->addr,
+                 s->cfg->max_connections);
+        session_fatal(s, "53300", "sorry, too many clients already", NULL);
+        return SE_REJECTED;
+    }
+    return SE_NONE;
+}
+
+static enum session_end connect_failed(struct session *s, const char *code, const char *err)
+{
+    metrics_connection(METRICS_CONN_UPSTREAM_FAILED);
+    LOG_WARN(s->id, "upstream_connect_failed", "client=%s code=%s %s", s->addr, code, err);
+    session_fatal(s, code, err, NULL);
+    return SE_UPSTREAM_CONNECT;
+}
+
+enum session_end session_startup_done(struct session *s)
+{
+    const struct wire_startup *sp = &s->su->sp;
+    copy_param(s->user, sizeof(s->user), wire_startup_get(sp, "user"));
+    copy_param(s->database, sizeof(s->database), wire_startup_get(sp, "database"));
+    copy_param(s->app, sizeof(s->app), wire_startup_get(sp, "application_name"));
+    enum session_end e = admit(s);
+    if (e != SE_NONE)
+        return e;
+    struct upstream_request req = {.cfg = s->cfg, .startup = sp, .client_addr = s->addr};
+    char code[6], err[512];
+    s->up_connect_start_us = netio_now_us();
+    if (upstream_start(&s->upc, &req, code, err, sizeof(err)) != 0)
+        return connect_failed(s, code, err);
+    s->up_open = true;
+    s->phase = PH_CONNECT;
+    s->deadline_ms = s->upc.deadline_ms;
+    return SE_NONE;
+}
+
+static const char *const reported_params[] = {"application_name",
+                                              "client_encoding",
+                                              "DateStyle",
+                                              "default_transaction_read_only",
+                                              "in_hot_standby",
+                                              "integer_datetimes",
+                                              "IntervalStyle",
+                                              "is_superuser",
+                                              "server_encoding",
+                                              "server_version",
+                                              "session_authorization",
+                                              "standard_conforming_strings",
+                                              "TimeZone"};
+
+/* AuthenticationOk, the upstream's ParameterStatus values, BackendKeyData, ReadyForQuery. */
+static int queue_greeting(struct session *s)
+{
+    uint8_t buf[4096];
+    struct wire_buf b;
+    wire_buf_init(&b, buf, sizeof(buf));
+    wire_build_auth_ok(&b);
+    for (size_t i = 0; i < sizeof(reported_params) / sizeof(reported_params[0]); i++) {
+        const char *name = reported_params[i];
+        /* the client sees its own application_name; the upstream's carries audit details */
+        const char *v =
+            strcmp(name, "application_name") == 0 ? s->app : upstream_param(&s->upc, name);
+        if (v)
+            wire_build_param_status(&b, name, v);
+    }
+    wire_build_backend_key(&b, s->upc.pid, s->secret);
+    wire_build_rfq(&b, 'I');
+    if (b.overflow)
+        return -ENOBUFS;
+    return conn_send(&s->cli, b.data, b.len);
+}
+
+/* A read-only proxy on a superuser upstream rests on parsing alone: PostgreSQL lets a
+ * superuser undo every read-only setting. Said once per configuration generation. */
+static void warn_superuser(struct session *s)
+{
+    const char *su = upstream_param(&s->upc, "is_superuser");
+    if (!s->cfg->read_only || !su || strcmp(su, "on") != 0)
+        return;
+    if (atomic_exchange(&s->rt->warned_superuser, true))
+        return;
+    LOG_WARN(s->id, "read_only_superuser",
+             "--read-only runs on a superuser upstream role: PostgreSQL lets a superuser leave "
+             "read-only mode; give --upstream a role without write privileges");
+}
+
+static enum session_end connected(struct session *s)
+{
+    const char *why =
+        guard_unsafe_setting("client_encoding", upstream_param(&s->upc, "client_encoding"));
+    if (why) {
+        session_fatal(s, "0A000", why, NULL);
+        metrics_connection(METRICS_CONN_PROTOCOL_ERROR);
+        return SE_REJECTED;
+    }
+    metrics_upstream_connect((uint64_t)(netio_now_us() - s->up_connect_start_us), 1);
+    if (cancel_session_secret(s->env->cancels, &s->secret) == 0 &&
+        cancel_register(s->env->cancels, s->upc.pid, s->secret, s->upc.cancel) == 0) {
+        s->cancel_registered = true;
+        s->upc.cancel = NULL; /* owned by the cancel table now */
+    }
+    conn_init(&s->up, CONN_UPSTREAM, s->upc.io.fd, SESSION_UPSTREAM_BUF, NULL);
+    s->up.io = s->upc.io;
+    if (session_relay_begin(s) || queue_greeting(s))
+        return SE_INTERNAL;
+    startup_release(s->su);
+    free(s->su);
+    s->su = NULL;
+    /* steady state: one edge-triggered registration, never modified again */
+    int rc = s->up_watched_fd == s->up.io.fd
+                 ? loop_watch_mod(s->loop, &s->up_watch, UP_EVENTS_RELAY)
+                 : loop_watch_add(s->loop, &s->up_watch, s->up.io.fd, UP_EVENTS_RELAY);
+    if (rc)
+        return SE_INTERNAL;
+    s->up_watched_fd = s->up.io.fd;
+    s->up_connected = true;
+    s->phase = PH_RELAY;
+    s->deadline_ms = 0;
+    metrics_connection(METRICS_CONN_ACCEPTED);
+    metrics_session_open();
+    s->counted_open = true;
+    warn_superuser(s);
+    LOG_INFO(s->id, "session_start", "client=%s user=%s database=%s application=%s upstream_pid=%u",
+             s->addr, s->user, s->database, s->app, s->upc.pid);
+    return SE_NONE;
+}
+
+enum session_end session_connect_step(struct session *s)
+{
+    char code[6], err[512];
+    int rc = upstream_step(&s->upc, code, err, sizeof(err));
+    if (rc == 1)
+        return connected(s);
+    if (rc < 0) {
+        metrics_upstream_connect((uint64_t)(netio_now_us() - s->up_connect_start_us), 0);
+        return connect_failed(s, code, err);
+    }
+    /* libpq may switch sockets between attempts (several hosts, SSL fallback): level-triggered
+     * for what it waits for */
+    int fd = upstream_socket(&s->upc);
+    uint32_t ev = s->upc.reading ? EPOLLIN : EPOLLOUT;
+    if (fd != s->up_watched_fd) {
+        if (s->up_watched_fd >= 0)
+            loop_watch_del(s->loop, &s->up_watch);
+        s->up_watched_fd = -1;
+        if (loop_watch_add(s->loop, &s->up_watch, fd, ev))
+            return SE_INTERNAL;
+        s->up_watched_fd = fd;
+    } else if (loop_watch_mod(s->loop, &s->up_watch, ev)) {
+        return SE_INTERNAL;
+    }
+    return SE_NONE;
+}

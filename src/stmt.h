@@ -1,0 +1,68 @@
+/* One statement's lifecycle (a simple Query, later a portal run): its clock, deadline, row and
+ * byte budget, what it sent, and the one outcome table that feeds metrics and the audit. */
+#ifndef PGWP_STMT_H
+#define PGWP_STMT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct config;
+
+/* The outcomes: metrics spell them as in metrics_query_outcome, the audit as audit_name. */
+enum stmt_outcome {
+    STMT_OK,
+    STMT_ERROR,       /* the upstream answered with an ErrorResponse */
+    STMT_DENIED,      /* policy */
+    STMT_LIMITED,     /* row/byte/time limit */
+    STMT_REJECTED,    /* unsupported protocol feature (extended, COPY, ...) */
+    STMT_CLIENT_GONE, /* the client left before the result */
+    STMT_OUTCOME_MAX
+};
+
+/* What the upstream made of the statement, when known: the audit says whether it stuck. */
+enum stmt_upstream {
+    STMT_UP_UNKNOWN = 0,
+    STMT_UP_COMMITTED,   /* completed, and ReadyForQuery said idle: autocommit committed it */
+    STMT_UP_IN_BLOCK,    /* completed inside a transaction block: its fate is the block's */
+    STMT_UP_ROLLED_BACK, /* failed (error, cancel): nothing of it remains */
+    STMT_UP_NOT_SENT,    /* refused before it reached the upstream */
+};
+
+const char *stmt_outcome_audit_name(enum stmt_outcome o);
+const char *stmt_upstream_name(enum stmt_upstream u);
+
+enum stmt_limit { STMT_LIMIT_NONE = 0, STMT_LIMIT_ROWS, STMT_LIMIT_BYTES };
+
+/* Budget of one statement part (each statement of a multi-statement Query has its own). */
+struct stmt_budget {
+    uint64_t max_rows, max_bytes; /* 0 = off */
+    uint64_t rows, bytes;
+};
+
+struct stmt {
+    bool active;
+    int64_t start_us;
+    int64_t deadline_ms; /* query timeout; 0 = none */
+    struct stmt_budget budget;
+    uint64_t rows, bytes; /* the whole Query: what reached the client */
+    char sqlstate[6];     /* the error the client saw, "" = none */
+    const char *rule;     /* guardrail that acted, or NULL */
+    const char *sql;      /* the text (lives in the client's buffer until the end) */
+    size_t sql_len;
+    bool upstream_error; /* some part of it ended with an upstream error */
+    enum stmt_upstream upstream;
+};
+
+void stmt_begin(struct stmt *st, const struct config *cfg, const char *sql, size_t len);
+/* Starts the next statement part's budget. */
+void stmt_part(struct stmt *st, const struct config *cfg);
+
+/* Accounts one message of n wire bytes bound for the client; a DataRow (row) also counts
+ * against the row budget. Returns the limit it would exceed (then nothing is counted). */
+enum stmt_limit stmt_charge(struct stmt *st, uint64_t n, bool row);
+
+/* Ends the statement: records metrics; returns its duration in microseconds. */
+uint64_t stmt_end(struct stmt *st, enum stmt_outcome o);
+
+#endif

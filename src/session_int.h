@@ -79,7 +79,14 @@ struct session {
 
 /* session.c */
 void session_schedule(struct session *s);
+
+/* session_end.c */
 void session_end_with(struct session *s, enum session_end e);
+void session_closing_step(struct session *s, int64_t now);
+void session_close_client(struct session *s);
+void session_close_upstream(struct session *s);
+void session_reap_backend(struct session *s);
+int64_t session_grace_ms(const struct session *s);
 void session_cancel_upstream(struct session *s);
 bool session_cancel_pending(struct session *s);
 void session_fatal(struct session *s, const char *code, const char *message, const char *detail);

@@ -285,7 +285,20 @@ start_proxy() {
     fi
 }
 
-stop_target() { # stop_target NAME (PgBouncer or proxy instance)
+# start_floor NAME: the bytes-only relay (bench/floor.c), started like the proxy
+start_floor() {
+    local name=$1 port pid
+    port=$(free_port)
+    setsid "$WORK/floor" "$port" "$(upstream_host "$name")" "${PORT[direct]}" \
+        </dev/null >"$WORK/$name.log" 2>&1 &
+    pid=$!
+    OWN_PIDS+=("$pid")
+    PORT[$name]=$port
+    PID[$name]=$pid
+    wait_ready "$port" "$pid" "floor relay $name" || die "floor relay $name is not answering"
+}
+
+stop_target() { # stop_target NAME (PgBouncer, floor or proxy instance)
     local pid=${PID[$1]:-}
     [[ -n $pid ]] || return 0
     stop_pid "$pid"
@@ -419,9 +432,10 @@ if awk -v l="${LOAD_START%% *}" -v n="$(nproc)" 'BEGIN { exit !(l > n / 2) }'; t
 fi
 log "work dir $WORK; T=${T}s, reps=$REPS, cases:$CASES"
 
-log "compiling bench/idle_sessions.c"
+log "compiling bench/idle_sessions.c and bench/floor.c"
 cc -O2 -Wall -Wextra -std=c11 -I"$("$PGBIN/pg_config" --includedir)" -o "$WORK/idle_sessions" \
     "$HERE/idle_sessions.c" -lpq || die "could not compile idle_sessions.c (needs libpq-dev)"
+cc -O2 -Wall -Wextra -std=c11 -o "$WORK/floor" "$HERE/floor.c" || die "could not compile floor.c"
 
 start_postgres
 start_pgbouncer pgbouncer
@@ -429,11 +443,13 @@ TARGETS=(direct pgbouncer proxy)
 
 if has_case a; then
     start_pgbouncer pgbouncer_tcp
+    start_floor floor
+    start_floor floor_tcp
     start_proxy proxy
     start_proxy proxy_policy --deny alter_system
     start_proxy proxy_tcp
     for ((r = 1; r <= REPS; r++)); do
-        for tg in direct pgbouncer proxy proxy_policy pgbouncer_tcp proxy_tcp; do
+        for tg in direct pgbouncer floor proxy proxy_policy pgbouncer_tcp floor_tcp proxy_tcp; do
             log "a. select-only: $tg rep $r/$REPS (${T}s)"
             run_pgbench "$tg" a -n -S -M simple -c 16 -j 2
         done
@@ -442,17 +458,23 @@ if has_case a; then
     stop_target proxy_policy
     stop_target proxy_tcp
     stop_target pgbouncer_tcp
+    stop_target floor
+    stop_target floor_tcp
 fi
 
 if has_case b; then
+    start_floor floor
     start_proxy proxy
+    start_proxy proxy_policy --deny alter_system
     for ((r = 1; r <= REPS; r++)); do
-        for tg in "${TARGETS[@]}"; do
+        for tg in direct pgbouncer floor proxy proxy_policy; do
             log "b. tpcb-like: $tg rep $r/$REPS (${T}s)"
             run_pgbench "$tg" b -n -M simple -c 8 -j 2
         done
     done
     stop_target proxy
+    stop_target proxy_policy
+    stop_target floor
 fi
 
 if has_case c; then
@@ -612,11 +634,49 @@ if has_case a; then
         "proxy ÷ PgBouncer: $rt" "—" "≤ PgBouncer" "$(meets "$rt" '<=' 1.00)"
 fi
 
+# Against the floor relay: the physical limit of a user-space relay of the same model.
+FLOOR="| case | floor | pgwire-proxy | policy on | PgBouncer | proxy ÷ floor | policy on ÷ floor | PgBouncer ÷ floor | target | met |
+|---|---:|---:|---:|---:|---:|---:|---:|---|---|"
+frow() { FLOOR+=$'\n'"| $1 | $2 | $3 | $4 | $5 | $6 | $7 | $8 | $9 | ${10} |"; }
+floor_tps_row() { # floor_tps_row LABEL PREFIX FLOOR PROXY POLICY BOUNCER
+    local f p q b rp rq rb ok
+    f=$(median "$2_tps:$3") p=$(median "$2_tps:$4") b=$(median "$2_tps:$6")
+    q=n/a
+    [[ -n $5 ]] && q=$(median "$2_tps:$5")
+    rp=$(ratio "$p" "$f") rq=$(ratio "$q" "$f") rb=$(ratio "$b" "$f")
+    ok=$(both "$(meets "$rp" '>=' 0.95)" "$(awk -v p="$p" -v b="$b" 'BEGIN {
+        if (p == "n/a" || b == "n/a") print "n/a"; else print (p > b) ? "yes" : "**no**" }')")
+    [[ -n $5 ]] && ok=$(both "$ok" "$(meets "$rq" '>=' 0.95)")
+    frow "$1" "$(fmt "$f" 0)" "$(fmt "$p" 0)" "$(fmt "$q" 0)" "$(fmt "$b" 0)" "$rp" "$rq" "$rb" \
+        "≥ 0.95× the floor (policy off and on) and > PgBouncer" "$ok"
+}
+floor_cpu_row() { # floor_cpu_row LABEL PREFIX FLOOR PROXY POLICY BOUNCER
+    local f p q b rp rq rb ok
+    f=$(median "$2_cpu:$3") p=$(median "$2_cpu:$4") b=$(median "$2_cpu:$6")
+    q=n/a
+    [[ -n $5 ]] && q=$(median "$2_cpu:$5")
+    rp=$(ratio "$p" "$f") rq=$(ratio "$q" "$f") rb=$(ratio "$b" "$f")
+    ok=$(meets "$rp" '<=' 1.10)
+    [[ -n $5 ]] && ok=$(both "$ok" "$(meets "$rq" '<=' 1.10)")
+    frow "$1" "$(fmt "$f" 3)" "$(fmt "$p" 3)" "$(fmt "$q" 3)" "$(fmt "$b" 3)" "$rp" "$rq" "$rb" \
+        "≤ 1.10× the floor's CPU (lower is better)" "$ok"
+}
+if has_case a; then
+    floor_tps_row "a. select-only, TPS" a floor proxy proxy_policy pgbouncer
+    floor_cpu_row "a. select-only, CPU s per 100,000 queries" a floor proxy proxy_policy pgbouncer
+    floor_tps_row "a. select-only over TCP, TPS" a floor_tcp proxy_tcp "" pgbouncer_tcp
+    floor_cpu_row "a. select-only over TCP, CPU s per 100,000" a floor_tcp proxy_tcp "" pgbouncer_tcp
+fi
+if has_case b; then
+    floor_tps_row "b. tpcb-like, TPS" b floor proxy proxy_policy pgbouncer
+    floor_cpu_row "b. tpcb-like, CPU s per 100,000 transactions" b floor proxy proxy_policy pgbouncer
+fi
+
 # Per-repetition raw values, so noise is visible.
 RAW="| measurement | target | values per repetition |
 |---|---|---|"
-for key in a_tps a_lat a_cpu b_tps b_lat c1 c2 d_tps e_rss0 e_rss1 e_mem e_sel e_sel2 e_open; do
-    for tg in direct pgbouncer proxy proxy_policy pgbouncer_tcp proxy_tcp; do
+for key in a_tps a_lat a_cpu b_tps b_lat b_cpu c1 c2 d_tps e_rss0 e_rss1 e_mem e_sel e_sel2 e_open; do
+    for tg in direct pgbouncer floor proxy proxy_policy pgbouncer_tcp floor_tcp proxy_tcp; do
         [[ -n ${R[$key:$tg]:-} ]] && RAW+=$'\n'"| $key | $tg | ${R[$key:$tg]% } |"
     done
 done
@@ -642,6 +702,11 @@ Ratios are always \"higher is better\": throughput ratios are target ÷ direct, 
 ratios are direct ÷ target. f compares CPU seconds proxy ÷ PgBouncer (lower is better).
 
 $TABLE
+
+Against the floor (\`bench/floor.c\`: a bytes-only epoll relay of the same model, one upstream
+connection per client, no parsing; the physical limit of a user-space relay here):
+
+$FLOOR
 
 <details><summary>Per-repetition values</summary>
 

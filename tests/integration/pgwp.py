@@ -46,14 +46,16 @@ PGBENCH = os.path.join(PG_BIN, "pgbench")
 
 
 def poll(cond, timeout=BOUND, interval=0.05, what="condition"):
-    """Calls cond() until it returns something truthy; fails after timeout seconds."""
+    """Calls cond() until it returns something truthy; fails after timeout seconds. `what` may
+    be a callable, called at the failure to describe the state then."""
     deadline = time.monotonic() + timeout
     while True:
         value = cond()
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+            pytest.fail(f"timed out after {timeout} s waiting for "
+                        f"{what() if callable(what) else what}")
         time.sleep(interval)
 
 
@@ -324,6 +326,18 @@ class Proxy(Target):
         return problems
 
 
+class LimitedProxy(Proxy):
+    """A proxy started under `prlimit --nofile=SOFT:HARD` (prlimit execs it: same PID)."""
+
+    def __init__(self, nofile, *args, **kw):
+        super().__init__(*args, **kw)
+        self.nofile = nofile
+
+    @property
+    def argv(self):
+        return ["prlimit", f"--nofile={self.nofile}", "--"] + super().argv
+
+
 def clean_env(**extra):
     """os.environ without PGWIRE_PROXY_* settings (they would change the proxy's config)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PGWIRE_PROXY_")}
@@ -395,7 +409,8 @@ class Closed(Exception):
 class RawClient:
     def __init__(self, host, port, timeout=BOUND):
         self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.buf = b""
+        self.buf = b""  # received bytes; those before self.pos are consumed
+        self.pos = 0
         self.params = {}
         self.backend_key = None
 
@@ -454,27 +469,59 @@ class RawClient:
 
     # -- receiving
     def _fill(self, n):
-        while len(self.buf) < n:
-            try:
-                chunk = self.sock.recv(65536)
-            except ConnectionResetError:
-                chunk = b""
-            if not chunk:
-                raise Closed(f"connection closed ({len(self.buf)} bytes pending)")
-            self.buf += chunk
+        """Makes n unconsumed bytes available. Chunks are joined once (a 10 MB message is not
+        copied once per recv) and consumed bytes are skipped by offset, not sliced away."""
+        have = len(self.buf) - self.pos
+        if have >= n:
+            return
+        parts = [self.buf[self.pos:]]
+        self.pos = 0
+        try:
+            while have < n:
+                try:
+                    chunk = self.sock.recv(max(65536, min(n - have, 1 << 22)))
+                except ConnectionResetError:
+                    chunk = b""
+                if not chunk:
+                    raise Closed(f"connection closed ({have} bytes pending)")
+                parts.append(chunk)
+                have += len(chunk)
+        finally:
+            self.buf = b"".join(parts)
 
     def read_byte(self):
         self._fill(1)
-        b, self.buf = self.buf[:1], self.buf[1:]
+        b = self.buf[self.pos:self.pos + 1]
+        self.pos += 1
         return b
 
     def read_msg(self):
         self._fill(5)
-        type_, length = chr(self.buf[0]), struct.unpack("!I", self.buf[1:5])[0]
+        type_ = chr(self.buf[self.pos])
+        length = struct.unpack_from("!I", self.buf, self.pos + 1)[0]
         self._fill(1 + length)
-        msg = Msg(type_, self.buf[5:1 + length])
-        self.buf = self.buf[1 + length:]
+        msg = Msg(type_, self.buf[self.pos + 5:self.pos + 1 + length])
+        self.pos += 1 + length
         return msg
+
+    def read_all(self, timeout=BOUND):
+        """Messages until the connection closes or `timeout` seconds pass without one; returns
+        (messages, closed). For answers that come unasked (a FATAL from a timeout, shutdown) or
+        that must not come (then closed is False and the caller says what was expected)."""
+        old = self.sock.gettimeout()
+        self.sock.settimeout(timeout)
+        msgs = []
+        try:
+            while True:
+                msgs.append(self.read_msg())
+        except Closed:
+            return msgs, True
+        except TimeoutError as e:  # socket.timeout is TimeoutError
+            if "test exceeded" in str(e):
+                raise  # the per-test bound (conftest's SIGALRM), not ours
+            return msgs, False
+        finally:
+            self.sock.settimeout(old)
 
     def read_until_rfq(self):
         """Messages up to and including ReadyForQuery, or up to a connection close (then the
@@ -561,6 +608,17 @@ def only_error(msgs):
     return errs[0]
 
 
+def wire_bytes(msgs):
+    """Bytes the messages took on the wire (type byte and length word included)."""
+    return sum(5 + len(m.payload) for m in msgs)
+
+
+def query_message(sql):
+    """The bytes of a Query message: for pipelining several before reading any answer."""
+    body = cstr(sql) if isinstance(sql, str) else sql + b"\0"
+    return b"Q" + struct.pack("!I", len(body) + 4) + body
+
+
 def tags(msgs):
     return [m.payload.rstrip(b"\0").decode() for m in msgs if m.type == "C"]
 
@@ -608,6 +666,50 @@ def scalar(target_or_conn, sql, *args):
 
 # ---------------------------------------------------------------------------------------------
 # Observability helpers (metrics endpoint, pg_stat_activity, logs)
+
+
+def log_records(text):
+    """The proxy's log lines (text or JSON format) -> [{'level', 'event', 'session', fields...,
+    'line'}]. Text lines are `TIME LEVEL [SID] event: msg` with leading key=value words as
+    fields, as the JSON format has them."""
+    import json
+    out = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            rec["line"] = line
+            out.append(rec)
+            continue
+        parts = line.split(" ", 2)
+        if len(parts) < 3:
+            continue
+        rest = parts[2].lstrip()
+        rec = {"level": parts[1], "line": line}
+        if rest.startswith("["):
+            sid, _, rest = rest.partition("] ")
+            rec["session"] = sid[1:]
+        event, sep, msg = rest.partition(": ")
+        if not sep and rest.endswith(":"):
+            event, msg = rest[:-1], ""
+        elif not sep:
+            continue
+        rec["event"] = event
+        words = msg.split(" ")
+        while words and "=" in words[0] and words[0].split("=", 1)[0].replace("_", "").isalpha():
+            k, v = words.pop(0).split("=", 1)
+            rec[k] = v
+        if words:
+            rec["msg"] = " ".join(words)
+        out.append(rec)
+    return out
+
+
+def log_events(p, event):
+    """The log records of proxy `p` whose event is `event`."""
+    return [r for r in log_records(p.log()) if r.get("event") == event]
 
 
 def http_get(port, path, host="127.0.0.1", timeout=BOUND):
@@ -804,6 +906,16 @@ def backends_detail(dconn, app):
         cur.execute("select pid, state, wait_event, query from pg_stat_activity "
                     "where application_name like %s", (f"%{app}%",))
         return cur.fetchall()
+
+
+def terminate_backends(dconn, app, timeout=BOUND):
+    """Terminates every upstream backend whose application_name holds `app` and waits until
+    they are gone: teardown for tests whose failure leaves a statement running upstream."""
+    with dconn.cursor() as cur:
+        cur.execute("select pg_terminate_backend(pid) from pg_stat_activity "
+                    "where application_name like %s and pid <> pg_backend_pid()", (f"%{app}%",))
+    poll(lambda: backends_detail(dconn, app) == [], timeout=timeout,
+         what=f"backends named like {app!r} to exit after pg_terminate_backend")
 
 
 def recreate(dconn, name, ddl="(id int)"):

@@ -405,6 +405,15 @@ def test_node_pg(proxy, node_client):
     assert "simple query protocol" in got["extended_error"]
 
 
-def test_node_pg_cancel():
-    pytest.skip("node-postgres has no API to cancel a running query on a separate connection "
-                "(no PQcancel equivalent); nothing to test")
+def test_node_pg_cancel(proxy, node_client):
+    """pg's Client#cancel(client, query): a CancelRequest on a second connection, with the key
+    the proxy gave the first one."""
+    env = dict(os.environ, PGHOST=proxy.host, PGPORT=str(proxy.port), PGUSER=proxy.user,
+               PGDATABASE=proxy.dbname, PGAPPNAME="node-cancel")
+    env.pop("PGPASSWORD", None)
+    r = run(["node", os.path.join(NODE_DIR, "cancel.js")], env=env)
+    assert r.returncode == 0, f"client failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
+    got = lines(r.stdout)
+    check_cancel(got, r.stdout)
+    assert got.get("after_cancel") == "7", r.stdout
+    assert r.stdout.splitlines()[-1] == "done", r.stdout

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from pgwp import marker, backends_detail as backends
-from pgwp import (BOUND, Proxy, RawClient, Usage, describe, only_error, poll, proc_rss_kb,
+from pgwp import (BOUND, LimitedProxy, RawClient, Usage, describe, only_error, poll, proc_rss_kb,
                   proxy_only, rows, scalar, startup_or_53300, wait_peer_closed, wait_usage_back)
 
 pytestmark = proxy_only
@@ -130,18 +130,6 @@ def test_1000_sessions_leak_nothing(start_proxy, dconn):
 
 # ---------------------------------------------------------------------------------------------
 # Open-file limit: two descriptors per session
-
-
-class LimitedProxy(Proxy):
-    """A proxy started under `prlimit --nofile=SOFT:HARD` (prlimit execs it: same PID)."""
-
-    def __init__(self, nofile, *args, **kw):
-        super().__init__(*args, **kw)
-        self.nofile = nofile
-
-    @property
-    def argv(self):
-        return ["prlimit", f"--nofile={self.nofile}", "--"] + super().argv
 
 
 def open_files_limit(pid):

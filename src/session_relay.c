@@ -95,8 +95,10 @@ static void statement_done(void *ctx, const struct stmt *st, enum stmt_outcome o
     struct session *s = ctx;
     if (!s->rt->audit || !st->sql)
         return;
-    if (!s->cli_open && o == STMT_OK)
-        o = STMT_CLIENT_GONE;
+    bool client_left = s->end == SE_CLIENT_EOF || s->end == SE_CLIENT_ERROR ||
+                       s->end == SE_CLIENT_STALLED;
+    if (!s->cli_open && client_left)
+        o = STMT_CLIENT_GONE; /* whatever the upstream made of it, nobody saw the result */
     struct audit_record r = {.session_id = s->id,
                              .client_addr = s->addr,
                              .user = s->user,

@@ -409,10 +409,23 @@ class Closed(Exception):
 class RawClient:
     def __init__(self, host, port, timeout=BOUND):
         self.sock = socket.create_connection((host, port), timeout=timeout)
+        self._init_state()
+
+    def _init_state(self):
         self.buf = b""  # received bytes; those before self.pos are consumed
         self.pos = 0
         self.params = {}
         self.backend_key = None
+
+    @classmethod
+    def unix(cls, path, timeout=BOUND):
+        """A RawClient connected to a Unix-domain socket."""
+        c = cls.__new__(cls)
+        c.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.sock.settimeout(timeout)
+        c.sock.connect(path)
+        c._init_state()
+        return c
 
     def close(self):
         try:

@@ -7,6 +7,7 @@
 #include "metrics.h"
 #include "server.h"
 #include "session_int.h"
+#include "worker.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -183,6 +184,55 @@ static void statement_begin(struct session *s, char *sql, size_t len)
     s->q_sql_len = len;
 }
 
+/* ---------- audit ---------- */
+
+/* Hands the statement's record to the audit queue. A full queue refuses it: the session keeps
+ * it (the Query text stays at the front of cbuf, the strings that would not are copied) and
+ * holds its next statement until the writer wakes the worker and the record goes in. */
+static void statement_audit(struct session *s, enum metrics_query_outcome outcome, uint64_t us)
+{
+    static const char *const names[] = {"ok", "error", "denied", "limit", "rejected"};
+    memcpy(s->audit_sqlstate, s->q_sqlstate, sizeof(s->audit_sqlstate));
+    snprintf(s->audit_rule, sizeof(s->audit_rule), "%s", s->q_rule ? s->q_rule : "");
+    s->audit_rec = (struct audit_record){.session_id = s->id,
+                                         .client_addr = s->addr,
+                                         .user = s->user,
+                                         .database = s->database,
+                                         .application = s->app,
+                                         .sql = s->q_sql,
+                                         .sql_len = s->q_sql_len,
+                                         .duration_us = us,
+                                         .rows = s->q_rows,
+                                         .bytes = s->q_bytes,
+                                         .outcome = names[outcome],
+                                         .sqlstate = s->q_sqlstate[0] ? s->audit_sqlstate : NULL,
+                                         .rule = s->q_rule ? s->audit_rule : NULL,
+                                         .protocol = "simple"};
+    s->audit_pending = true;
+    relay_audit_pending_flush(s);
+}
+
+bool relay_audit_pending_flush(struct session *s)
+{
+    if (!s->audit_pending)
+        return false;
+    int rc = audit_submit(s->rt->audit, &s->audit_rec, worker_wake_fd(s->w));
+    if (rc == -ENOMEM)
+        s->requeue = true; /* no wake-up was registered: try again next turn */
+    if (rc)
+        return true;
+    s->audit_pending = false;
+    compact_client(s);
+    return false;
+}
+
+void relay_audit_pending_final(struct session *s)
+{
+    if (s->audit_pending)
+        audit_submit_final(s->rt->audit, &s->audit_rec);
+    s->audit_pending = false;
+}
+
 static void statement_end(struct session *s, enum metrics_query_outcome outcome)
 {
     uint64_t us = (uint64_t)(netio_now_us() - s->q_start_us);
@@ -190,26 +240,12 @@ static void statement_end(struct session *s, enum metrics_query_outcome outcome)
         outcome = METRICS_QUERY_ERROR;
     metrics_query(outcome, us);
     metrics_rows_bytes(s->q_rows, s->q_bytes);
-    if (s->rt->audit && s->q_sql) {
-        static const char *const names[] = {"ok", "error", "denied", "limit", "rejected"};
-        struct audit_record r = {.session_id = s->id,
-                                 .client_addr = s->addr,
-                                 .user = s->user,
-                                 .database = s->database,
-                                 .application = s->app,
-                                 .sql = s->q_sql,
-                                 .sql_len = s->q_sql_len,
-                                 .duration_us = us,
-                                 .rows = s->q_rows,
-                                 .bytes = s->q_bytes,
-                                 .outcome = names[outcome],
-                                 .sqlstate = s->q_sqlstate[0] ? s->q_sqlstate : NULL,
-                                 .rule = s->q_rule};
-        audit_write(s->rt->audit, &r);
-    }
+    if (s->rt->audit && s->q_sql)
+        statement_audit(s, outcome, us); /* drops the Query from cbuf once the record is in */
+    else
+        compact_client(s);
     s->q_sql = NULL;
     s->q_deadline_ms = 0;
-    compact_client(s);
 }
 
 /* Ends the client's request with a locally generated error. rfq: whether ReadyForQuery is due
@@ -457,7 +493,8 @@ static enum session_end process_client(struct session *s)
                                                               : s->cfg->max_message_bytes + 4);
     size_t off = 0; /* consumed messages are dropped once, at the end: no quadratic moves */
     enum session_end e = SE_NONE;
-    while (s->st != ST_QUERY && off < s->clen && !out_backlogged(s) && !session_cancel_pending(s)) {
+    while (s->st != ST_QUERY && !s->audit_pending && off < s->clen && !out_backlogged(s) &&
+           !session_cancel_pending(s)) {
         struct wire_hdr h;
         int rc = wire_read_hdr(s->cbuf + off, s->clen - off, max, &h);
         if (rc == WIRE_NEED_MORE)
@@ -484,7 +521,7 @@ static enum session_end process_client(struct session *s)
         e = client_message(s, s->cbuf + off, h.total);
         if (e != SE_NONE)
             break;
-        if (s->q_sql) {
+        if (s->q_sql || s->audit_pending) {
             s->q_in_cbuf = h.total;
             break;
         }
@@ -855,7 +892,8 @@ static enum session_end read_upstream(struct session *s)
 
 static enum session_end read_client(struct session *s)
 {
-    for (int reads = 0; s->cli_in && s->st != ST_QUERY && !out_backlogged(s); reads++) {
+    for (int reads = 0; s->cli_in && s->st != ST_QUERY && !s->audit_pending && !out_backlogged(s);
+         reads++) {
         if (reads == DRIVE_READS_MAX) {
             s->requeue = true;
             break;
@@ -911,6 +949,7 @@ enum session_end relay_drive(struct session *s)
             return SE_CLIENT_ERROR;
         if (upstream_send(s))
             return upstream_lost(s, -EPIPE);
+        relay_audit_pending_flush(s);
         size_t before_u = s->ulen, before_c = s->clen, before_o = s->olen - s->ooff;
         bool in_u = s->up_in, in_c = s->cli_in;
         enum relay_state before_st = s->st;

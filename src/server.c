@@ -46,7 +46,9 @@ struct runtime *server_runtime_new(struct config *cfg, char *err, size_t errlen)
             goto fail;
     }
     if (rt->cfg.audit_log) {
-        rt->audit = audit_open(rt->cfg.audit_log, rt->cfg.audit_redact, err, errlen);
+        /* AUDIT_MAX_PARSE_DEFAULT stands for --max-parse-size until that option exists */
+        rt->audit = audit_open(rt->cfg.audit_log, rt->cfg.audit_redact, AUDIT_MAX_PARSE_DEFAULT,
+                               err, errlen);
         if (!rt->audit)
             goto fail;
     }
@@ -288,6 +290,14 @@ static void handle_signals(struct server *srv, int sfd, int *lfds, int *nl)
     }
 }
 
+/* Closed audit logs write what they still hold before the process exits (bounded). */
+static void audit_drain_at_exit(void)
+{
+    size_t left = audit_wait_closed(AUDIT_CLOSE_WAIT_MS);
+    if (left)
+        LOG_ERROR(0, "audit_unwritten", "%zu audit records not written before exit", left);
+}
+
 int server_run(struct config *cfg, int argc, char **argv)
 {
     struct server srv = {.argc = argc, .argv = argv};
@@ -386,5 +396,6 @@ out:
         server_runtime_release(srv.rt);
         cancel_table_free(srv.cancels);
     }
+    audit_drain_at_exit();
     return exit_code;
 }

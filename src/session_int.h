@@ -3,6 +3,7 @@
 #ifndef PGWP_SESSION_INT_H
 #define PGWP_SESSION_INT_H
 
+#include "audit.h"
 #include "guard.h"
 #include "metrics.h"
 #include "netio.h"
@@ -126,6 +127,13 @@ struct session {
     size_t q_sql_len;
     size_t q_in_cbuf; /* bytes of the forwarded Query still at the front of cbuf */
 
+    /* the statement's audit record while a full audit queue refuses it: the next statement
+     * waits (the Query text stays in cbuf; the copied strings live here) */
+    bool audit_pending;
+    struct audit_record audit_rec;
+    char audit_sqlstate[6];
+    char audit_rule[96];
+
     struct startup_state *su; /* only until the upstream connection is made */
 };
 
@@ -164,5 +172,10 @@ int relay_begin(struct session *s);
 /* Returns SE_NONE while the session goes on. */
 enum session_end relay_drive(struct session *s);
 enum session_end relay_timers(struct session *s, int64_t now_ms);
+/* Submits the audit record a full queue refused; true while it still waits (the worker's
+ * eventfd is written when there is room). */
+bool relay_audit_pending_flush(struct session *s);
+/* At session end: a record still waiting goes into the queue beyond its bounds. */
+void relay_audit_pending_final(struct session *s);
 
 #endif

@@ -172,9 +172,10 @@ static void *worker_main(void *arg)
         for (int i = 0; i < n; i++) {
             if (evs[i].data.u64 == TAG_WAKE) {
                 take_incoming(w);
-                /* a delivered cancel may unblock a session's next statement */
+                /* a delivered cancel, or room in the audit queue, may unblock a session's
+                 * next statement */
                 for (struct session *s = w->sessions; s; s = s->next)
-                    if (s->cancel_ticket)
+                    if (s->cancel_ticket || s->audit_pending)
                         mark_ready(w, s);
             } else if (evs[i].data.u64 == TAG_SHUTDOWN)
                 shutdown_now = !w->shutdown_seen;

@@ -146,6 +146,8 @@ static int emit_abort_error(struct relay *r, struct fwd *f, size_t at)
 /* What the upstream made of the statement, from its ReadyForQuery. */
 static enum stmt_upstream fate(const struct relay *r, char status, bool failed)
 {
+    if (r->stmt.upstream_sqlstate[0])
+        return STMT_UP_ERROR;
     if (failed || status == 'E')
         return STMT_UP_ROLLED_BACK;
     return status == 'I' ? STMT_UP_COMMITTED : STMT_UP_IN_BLOCK;
@@ -268,12 +270,15 @@ static enum be_action error_response(struct relay *r, struct fwd *f, size_t at, 
         return FORWARD;
     }
     if (r->internal != RI_NONE || r->ab.active) {
+        if (r->ab.active && r->stmt.active)
+            stmt_upstream_error(&r->stmt, code);
         r->ab.saw_error = true;
         if (r->ab.active && r->ab.completed)
             r->ab.later_results = true;
         return DROP;
     }
-    r->stmt.upstream_error = true;
+    if (r->stmt.active)
+        stmt_upstream_error(&r->stmt, code);
     r->truncating = false;
     if (r->stmt.active && stmt_charge(&r->stmt, total, false) != STMT_LIMIT_NONE) {
         char msg[160], det[160];

@@ -92,6 +92,9 @@ static _Atomic uint64_t tls_ok;
 static _Atomic uint64_t tls_failed;
 static struct histogram connect_hist = {.bounds = connect_bounds, .nbounds = NELEM(connect_bounds)};
 static _Atomic uint64_t connect_failures;
+static _Atomic uint64_t audit_written;
+static _Atomic uint64_t audit_dropped;
+static _Atomic uint64_t audit_queue_full;
 static uint64_t start_time_us;
 
 static inline void counter_add(_Atomic uint64_t *c, uint64_t n)
@@ -269,6 +272,16 @@ void metrics_upstream_connect(uint64_t duration_us, int ok)
         histogram_observe(&connect_hist, duration_us);
     else
         counter_add(&connect_failures, 1);
+}
+
+void metrics_audit(bool written)
+{
+    counter_add(written ? &audit_written : &audit_dropped, 1);
+}
+
+void metrics_audit_queue_full(void)
+{
+    counter_add(&audit_queue_full, 1);
 }
 
 /* ---- rendering ---------------------------------------------------------------------------- */
@@ -453,6 +466,20 @@ static void render_upstream(struct out *o)
                counter_get(&connect_failures));
 }
 
+static void render_audit(struct out *o)
+{
+    out_family(o, "audit_records_total", "counter", "Audit records written to --audit-log.");
+    out_printf(o, METRIC_PREFIX "audit_records_total %" PRIu64 "\n", counter_get(&audit_written));
+    out_family(o, "audit_records_dropped_total", "counter",
+               "Audit records dropped because --audit-log could not be written.");
+    out_printf(o, METRIC_PREFIX "audit_records_dropped_total %" PRIu64 "\n",
+               counter_get(&audit_dropped));
+    out_family(o, "audit_queue_full_total", "counter",
+               "Audit records refused by a full queue; their session waited for room.");
+    out_printf(o, METRIC_PREFIX "audit_queue_full_total %" PRIu64 "\n",
+               counter_get(&audit_queue_full));
+}
+
 char *metrics_render(size_t *len)
 {
     struct out o = {.cap = 8192};
@@ -465,6 +492,7 @@ char *metrics_render(size_t *len)
     render_sessions(&o);
     render_queries(&o);
     render_upstream(&o);
+    render_audit(&o);
     if (o.failed)
         goto out;
     ret = o.buf;

@@ -3,6 +3,7 @@
 #ifndef PGWP_METRICS_H
 #define PGWP_METRICS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,6 +43,10 @@ void metrics_guardrail(const char *rule);
 void metrics_cancel(enum metrics_cancel_outcome o);
 void metrics_tls_handshake(int ok);
 void metrics_upstream_connect(uint64_t duration_us, int ok);
+/* An audit record written to --audit-log (true), or dropped because it could not be. */
+void metrics_audit(bool written);
+/* An audit record refused because the queue was full: its session waits. */
+void metrics_audit_queue_full(void);
 
 /* Renders the Prometheus text exposition format. Returns a malloc'd string (caller frees) and
  * its length in *len, or NULL on allocation failure. */

@@ -28,7 +28,8 @@ struct runtime *runtime_new(struct config *cfg, char *err, size_t errlen)
             goto fail;
     }
     if (rt->cfg.audit_log) {
-        rt->audit = audit_open(rt->cfg.audit_log, rt->cfg.audit_redact, err, errlen);
+        rt->audit = audit_open(rt->cfg.audit_log, rt->cfg.audit_redact, AUDIT_MAX_PARSE_DEFAULT,
+                               err, errlen);
         if (!rt->audit)
             goto fail;
     }

@@ -1,6 +1,7 @@
 /* The process: configuration generations, listeners and accept (on the main thread, with
  * signals through a signalfd), reload, and shutdown orchestration. */
 #include "server.h"
+#include "audit.h"
 #include "cancel.h"
 #include "conn.h"
 #include "http.h"
@@ -270,6 +271,14 @@ static void main_loop(struct server *srv, int sfd)
     }
 }
 
+/* Closed audit logs write what they still hold before the process exits (bounded). */
+static void audit_drain_at_exit(void)
+{
+    size_t left = audit_wait_closed(AUDIT_CLOSE_WAIT_MS);
+    if (left)
+        LOG_ERROR(0, "audit_unwritten", "%zu audit records not written before exit", left);
+}
+
 int server_run(struct config *cfg, int argc, char **argv)
 {
     struct server srv = {.argc = argc, .argv = argv, .shutdown_efd = -1};
@@ -360,5 +369,6 @@ out:
             runtime_release(srv.runtimes.cur);
         cancel_table_free(srv.cancels);
     }
+    audit_drain_at_exit();
     return exit_code;
 }

@@ -450,6 +450,7 @@ void session_free(struct session *s)
     loop_task_cancel(s->loop, &s->task);
     loop_timer_cancel(s->loop, &s->timer);
     loop_waiter_cancel(s->loop, &s->waiter);
+    session_audit_final(s);
     cancel_ticket_release(s->cancel_ticket);
     if (s->cancel_registered)
         cancel_unregister(env->cancels, s->upc.pid);

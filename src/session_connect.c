@@ -16,9 +16,15 @@
 
 #define UP_EVENTS_RELAY (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
 
+/* Cut like PostgreSQL cuts a name: never inside a UTF-8 sequence, so the audit trail does not
+ * report a valid name as invalid bytes. */
 static void copy_param(char *dst, size_t len, const char *v)
 {
-    snprintf(dst, len, "%s", v ? v : "");
+    size_t n = v ? strlen(v) : 0, take = n < len ? n : len - 1;
+    for (int back = 0; back < 3 && take > 0 && take < n && ((unsigned char)v[take] & 0xC0) == 0x80;
+         back++)
+        take--; /* at most a sequence's length: invalid bytes are kept, not cut away */
+    snprintf(dst, len, "%.*s", (int)take, v ? v : "");
 }
 
 static enum session_end admit(struct session *s)

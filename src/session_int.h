@@ -75,6 +75,7 @@ struct session {
 
     struct relay relay;
     struct guard_cache *gcache;
+    struct audit_wait *audit_wait; /* a record the full audit queue refused */
 };
 
 /* session.c */
@@ -98,6 +99,10 @@ enum session_end session_connect_step(struct session *s);
 /* session_relay.c */
 int session_relay_begin(struct session *s);
 enum session_end session_relay_turn(struct session *s);
+/* True while an audit record the queue refused still waits (the next statement waits). */
+bool session_audit_waiting(struct session *s);
+/* At the end: a waiting record goes in beyond the queue's bounds. */
+void session_audit_final(struct session *s);
 /* The end reason a failed side recorded, or SE_NONE. */
 enum session_end session_conn_end(const struct session *s);
 

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define READS_PER_TURN 16 /* reads per socket per turn: one busy session cannot pin a loop */
@@ -90,13 +91,75 @@ static void refresh(void *ctx)
     ensure_guard_cache(s);
 }
 
+/* A record a full audit queue refused, with its own copies of what it points to: the
+ * session holds its next statement until the writer has room (it wakes the loop). */
+struct audit_wait {
+    struct audit_record rec;
+    char *sql;
+    char sqlstate[6], upstream_sqlstate[6], rule[96];
+};
+
+static void keep_record(struct session *s, const struct audit_record *r)
+{
+    struct audit_wait *w = calloc(1, sizeof(*w));
+    char *sql = w ? malloc(r->sql_len + 1) : NULL;
+    if (!sql) {
+        free(w);
+        LOG_ERROR(s->id, "audit_record_lost", "out of memory keeping an audit record");
+        return;
+    }
+    memcpy(sql, r->sql, r->sql_len);
+    w->rec = *r;
+    w->sql = sql;
+    w->rec.sql = sql;
+    if (r->sqlstate)
+        w->rec.sqlstate = memcpy(w->sqlstate, r->sqlstate, 6);
+    if (r->upstream_sqlstate)
+        w->rec.upstream_sqlstate = memcpy(w->upstream_sqlstate, r->upstream_sqlstate, 6);
+    if (r->rule)
+        w->rec.rule = strncpy(w->rule, r->rule, sizeof(w->rule) - 1);
+    s->audit_wait = w;
+}
+
+static void free_wait(struct session *s)
+{
+    free(s->audit_wait->sql);
+    free(s->audit_wait);
+    s->audit_wait = NULL;
+}
+
+/* True while a refused record still waits. */
+bool session_audit_waiting(struct session *s)
+{
+    if (!s->audit_wait)
+        return false;
+    int rc = audit_submit(s->rt->audit, &s->audit_wait->rec, loop_wake_fd(s->loop));
+    if (rc == 0) {
+        free_wait(s);
+        return false;
+    }
+    if (rc == -EAGAIN)
+        loop_wait_wake(s->loop, &s->waiter);
+    else
+        session_schedule(s); /* out of memory: no wake-up is registered, try next turn */
+    return true;
+}
+
+void session_audit_final(struct session *s)
+{
+    if (s->audit_wait) {
+        audit_submit_final(s->rt->audit, &s->audit_wait->rec);
+        free_wait(s);
+    }
+}
+
 static void statement_done(void *ctx, const struct stmt *st, enum stmt_outcome o, uint64_t us)
 {
     struct session *s = ctx;
     if (!s->rt->audit || !st->sql)
         return;
-    bool client_left = s->end == SE_CLIENT_EOF || s->end == SE_CLIENT_ERROR ||
-                       s->end == SE_CLIENT_STALLED;
+    bool client_left =
+        s->end == SE_CLIENT_EOF || s->end == SE_CLIENT_ERROR || s->end == SE_CLIENT_STALLED;
     if (!s->cli_open && client_left)
         o = STMT_CLIENT_GONE; /* whatever the upstream made of it, nobody saw the result */
     struct audit_record r = {.session_id = s->id,
@@ -111,8 +174,24 @@ static void statement_done(void *ctx, const struct stmt *st, enum stmt_outcome o
                              .bytes = st->bytes,
                              .outcome = stmt_outcome_audit_name(o),
                              .sqlstate = st->sqlstate[0] ? st->sqlstate : NULL,
-                             .rule = st->rule};
-    audit_write(s->rt->audit, &r);
+                             .rule = st->rule,
+                             .upstream_sqlstate =
+                                 st->upstream_sqlstate[0] ? st->upstream_sqlstate : NULL,
+                             .upstream_status = stmt_upstream_name(st->upstream),
+                             .protocol = "simple"};
+    if (s->audit_wait) {
+        /* one record already waits: this one must not overtake it */
+        audit_submit_final(s->rt->audit, &r);
+        return;
+    }
+    int rc = audit_submit(s->rt->audit, &r, loop_wake_fd(s->loop));
+    if (rc == -EAGAIN || rc == -ENOMEM) {
+        keep_record(s, &r);
+        if (rc == -EAGAIN)
+            loop_wait_wake(s->loop, &s->waiter);
+        else
+            session_schedule(s);
+    }
 }
 
 static const struct relay_env session_relay_env = {
@@ -253,7 +332,7 @@ static enum session_end read_upstream(struct session *s)
 
 static enum session_end read_client(struct session *s)
 {
-    for (int reads = 0; s->cli.can_read && fe_proto_ready(&s->relay); reads++) {
+    for (int reads = 0; s->cli.can_read && fe_proto_ready(&s->relay) && !s->audit_wait; reads++) {
         if (reads == READS_PER_TURN) {
             session_schedule(s);
             break;
@@ -291,6 +370,8 @@ enum session_end session_relay_turn(struct session *s)
         if (e != SE_NONE)
             return e;
         query_finished(s);
+        if (session_audit_waiting(s))
+            break; /* its next statement waits for room in the audit queue */
         if (fe_proto_ready(r) && s->cli.rlen > 0) {
             e = process_client(s);
             if (e != SE_NONE)

@@ -12,8 +12,8 @@ static const char *const audit_names[] = {
 
 static const char *const upstream_names[] = {
     [STMT_UP_UNKNOWN] = "unknown",         [STMT_UP_COMMITTED] = "committed",
-    [STMT_UP_IN_BLOCK] = "in_transaction", [STMT_UP_ROLLED_BACK] = "rolled_back",
-    [STMT_UP_NOT_SENT] = "not_sent",
+    [STMT_UP_IN_BLOCK] = "in_transaction", [STMT_UP_ERROR] = "error",
+    [STMT_UP_ROLLED_BACK] = "rolled_back", [STMT_UP_NOT_SENT] = "not_sent",
 };
 
 /* The metrics keep their public spelling (limited, not limit); a client that left counts as
@@ -38,6 +38,13 @@ const char *stmt_outcome_audit_name(enum stmt_outcome o)
 const char *stmt_upstream_name(enum stmt_upstream u)
 {
     return (unsigned)u <= STMT_UP_NOT_SENT ? upstream_names[u] : "unknown";
+}
+
+void stmt_upstream_error(struct stmt *st, const char code[6])
+{
+    st->upstream_error = true;
+    if (!st->upstream_sqlstate[0])
+        memcpy(st->upstream_sqlstate, code, 6);
 }
 
 void stmt_part(struct stmt *st, const struct config *cfg)

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 struct config;
+struct stmt;
 
 /* The outcomes: metrics spell them as in metrics_query_outcome, the audit as audit_name. */
 enum stmt_outcome {
@@ -22,15 +23,18 @@ enum stmt_outcome {
 
 /* What the upstream made of the statement, when known: the audit says whether it stuck. */
 enum stmt_upstream {
-    STMT_UP_UNKNOWN = 0,
+    STMT_UP_UNKNOWN = 0, /* the session ended before the upstream said */
     STMT_UP_COMMITTED,   /* completed, and ReadyForQuery said idle: autocommit committed it */
     STMT_UP_IN_BLOCK,    /* completed inside a transaction block: its fate is the block's */
-    STMT_UP_ROLLED_BACK, /* failed (error, cancel): nothing of it remains */
+    STMT_UP_ERROR,       /* the upstream failed it (its SQLSTATE in upstream_sqlstate) */
+    STMT_UP_ROLLED_BACK, /* completed, but its transaction did not commit */
     STMT_UP_NOT_SENT,    /* refused before it reached the upstream */
 };
 
 const char *stmt_outcome_audit_name(enum stmt_outcome o);
 const char *stmt_upstream_name(enum stmt_upstream u);
+/* Records an upstream error of the statement (the first one counts). */
+void stmt_upstream_error(struct stmt *st, const char code[6]);
 
 enum stmt_limit { STMT_LIMIT_NONE = 0, STMT_LIMIT_ROWS, STMT_LIMIT_BYTES };
 
@@ -50,7 +54,8 @@ struct stmt {
     const char *rule;     /* guardrail that acted, or NULL */
     const char *sql;      /* the text (lives in the client's buffer until the end) */
     size_t sql_len;
-    bool upstream_error; /* some part of it ended with an upstream error */
+    bool upstream_error;       /* some part of it ended with an upstream error */
+    char upstream_sqlstate[6]; /* the upstream's first error, "" = none */
     enum stmt_upstream upstream;
 };
 

@@ -7,6 +7,7 @@
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
+#include "be_int.h"
 #include "relay.h"
 #include "wire.h"
 
@@ -17,15 +18,7 @@
 #define INSPECT_MAX      (1u << 20) /* largest control message (Z, C, S, ...) buffered whole */
 #define PEEK_BYTES       2048       /* of a large E/N: enough for severity and SQLSTATE */
 
-/* Bytes [span, pos) of the input are pending forwarding. */
-struct fwd {
-    const uint8_t *buf;
-    size_t span;
-};
-
-enum be_action { FORWARD, DROP };
-
-static int flush_span(struct relay *r, struct fwd *f, size_t upto)
+int be_flush_span(struct relay *r, struct fwd *f, size_t upto)
 {
     if (upto > f->span && r->env->to_client(r->ctx, f->buf + f->span, upto - f->span))
         return -1;
@@ -34,21 +27,21 @@ static int flush_span(struct relay *r, struct fwd *f, size_t upto)
 }
 
 /* Puts locally built bytes into the output at position `at` of the input. */
-static int emit(struct relay *r, struct fwd *f, size_t at, const void *p, size_t n)
+int be_emit(struct relay *r, struct fwd *f, size_t at, const void *p, size_t n)
 {
-    if (flush_span(r, f, at))
+    if (be_flush_span(r, f, at))
         return -1;
     return r->env->to_client(r->ctx, p, n);
 }
 
-static void io_failed(struct relay *r)
+void be_io_failed(struct relay *r)
 {
     if (r->end == SE_NONE)
         r->end = SE_CLIENT_ERROR;
 }
 
-static int emit_error(struct relay *r, struct fwd *f, size_t at, const char *severity,
-                      const char *code, const char *message, const char *detail, const char *hint)
+int be_emit_error(struct relay *r, struct fwd *f, size_t at, const char *severity, const char *code,
+                  const char *message, const char *detail, const char *hint)
 {
     uint8_t buf[2048];
     struct wire_buf b;
@@ -59,12 +52,36 @@ static int emit_error(struct relay *r, struct fwd *f, size_t at, const char *sev
                                    .detail = detail && *detail ? detail : NULL,
                                    .hint = hint};
     wire_build_error(&b, severity[0] == 'W' ? 'N' : 'E', &ef);
-    return b.overflow ? -1 : emit(r, f, at, b.data, b.len);
+    return b.overflow ? -1 : be_emit(r, f, at, b.data, b.len);
+}
+
+int be_emit_refusal(struct relay *r, struct fwd *f, size_t at, const struct ext_refusal *e)
+{
+    uint8_t buf[2048];
+    struct wire_buf b;
+    wire_buf_init(&b, buf, sizeof(buf));
+    struct wire_error_fields ef = {.severity = "ERROR",
+                                   .code = e->code,
+                                   .message = e->message,
+                                   .detail = e->detail[0] ? e->detail : NULL,
+                                   .hint = e->hint,
+                                   .position = e->position};
+    wire_build_error(&b, 'E', &ef);
+    metrics_error_sqlstate(e->code);
+    return b.overflow ? -1 : be_emit(r, f, at, b.data, b.len);
+}
+
+int be_emit_copy_refused(struct relay *r, struct fwd *f, size_t at)
+{
+    metrics_error_sqlstate("0A000");
+    return be_emit_error(r, f, at, "ERROR", "0A000", "COPY is not supported through pgwire-proxy",
+                         "rule: copy-protocol",
+                         "Use INSERT ... VALUES to load rows, or SELECT to read them.");
 }
 
 /* CommandComplete tags of statements that change data: when one of them tripped a limit after
  * it had committed, the client is told what happened, not an error that reads as a rollback. */
-static bool tag_is_write(const char *tag)
+bool be_tag_is_write(const char *tag)
 {
     static const char *const writes[] = {"INSERT ", "UPDATE ", "DELETE ", "MERGE ", "COPY "};
     for (size_t i = 0; i < sizeof(writes) / sizeof(writes[0]); i++)
@@ -73,7 +90,7 @@ static bool tag_is_write(const char *tag)
     return false;
 }
 
-static void copy_tag(char *dst, size_t cap, const uint8_t *body, size_t len)
+void be_copy_tag(char *dst, size_t cap, const uint8_t *body, size_t len)
 {
     size_t n = len ? len - 1 : 0;
     if (n >= cap)
@@ -84,52 +101,53 @@ static void copy_tag(char *dst, size_t cap, const uint8_t *body, size_t len)
 
 /* --on-limit truncate: the statement ran to completion upstream; the client gets N rows, a
  * WARNING and a CommandComplete that counts what it received. */
-static int emit_truncated_complete(struct relay *r, struct fwd *f, size_t at, const char *tag)
+int be_emit_truncated_complete(struct relay *r, struct fwd *f, size_t at, const struct stmt *st,
+                               const char *tag)
 {
     char msg[200], newtag[64];
     snprintf(msg, sizeof(msg), "result truncated to %llu rows by pgwire-proxy",
-             (unsigned long long)r->stmt.budget.rows);
-    if (emit_error(r, f, at, "WARNING", "01000", msg,
-                   "rule: max-rows/max-bytes (--on-limit truncate)",
-                   "Add a LIMIT clause to see a complete result."))
+             (unsigned long long)st->budget.rows);
+    if (be_emit_error(r, f, at, "WARNING", "01000", msg,
+                      "rule: max-rows/max-bytes (--on-limit truncate)",
+                      "Add a LIMIT clause to see a complete result."))
         return -1;
     if (strncmp(tag, "SELECT ", 7) == 0)
-        snprintf(newtag, sizeof(newtag), "SELECT %llu", (unsigned long long)r->stmt.budget.rows);
+        snprintf(newtag, sizeof(newtag), "SELECT %llu", (unsigned long long)st->budget.rows);
     else
         snprintf(newtag, sizeof(newtag), "%s", tag);
     uint8_t buf[128];
     struct wire_buf b;
     wire_buf_init(&b, buf, sizeof(buf));
     wire_build_command_complete(&b, newtag);
-    return emit(r, f, at, b.data, b.len);
+    return be_emit(r, f, at, b.data, b.len);
 }
 
 /* A write that tripped a limit but had committed: its first rows went out, then a WARNING
  * with the rule and its real CommandComplete. */
-static int emit_committed_report(struct relay *r, struct fwd *f, size_t at)
+int be_emit_committed_report(struct relay *r, struct fwd *f, size_t at, struct stmt *st)
 {
     struct relay_abort *a = &r->ab;
     char msg[400];
     snprintf(msg, sizeof(msg),
              "%s; the upstream statement had already completed and committed: %llu rows "
              "delivered",
-             a->message, (unsigned long long)r->stmt.rows);
-    if (emit_error(r, f, at, "WARNING", "01000", msg, a->detail, a->hint))
+             a->message, (unsigned long long)st->rows);
+    if (be_emit_error(r, f, at, "WARNING", "01000", msg, a->detail, a->hint))
         return -1;
     if (a->later_results &&
-        emit_error(r, f, at, "WARNING", "01000",
-                   "later statements of this query ran; their results were not delivered",
-                   a->detail, NULL))
+        be_emit_error(r, f, at, "WARNING", "01000",
+                      "later statements of this query ran; their results were not delivered",
+                      a->detail, NULL))
         return -1;
     uint8_t buf[128];
     struct wire_buf b;
     wire_buf_init(&b, buf, sizeof(buf));
     wire_build_command_complete(&b, a->tag);
-    r->stmt.rule = a->rule;
-    return emit(r, f, at, b.data, b.len);
+    st->rule = a->rule;
+    return be_emit(r, f, at, b.data, b.len);
 }
 
-static int emit_abort_error(struct relay *r, struct fwd *f, size_t at)
+int be_emit_abort_error(struct relay *r, struct fwd *f, size_t at, struct stmt *st)
 {
     struct relay_abort *a = &r->ab;
     char msg[400];
@@ -138,15 +156,14 @@ static int emit_abort_error(struct relay *r, struct fwd *f, size_t at)
              : a->saw_error  ? "; the upstream statement was canceled"
                              : "; the upstream statement had already completed");
     metrics_error_sqlstate(a->code);
-    memcpy(r->stmt.sqlstate, a->code, 6);
-    r->stmt.rule = a->rule;
-    return emit_error(r, f, at, "ERROR", a->code, msg, a->detail, a->hint);
+    memcpy(st->sqlstate, a->code, 6);
+    st->rule = a->rule;
+    return be_emit_error(r, f, at, "ERROR", a->code, msg, a->detail, a->hint);
 }
 
-/* What the upstream made of the statement, from its ReadyForQuery. */
-static enum stmt_upstream fate(const struct relay *r, char status, bool failed)
+enum stmt_upstream be_fate(const struct stmt *st, char status, bool failed)
 {
-    if (r->stmt.upstream_sqlstate[0])
+    if (st->upstream_sqlstate[0])
         return STMT_UP_ERROR;
     if (failed || status == 'E')
         return STMT_UP_ROLLED_BACK;
@@ -178,15 +195,16 @@ static enum be_action ready_for_query(struct relay *r, struct fwd *f, size_t at,
     }
     if (r->ab.active) {
         struct relay_abort *a = &r->ab;
-        bool committed =
-            a->report_commit && a->completed && !a->saw_error && st == 'I' && tag_is_write(a->tag);
-        int rc = committed ? emit_committed_report(r, f, at) : emit_abort_error(r, f, at);
+        bool committed = a->report_commit && a->completed && !a->saw_error && st == 'I' &&
+                         be_tag_is_write(a->tag);
+        int rc = committed ? be_emit_committed_report(r, f, at, &r->stmt)
+                           : be_emit_abort_error(r, f, at, &r->stmt);
         if (rc) {
-            io_failed(r);
+            be_io_failed(r);
             return DROP;
         }
         bool poison = !committed && !a->saw_error && st == 'T';
-        r->stmt.upstream = fate(r, st, !committed && a->saw_error);
+        r->stmt.upstream = be_fate(&r->stmt, st, !committed && a->saw_error);
         a->active = false;
         relay_statement_end(r, a->outcome);
         if (poison) {
@@ -199,29 +217,27 @@ static enum be_action ready_for_query(struct relay *r, struct fwd *f, size_t at,
     }
     if (r->st == RS_QUERY) {
         r->st = RS_IDLE;
-        r->stmt.upstream = fate(r, st, r->stmt.upstream_error);
+        r->stmt.upstream = be_fate(&r->stmt, st, r->stmt.upstream_error);
         relay_statement_end(r, STMT_OK);
     }
     return FORWARD;
 }
 
-/* Counts a message against the statement's budget; on a trip, truncates or aborts. Returns
- * FORWARD when the message may reach the client. */
-static enum be_action charge(struct relay *r, size_t total, bool row)
+enum be_action be_charge(struct relay *r, struct stmt *st, size_t total, bool row)
 {
-    if (!r->stmt.active || r->internal != RI_NONE)
+    if (!st || !st->active || r->internal != RI_NONE)
         return FORWARD; /* idle: notifications between statements belong to none */
     if (r->truncating)
         return DROP;
-    enum stmt_limit l = stmt_charge(&r->stmt, total, row);
+    enum stmt_limit l = stmt_charge(st, total, row);
     if (l == STMT_LIMIT_NONE)
         return FORWARD;
     if (r->ab.active)
         return DROP;
     if (r->cfg->on_limit == CONFIG_ON_LIMIT_TRUNCATE) {
         r->truncating = true;
-        r->stmt.rule = l == STMT_LIMIT_ROWS ? "max-rows" : "max-bytes";
-        metrics_guardrail(r->stmt.rule);
+        st->rule = l == STMT_LIMIT_ROWS ? "max-rows" : "max-bytes";
+        metrics_guardrail(st->rule);
     } else {
         relay_limit_abort(r, l);
     }
@@ -236,7 +252,7 @@ static enum be_action command_complete(struct relay *r, struct fwd *f, size_t at
     if (r->ab.active) {
         if (!r->ab.completed) {
             r->ab.completed = true;
-            copy_tag(r->ab.tag, sizeof(r->ab.tag), body, len);
+            be_copy_tag(r->ab.tag, sizeof(r->ab.tag), body, len);
         } else {
             r->ab.later_results = true;
         }
@@ -244,9 +260,9 @@ static enum be_action command_complete(struct relay *r, struct fwd *f, size_t at
     }
     if (r->truncating) {
         char tag[64];
-        copy_tag(tag, sizeof(tag), body, len);
-        if (emit_truncated_complete(r, f, at, tag))
-            io_failed(r);
+        be_copy_tag(tag, sizeof(tag), body, len);
+        if (be_emit_truncated_complete(r, f, at, &r->stmt, tag))
+            be_io_failed(r);
         r->truncating = false;
         stmt_part(&r->stmt, r->cfg);
         return DROP;
@@ -291,10 +307,10 @@ static enum be_action error_response(struct relay *r, struct fwd *f, size_t at, 
         metrics_error_sqlstate("54000");
         memcpy(r->stmt.sqlstate, "54000", 6);
         r->stmt.rule = "max-bytes";
-        if (emit_error(r, f, at, "ERROR", "54000", msg, det,
-                       "The statement failed; ask the operator to raise --max-bytes to see "
-                       "its full error."))
-            io_failed(r);
+        if (be_emit_error(r, f, at, "ERROR", "54000", msg, det,
+                          "The statement failed; ask the operator to raise --max-bytes to see "
+                          "its full error."))
+            be_io_failed(r);
         stmt_part(&r->stmt, r->cfg);
         return DROP;
     }
@@ -316,8 +332,8 @@ static enum be_action parameter_status(struct relay *r, struct fwd *f, size_t at
     }
     const char *why = guard_unsafe_setting(name, value);
     if (why) {
-        if (flush_span(r, f, at))
-            io_failed(r);
+        if (be_flush_span(r, f, at))
+            be_io_failed(r);
         relay_send_fatal(r, "0A000", why, NULL);
         r->end = SE_PROTOCOL;
         return DROP;
@@ -325,8 +341,8 @@ static enum be_action parameter_status(struct relay *r, struct fwd *f, size_t at
     /* the backstop of --read-only: whatever path turned it off, nothing else runs */
     if (r->cfg->read_only && strcmp(name, "default_transaction_read_only") == 0 &&
         strcmp(value, "on") != 0) {
-        if (flush_span(r, f, at))
-            io_failed(r);
+        if (be_flush_span(r, f, at))
+            be_io_failed(r);
         LOG_WARN(r->sid, "read_only_lost",
                  "client=%s the upstream session reported "
                  "default_transaction_read_only=%s: ending it",
@@ -373,9 +389,15 @@ static enum be_action upstream_message(struct relay *r, struct fwd *f, size_t at
     bool dropping = r->ab.active || r->internal != RI_NONE;
     if (r->end != SE_NONE)
         return DROP; /* a FATAL is the last message, as in PostgreSQL: nothing follows it */
+    if (!ext_empty(r->x)) {
+        bool handled;
+        enum be_action act = be_ext_message(r, f, at, type, body, blen, mlen, &handled);
+        if (handled)
+            return act;
+    }
     switch (type) {
     case 'D':
-        return dropping ? DROP : charge(r, total, true);
+        return dropping ? DROP : be_charge(r, &r->stmt, total, true);
     case 'C':
         return command_complete(r, f, at, body, blen);
     case 'E':
@@ -392,9 +414,9 @@ static enum be_action upstream_message(struct relay *r, struct fwd *f, size_t at
     case 'A':
         /* notices and notifications reach the client while the budget allows, even while the
          * rest of an aborted statement is dropped */
-        return charge(r, total, false);
+        return be_charge(r, be_current(r), total, false);
     default:
-        return dropping ? DROP : charge(r, total, false);
+        return dropping ? DROP : be_charge(r, be_current(r), total, false);
     }
 }
 
@@ -432,8 +454,8 @@ static bool partial_message(struct relay *r, struct fwd *f, const uint8_t *buf, 
     enum be_action act = upstream_message(r, f, pos, h->type, peek ? buf + pos + 5 : NULL,
                                           peek ? avail - 5 : 0, h->len - 4);
     if (act == DROP) {
-        if (flush_span(r, f, pos))
-            io_failed(r);
+        if (be_flush_span(r, f, pos))
+            be_io_failed(r);
         f->span = len;
     }
     r->pass_drop = act == DROP;
@@ -470,13 +492,13 @@ size_t be_proto_process(struct relay *r, uint8_t *buf, size_t len, size_t cap, s
         enum be_action act =
             upstream_message(r, &f, pos, h.type, buf + pos + 5, h.len - 4, h.len - 4);
         if (act == DROP) {
-            if (flush_span(r, &f, pos))
-                io_failed(r);
+            if (be_flush_span(r, &f, pos))
+                be_io_failed(r);
             f.span = pos + h.total;
         }
         pos += h.total;
     }
-    if (f.span < pos && r->end == SE_NONE && flush_span(r, &f, pos))
-        io_failed(r);
+    if (f.span < pos && r->end == SE_NONE && be_flush_span(r, &f, pos))
+        be_io_failed(r);
     return pos;
 }

@@ -41,6 +41,7 @@ static const char *const log_format_choices[] = {"text", "json", NULL};
 static const char *const log_level_choices[] = {"error", "warn", "info", "debug", NULL};
 static const char *const tls_cc_choices[] = {"none", "require", NULL};
 static const char *const tls_ver_choices[] = {"1.2", "1.3", NULL};
+static const char *const protocol_choices[] = {"reject", "allow", NULL};
 
 #define OFF(f) offsetof(struct config, f)
 
@@ -91,6 +92,12 @@ static const struct opt opts[] = {
      "another instance's id and client address; its cancels are forwarded there; repeatable"},
     {"read-only", OPT_BOOL, OFF(read_only), NULL, 0, 0, NULL,
      "deny every write (ERROR 25006) and set default_transaction_read_only upstream"},
+    {"extended-protocol", OPT_ENUM, OFF(extended_protocol), protocol_choices, 0, 0, "reject|allow",
+     "relay the extended query protocol (Parse/Bind/Execute) under the same guardrails, or "
+     "refuse it with 0A000 (default reject)"},
+    {"copy", OPT_ENUM, OFF(copy), protocol_choices, 0, 0, "reject|allow",
+     "relay COPY FROM STDIN / TO STDOUT under the same guardrails, or refuse it with 0A000 "
+     "(default reject)"},
     {"policy-cache", OPT_BOOL, OFF(policy_cache), NULL, 0, 0, NULL,
      "cache policy decisions per statement shape (default on)"},
     {"tls-cert", OPT_STR, OFF(tls_cert), NULL, 0, 0, "FILE", "PEM certificate for client TLS"},

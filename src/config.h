@@ -11,6 +11,7 @@
 enum config_on_limit { CONFIG_ON_LIMIT_ERROR, CONFIG_ON_LIMIT_TRUNCATE };
 enum config_tls_mode { CONFIG_TLS_ALLOW, CONFIG_TLS_REQUIRE };
 enum config_log_format { CONFIG_LOG_TEXT, CONFIG_LOG_JSON };
+enum config_protocol { CONFIG_REJECT, CONFIG_ALLOW };
 
 struct config {
     char listen_host[256];
@@ -40,6 +41,8 @@ struct config {
     int peer_id; /* this instance's id (1..255) encoded in cancel keys; 0 = no peering */
     bool read_only;
     bool policy_cache;
+    enum config_protocol extended_protocol; /* Parse/Bind/Execute relayed or refused */
+    enum config_protocol copy;              /* COPY relayed or refused */
     char *tls_cert;
     char *tls_key;
     char *tls_ca;

@@ -14,6 +14,7 @@
 /* A client that pipelines requests answered locally (errors, Sync) without reading them is
  * not served further until it reads: its queued output stays bounded. */
 #define FE_OUT_HIGH_WATER (64 * 1024)
+#define FE_UP_HIGH_WATER  (256 * 1024) /* requests queued for a slow upstream */
 
 static const char extended_hint[] =
     "Use the simple query protocol: e.g. psycopg ClientCursor, JDBC preferQueryMode=simple, "
@@ -25,6 +26,15 @@ bool fe_proto_ready(const struct relay *r)
         return false;
     if (r->st == RS_POLICY && !r->decided)
         return false;
+    if (r->x && !ext_empty(r->x)) {
+        if (r->wait_fifo)
+            return false;
+        /* read-only: the next segment's access mode is known only at the last one's Z */
+        if (r->cfg->read_only && r->x->nsync > 0)
+            return false;
+        if (r->env->upstream_backlog(r->ctx) > FE_UP_HIGH_WATER)
+            return false; /* the upstream pushes back: so does the proxy */
+    }
     return r->env->client_backlog(r->ctx) <= FE_OUT_HIGH_WATER;
 }
 
@@ -41,43 +51,14 @@ static void output_failed(struct relay *r)
         r->end = SE_INTERNAL;
 }
 
-/* The decision for the Query at the front: the policy's, or the one that arrived. Returns 1
- * while it is pending. */
-static int decision_for(struct relay *r, const char *sql, size_t len, struct guard_decision *d)
-{
-    if (r->decided) {
-        *d = r->decision;
-        r->decided = false;
-        return 0;
-    }
-    int rc = r->env->policy(r->ctx, sql, len, d);
-    if (rc < 0) {
-        d->verdict = GUARD_DENY;
-        snprintf(d->rule, sizeof(d->rule), "internal");
-        snprintf(d->message, sizeof(d->message), "statement could not be checked: out of memory");
-        return 0;
-    }
-    return rc;
-}
-
 static void refuse_query(struct relay *r, const struct guard_decision *d)
 {
     struct guard_error ge;
     guard_error_for(d, &ge);
-    enum stmt_outcome outcome = d->verdict == GUARD_COPY     ? STMT_REJECTED
-                                : d->verdict == GUARD_SYNTAX ? STMT_ERROR
-                                                             : STMT_DENIED;
-    if (d->verdict != GUARD_SYNTAX) {
-        metrics_guardrail(d->rule);
-        LOG_INFO(r->sid, "statement_denied", "client=%s rule=%s", r->client_addr, d->rule);
-        r->stmt.rule = d->rule;
-    }
-    memcpy(r->stmt.sqlstate, ge.code, 6);
-    r->stmt.upstream = STMT_UP_NOT_SENT;
-    int rc = relay_local_error(r, ge.code, ge.message, ge.detail[0] ? ge.detail : NULL, ge.hint,
-                               ge.position, true);
-    relay_statement_end(r, outcome);
-    if (rc)
+    r->stmt.active = false; /* recorded as a refusal: it never ran */
+    relay_record_refusal(r, r->stmt.sql, r->stmt.sql_len, d, NULL);
+    if (relay_local_error(r, ge.code, ge.message, ge.detail[0] ? ge.detail : NULL, ge.hint,
+                          ge.position, true))
         output_failed(r);
 }
 
@@ -103,11 +84,6 @@ static bool read_only_switch(struct relay *r, uint8_t *msg, size_t total)
     return true;
 }
 
-/* What became of a client message: handled (the caller drops it), or kept at the front of
- * the buffer (a forwarded Query until its ReadyForQuery, a Query waiting for its decision or
- * for the proxy's own statement to finish). */
-enum fe_msg { FE_DONE, FE_KEEP };
-
 static enum fe_msg handle_query(struct relay *r, uint8_t *msg, size_t total)
 {
     if (total < 6 || msg[total - 1] != 0 || memchr(msg + 5, 0, total - 6)) {
@@ -128,7 +104,7 @@ static enum fe_msg handle_query(struct relay *r, uint8_t *msg, size_t total)
         stmt_begin(&r->stmt, r->cfg, sql, len);
     }
     struct guard_decision d;
-    if (decision_for(r, sql, len, &d) == 1) {
+    if (relay_decide(r, sql, len, &d) == 1) {
         r->st = RS_POLICY;
         return FE_KEEP;
     }
@@ -191,11 +167,35 @@ static void handle_function_call(struct relay *r)
         output_failed(r);
 }
 
-static enum fe_msg client_message(struct relay *r, uint8_t *msg, size_t total)
+/* In a pipeline, a Query or FunctionCall comes after the answers before it; after an error
+ * (or a refusal) it is ignored until Sync, with no reply, as PostgreSQL does. */
+static bool waits_for_pipeline(struct relay *r, enum fe_msg *res)
+{
+    if (!r->x)
+        return false;
+    if (r->x->discard) {
+        *res = FE_DONE;
+        return true;
+    }
+    if (ext_empty(r->x)) {
+        r->wait_fifo = false;
+        return false;
+    }
+    r->wait_fifo = true;
+    *res = FE_KEEP;
+    return true;
+}
+
+static enum fe_msg client_message(struct relay *r, uint8_t *msg, size_t total, int next_type)
 {
     char type = (char)msg[0];
+    enum fe_msg res;
     if (r->st == RS_DISCARD && type != 'S' && type != 'X')
         return FE_DONE; /* PostgreSQL ignores everything until Sync after an error */
+    if (r->ext_allowed && type && strchr("PBDECHS", type))
+        return fe_ext_message(r, msg, total, next_type);
+    if ((type == 'Q' || type == 'F') && waits_for_pipeline(r, &res))
+        return res;
     switch (type) {
     case 'Q':
         return handle_query(r, msg, total);
@@ -255,7 +255,8 @@ size_t fe_proto_process(struct relay *r, uint8_t *buf, size_t len, size_t *need)
         /* a forwarded Query stays at the front of the buffer until its ReadyForQuery */
         if (buf[off] == 'Q' && off > 0)
             break;
-        if (client_message(r, buf + off, h.total) == FE_KEEP)
+        int next_type = off + h.total < len ? buf[off + h.total] : -1;
+        if (client_message(r, buf + off, h.total, next_type) == FE_KEEP)
             break;
         off += h.total;
     }

@@ -8,6 +8,7 @@
 #include "wire.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Fails the client's transaction block upstream after a locally generated error, so a later
@@ -30,6 +31,97 @@ void relay_init(struct relay *r, const struct relay_env *env, void *ctx, uint64_
     r->cfg = cfg;
     r->st = RS_IDLE;
     r->tx = 'I';
+}
+
+void relay_release(struct relay *r)
+{
+    ext_free(r->x);
+    r->x = NULL;
+    free(r->hold);
+    r->hold = NULL;
+}
+
+int relay_decide(struct relay *r, const char *sql, size_t len, struct guard_decision *d)
+{
+    if (r->decided) {
+        *d = r->decision;
+        r->decided = false;
+        return 0;
+    }
+    int rc = r->env->policy(r->ctx, sql, len, d);
+    if (rc < 0) {
+        memset(d, 0, sizeof(*d));
+        d->verdict = GUARD_DENY;
+        snprintf(d->rule, sizeof(d->rule), "internal");
+        snprintf(d->message, sizeof(d->message), "statement could not be checked: out of memory");
+        return 0;
+    }
+    return rc;
+}
+
+static enum stmt_outcome refusal_outcome(const struct guard_decision *d)
+{
+    return d->verdict == GUARD_COPY     ? STMT_REJECTED
+           : d->verdict == GUARD_SYNTAX ? STMT_ERROR
+                                        : STMT_DENIED;
+}
+
+void relay_record_refusal(struct relay *r, const char *sql, size_t len,
+                          const struct guard_decision *d, const struct relay_run_info *info)
+{
+    struct stmt st;
+    struct guard_error ge;
+    guard_error_for(d, &ge);
+    stmt_begin(&st, r->cfg, sql, len);
+    if (d->verdict != GUARD_SYNTAX) {
+        metrics_guardrail(d->rule);
+        LOG_INFO(r->sid, "statement_denied", "client=%s rule=%s", r->client_addr, d->rule);
+        st.rule = d->rule;
+    }
+    memcpy(st.sqlstate, ge.code, 6); /* counted when the error goes out */
+    st.upstream = STMT_UP_NOT_SENT;
+    enum stmt_outcome o = refusal_outcome(d);
+    uint64_t us = stmt_end(&st, o);
+    if (r->env->statement_done)
+        r->env->statement_done(r->ctx, &st, o, us, info);
+}
+
+void relay_run_end(struct relay *r, struct ext_run *run, enum stmt_outcome o)
+{
+    if (!run || run->done)
+        return;
+    run->done = true;
+    if (o == STMT_OK && run->st.sqlstate[0])
+        o = STMT_ERROR;
+    if (run->st.upstream == STMT_UP_UNKNOWN && run->st.upstream_sqlstate[0])
+        run->st.upstream = STMT_UP_ERROR;
+    uint64_t us = stmt_end(&run->st, o);
+    struct relay_run_info info = {.protocol = "extended",
+                                  .portal = run->portal,
+                                  .params = run->params,
+                                  .nparams = run->nparams,
+                                  .executes = run->executes};
+    if (r->env->statement_done)
+        r->env->statement_done(r->ctx, &run->st, o, us, &info);
+}
+
+void relay_abort_done(struct relay *r)
+{
+    r->ab.active = false;
+    if (r->ab.run && r->x)
+        ext_run_unref(r->x, r->ab.run);
+    r->ab.run = NULL;
+}
+
+void relay_refusal_of(const struct guard_decision *d, struct ext_refusal *out)
+{
+    struct guard_error ge;
+    guard_error_for(d, &ge);
+    memcpy(out->code, ge.code, 6);
+    snprintf(out->message, sizeof(out->message), "%s", ge.message);
+    snprintf(out->detail, sizeof(out->detail), "%s", ge.detail);
+    out->hint = ge.hint;
+    out->position = ge.position;
 }
 
 void relay_send_fatal(struct relay *r, const char *code, const char *message, const char *detail)
@@ -102,6 +194,7 @@ void relay_start_abort(struct relay *r, const char *code, const char *message, c
     struct relay_abort *a = &r->ab;
     if (a->active)
         return;
+    relay_abort_done(r);
     memset(a, 0, sizeof(*a));
     a->active = true;
     memcpy(a->code, code, 6);
@@ -114,6 +207,25 @@ void relay_start_abort(struct relay *r, const char *code, const char *message, c
     a->started_ms = netio_now_ms();
     if (rule)
         metrics_guardrail(rule);
+    struct ext_entry *head = r->x ? ext_head(r->x) : NULL;
+    if (head && head->kind == EXT_EXECUTE) {
+        /* a portal run: answered where it tripped; the client's messages of this segment are
+         * dropped until its Sync, before which a failing Parse rolls the segment back — unless
+         * the Sync is upstream already, and the answer then waits for its ReadyForQuery */
+        a->ext = true;
+        a->run = head->run;
+        if (a->run)
+            a->run->refs++;
+        a->sync_sent = r->x->nsync > 0;
+        if (!a->sync_sent)
+            r->x->discard = true;
+        uint8_t buf[8];
+        struct wire_buf b;
+        wire_buf_init(&b, buf, sizeof(buf));
+        wire_build_flush(&b); /* its terminator must come now, not at the client's Sync */
+        if (r->env->to_upstream(r->ctx, b.data, b.len))
+            r->end = SE_UPSTREAM_LOST;
+    }
     if (cancel)
         r->env->cancel(r->ctx);
     LOG_INFO(r->sid, "statement_aborted", "client=%s rule=%s code=%s", r->client_addr,
@@ -145,7 +257,7 @@ void relay_statement_end(struct relay *r, enum stmt_outcome o)
         o = STMT_ERROR;
     uint64_t us = stmt_end(&r->stmt, o);
     if (r->env->statement_done)
-        r->env->statement_done(r->ctx, &r->stmt, o, us);
+        r->env->statement_done(r->ctx, &r->stmt, o, us, NULL);
     r->stmt.sql = NULL;
 }
 

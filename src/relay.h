@@ -8,6 +8,7 @@
 
 #include "end.h"
 #include "guard.h"
+#include "relay_ext.h"
 #include "stmt.h"
 
 #include <stdbool.h>
@@ -50,6 +51,24 @@ struct relay_abort {
     char tag[64]; /* the tripped statement's CommandComplete tag */
     enum stmt_outcome outcome;
     int64_t started_ms;
+    /* extended protocol: the tripped Execute's portal run (a reference) */
+    bool ext;
+    struct ext_run *run;
+    bool sync_sent; /* its segment's Sync was already upstream when it tripped */
+    bool delivered; /* the proxy's answer went out: the rest of the segment is dropped */
+    bool held;      /* it completed with the Sync gone: the answer waits for Z */
+    bool hold_overflow;
+    bool parse_injected; /* the failing Parse before its segment's Sync went out */
+};
+
+/* What an audit record adds for a portal run. */
+struct relay_run_info {
+    const char *protocol; /* "simple", "extended" */
+    const char *portal;
+    const char *statement_name;
+    const struct audit_param *params; /* the Bind parameters as the audit shows them */
+    uint16_t nparams;
+    uint32_t executes;
 };
 
 struct relay_env {
@@ -60,6 +79,7 @@ struct relay_env {
     int (*to_upstream_ref)(void *ctx, const void *p, size_t n);
     bool (*upstream_busy)(void *ctx);
     size_t (*client_backlog)(void *ctx);
+    size_t (*upstream_backlog)(void *ctx);
     /* the proxy's own cancel of whatever runs upstream; pending: still on its way, so the
      * next statement must wait or the late cancel would hit it */
     void (*cancel)(void *ctx);
@@ -69,8 +89,10 @@ struct relay_env {
     int (*policy)(void *ctx, const char *sql, size_t len, struct guard_decision *d);
     /* a statement is about to start: pick up a reloaded configuration */
     void (*refresh)(void *ctx);
-    /* a statement ended (for the audit); duration in microseconds */
-    void (*statement_done)(void *ctx, const struct stmt *st, enum stmt_outcome o, uint64_t us);
+    /* a statement ended (for the audit); duration in microseconds; info NULL for a simple
+     * Query */
+    void (*statement_done)(void *ctx, const struct stmt *st, enum stmt_outcome o, uint64_t us,
+                           const struct relay_run_info *info);
     /* the upstream reported a setting change (after the relay's own checks) */
     void (*setting)(void *ctx, const char *name, const char *value);
 };
@@ -99,10 +121,21 @@ struct relay {
     size_t query_len; /* the forwarded Query's bytes at the front of the client buffer */
     struct stmt stmt;
     struct relay_abort ab;
+
+    /* extended protocol (--extended-protocol allow, fixed when the session starts) */
+    bool ext_allowed;
+    bool audit_params;   /* keep Bind parameters for the audit */
+    unsigned gen;        /* configuration generation: statements prepared under another one are
+                            checked again at their next Bind */
+    struct ext_state *x; /* allocated at the first extended message */
+    bool wait_fifo;      /* a Query or FunctionCall waits for the pipeline's answers */
+    uint8_t *hold;       /* answers held back until Z (see relay_abort.held) */
+    size_t hold_len;
 };
 
 void relay_init(struct relay *r, const struct relay_env *env, void *ctx, uint64_t sid,
                 const char *client_addr, const struct config *cfg);
+void relay_release(struct relay *r);
 
 /* Client → upstream: handles the complete messages at the front of buf. Returns how many
  * bytes were handled (the caller drops them), stopping at a statement that runs, a decision
@@ -128,7 +161,27 @@ static inline bool relay_busy(const struct relay *r)
     return r->st == RS_QUERY || r->st == RS_POLICY || r->internal != RI_NONE;
 }
 
-/* shared by fe_proto.c and be_proto.c (relay.c) */
+/* What became of a client message: handled (the caller drops it), or kept at the front of
+ * the buffer (a forwarded Query until its ReadyForQuery, a message waiting for its decision,
+ * for the proxy's own statement, or for the pipeline's answers). */
+enum fe_msg { FE_DONE, FE_KEEP };
+/* fe_ext.c: an extended-protocol message (--extended-protocol allow). next_type: the type of
+ * the message after it when already buffered, else -1. */
+enum fe_msg fe_ext_message(struct relay *r, uint8_t *msg, size_t total, int next_type);
+
+/* shared by fe_proto.c, fe_ext.c, be_proto.c and be_ext.c (relay.c) */
+/* The policy decision for a text: the one that arrived (RS_POLICY), or the policy's. Returns
+ * 1 while it is pending. */
+int relay_decide(struct relay *r, const char *sql, size_t len, struct guard_decision *d);
+/* A statement the policy refused, for metrics, the log and the audit (nothing ran). */
+void relay_record_refusal(struct relay *r, const char *sql, size_t len,
+                          const struct guard_decision *d, const struct relay_run_info *info);
+/* The error a refused extended request gets, from a policy decision. */
+void relay_refusal_of(const struct guard_decision *d, struct ext_refusal *out);
+/* Ends an extended portal run: metrics and its audit record (once). */
+void relay_run_end(struct relay *r, struct ext_run *run, enum stmt_outcome o);
+/* Clears an abort, dropping its reference to the tripped run. */
+void relay_abort_done(struct relay *r);
 void relay_send_fatal(struct relay *r, const char *code, const char *message, const char *detail);
 int relay_local_error(struct relay *r, const char *code, const char *message, const char *detail,
                       const char *hint, uint32_t position, bool rfq);

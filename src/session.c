@@ -461,6 +461,7 @@ void session_free(struct session *s)
         free(s->su);
     }
     guard_cache_free(s->gcache);
+    relay_release(&s->relay);
     conn_release(&s->cli);
     conn_release(&s->up);
     runtime_release(s->rt);

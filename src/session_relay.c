@@ -45,6 +45,12 @@ static size_t client_backlog(void *ctx)
     return conn_send_backlog(&s->cli);
 }
 
+static size_t upstream_backlog(void *ctx)
+{
+    struct session *s = ctx;
+    return conn_send_backlog(&s->up);
+}
+
 static void cancel(void *ctx)
 {
     session_cancel_upstream(ctx);
@@ -82,6 +88,7 @@ static void refresh(void *ctx)
     s->cfg = &rt->cfg;
     s->rt_gen = rt->gen;
     s->relay.cfg = s->cfg;
+    s->relay.gen = rt->gen;
     if (!was_read_only && s->cfg->read_only)
         s->relay.read_only_pending = true;
     if (!s->cfg->policy_cache) {
@@ -95,23 +102,55 @@ static void refresh(void *ctx)
  * session holds its next statement until the writer has room (it wakes the loop). */
 struct audit_wait {
     struct audit_record rec;
-    char *sql;
+    char *sql; /* one allocation: the text, the names and the parameters */
     char sqlstate[6], upstream_sqlstate[6], rule[96];
 };
+
+static size_t str_size(const char *p)
+{
+    return p ? strlen(p) + 1 : 0;
+}
+
+/* Copies what the record points to into one allocation. */
+static char *copy_pointees(struct audit_record *r)
+{
+    size_t n = r->sql_len + 1 + str_size(r->portal) + str_size(r->statement_name) +
+               r->nparams * sizeof(struct audit_param);
+    for (size_t i = 0; i < r->nparams; i++)
+        n += r->params[i].len;
+    char *buf = malloc(n), *p = buf;
+    if (!buf)
+        return NULL;
+    struct audit_param *params = (struct audit_param *)p;
+    p += r->nparams * sizeof(struct audit_param);
+    for (size_t i = 0; i < r->nparams; i++) {
+        params[i] = r->params[i];
+        params[i].text = memcpy(p, r->params[i].text, r->params[i].len);
+        p += r->params[i].len;
+    }
+    r->params = r->nparams ? params : NULL;
+    r->sql = memcpy(p, r->sql, r->sql_len);
+    p += r->sql_len;
+    *p++ = 0;
+    if (r->portal)
+        r->portal = strcpy(p, r->portal), p += strlen(p) + 1;
+    if (r->statement_name)
+        r->statement_name = strcpy(p, r->statement_name);
+    return buf;
+}
 
 static void keep_record(struct session *s, const struct audit_record *r)
 {
     struct audit_wait *w = calloc(1, sizeof(*w));
-    char *sql = w ? malloc(r->sql_len + 1) : NULL;
-    if (!sql) {
+    if (w) {
+        w->rec = *r;
+        w->sql = copy_pointees(&w->rec);
+    }
+    if (!w || !w->sql) {
         free(w);
         LOG_ERROR(s->id, "audit_record_lost", "out of memory keeping an audit record");
         return;
     }
-    memcpy(sql, r->sql, r->sql_len);
-    w->rec = *r;
-    w->sql = sql;
-    w->rec.sql = sql;
     if (r->sqlstate)
         w->rec.sqlstate = memcpy(w->sqlstate, r->sqlstate, 6);
     if (r->upstream_sqlstate)
@@ -153,7 +192,8 @@ void session_audit_final(struct session *s)
     }
 }
 
-static void statement_done(void *ctx, const struct stmt *st, enum stmt_outcome o, uint64_t us)
+static void statement_done(void *ctx, const struct stmt *st, enum stmt_outcome o, uint64_t us,
+                           const struct relay_run_info *info)
 {
     struct session *s = ctx;
     if (!s->rt->audit || !st->sql)
@@ -178,7 +218,14 @@ static void statement_done(void *ctx, const struct stmt *st, enum stmt_outcome o
                              .upstream_sqlstate =
                                  st->upstream_sqlstate[0] ? st->upstream_sqlstate : NULL,
                              .upstream_status = stmt_upstream_name(st->upstream),
-                             .protocol = "simple"};
+                             .protocol = info ? info->protocol : "simple",
+                             .portal = info ? info->portal : NULL,
+                             .statement_name = info ? info->statement_name : NULL,
+                             .executes = info ? info->executes : 0};
+    if (info && info->params) {
+        r.params = info->params;
+        r.nparams = info->nparams;
+    }
     if (s->audit_wait) {
         /* one record already waits: this one must not overtake it */
         audit_submit_final(s->rt->audit, &r);
@@ -200,6 +247,7 @@ static const struct relay_env session_relay_env = {
     .to_upstream_ref = to_upstream_ref,
     .upstream_busy = upstream_busy,
     .client_backlog = client_backlog,
+    .upstream_backlog = upstream_backlog,
     .cancel = cancel,
     .cancel_pending = cancel_pending,
     .policy = policy,
@@ -210,6 +258,9 @@ static const struct relay_env session_relay_env = {
 int session_relay_begin(struct session *s)
 {
     relay_init(&s->relay, &session_relay_env, s, s->id, s->addr, s->cfg);
+    s->relay.gen = s->rt_gen;
+    s->relay.ext_allowed = s->cfg->extended_protocol == CONFIG_ALLOW;
+    s->relay.audit_params = s->rt->audit && !s->cfg->audit_redact;
     if (conn_reserve(&s->up, SESSION_UPSTREAM_BUF) || conn_reserve(&s->cli, SESSION_CLIENT_BUF))
         return -1;
     ensure_guard_cache(s);

@@ -6,8 +6,13 @@
 #include <string.h>
 
 static const char *const audit_names[] = {
-    [STMT_OK] = "ok",         [STMT_ERROR] = "error",       [STMT_DENIED] = "denied",
-    [STMT_LIMITED] = "limit", [STMT_REJECTED] = "rejected", [STMT_CLIENT_GONE] = "client_gone",
+    [STMT_OK] = "ok",
+    [STMT_ERROR] = "error",
+    [STMT_DENIED] = "denied",
+    [STMT_LIMITED] = "limit",
+    [STMT_REJECTED] = "rejected",
+    [STMT_CLIENT_GONE] = "client_gone",
+    [STMT_DISCARDED] = "discarded",
 };
 
 static const char *const upstream_names[] = {
@@ -17,7 +22,7 @@ static const char *const upstream_names[] = {
 };
 
 /* The metrics keep their public spelling (limited, not limit); a client that left counts as
- * an error of the statement. */
+ * an error of the statement, as does one its pipeline skipped. */
 static const enum metrics_query_outcome metric_of[] = {
     [STMT_OK] = METRICS_QUERY_OK,
     [STMT_ERROR] = METRICS_QUERY_ERROR,
@@ -25,6 +30,7 @@ static const enum metrics_query_outcome metric_of[] = {
     [STMT_LIMITED] = METRICS_QUERY_LIMITED,
     [STMT_REJECTED] = METRICS_QUERY_REJECTED,
     [STMT_CLIENT_GONE] = METRICS_QUERY_ERROR,
+    [STMT_DISCARDED] = METRICS_QUERY_ERROR,
 };
 
 _Static_assert(sizeof(audit_names) / sizeof(audit_names[0]) == STMT_OUTCOME_MAX, "outcomes");

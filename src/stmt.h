@@ -18,6 +18,7 @@ enum stmt_outcome {
     STMT_LIMITED,     /* row/byte/time limit */
     STMT_REJECTED,    /* unsupported protocol feature (extended, COPY, ...) */
     STMT_CLIENT_GONE, /* the client left before the result */
+    STMT_DISCARDED,   /* skipped by the upstream after an earlier error of its pipeline */
     STMT_OUTCOME_MAX
 };
 

@@ -346,3 +346,149 @@ int wire_parse_param_status(const uint8_t *body, size_t len, const char **name, 
     *value = (const char *)nul + 1;
     return WIRE_OK;
 }
+
+/* A NUL-terminated string at body[*pos]; advances past the NUL. */
+static const char *body_str(const uint8_t *body, size_t len, size_t *pos)
+{
+    if (*pos >= len)
+        return NULL;
+    const uint8_t *nul = memchr(body + *pos, 0, len - *pos);
+    if (!nul)
+        return NULL;
+    const char *s = (const char *)body + *pos;
+    *pos = (size_t)(nul - body) + 1;
+    return s;
+}
+
+static bool body_u16(const uint8_t *body, size_t len, size_t *pos, uint16_t *v)
+{
+    if (len - *pos < 2)
+        return false;
+    *v = wire_get_u16(body + *pos);
+    *pos += 2;
+    return true;
+}
+
+static int bad(const char **why, const char *text)
+{
+    *why = text;
+    return WIRE_MALFORMED;
+}
+
+int wire_parse_parse(const uint8_t *body, size_t len, struct wire_parse_msg *out, const char **why)
+{
+    size_t pos = 0;
+    out->name = body_str(body, len, &pos);
+    size_t qstart = pos;
+    out->query = out->name ? body_str(body, len, &pos) : NULL;
+    if (!out->query)
+        return bad(why, "invalid string in message");
+    out->query_len = pos - qstart - 1;
+    if (!body_u16(body, len, &pos, &out->nparams))
+        return bad(why, "insufficient data left in message");
+    if ((len - pos) / 4 < out->nparams)
+        return bad(why, "insufficient data left in message");
+    pos += (size_t)out->nparams * 4;
+    return pos == len ? WIRE_OK : bad(why, "invalid message format");
+}
+
+int wire_parse_bind(const uint8_t *body, size_t len, struct wire_bind_msg *out, const char **why)
+{
+    size_t pos = 0;
+    memset(out, 0, sizeof(*out));
+    out->portal = body_str(body, len, &pos);
+    out->stmt = out->portal ? body_str(body, len, &pos) : NULL;
+    if (!out->stmt)
+        return bad(why, "invalid string in message");
+    if (!body_u16(body, len, &pos, &out->nformats) || (len - pos) / 2 < out->nformats)
+        return bad(why, "insufficient data left in message");
+    out->formats = body + pos;
+    pos += (size_t)out->nformats * 2;
+    if (!body_u16(body, len, &pos, &out->nparams))
+        return bad(why, "insufficient data left in message");
+    if (out->nformats > 1 && out->nformats != out->nparams)
+        return bad(why, "bind message has a parameter format count that does not match its "
+                        "parameter count");
+    out->params = body + pos;
+    for (uint16_t i = 0; i < out->nparams; i++) {
+        if (len - pos < 4)
+            return bad(why, "insufficient data left in message");
+        int32_t l = (int32_t)wire_get_u32(body + pos);
+        pos += 4;
+        if (l < -1 || (l > 0 && (size_t)l > len - pos))
+            return bad(why, "insufficient data left in message");
+        if (l > 0)
+            pos += (size_t)l;
+    }
+    out->params_len = (size_t)(body + pos - out->params);
+    uint16_t nres;
+    if (!body_u16(body, len, &pos, &nres) || (len - pos) / 2 < nres)
+        return bad(why, "insufficient data left in message");
+    pos += (size_t)nres * 2;
+    return pos == len ? WIRE_OK : bad(why, "invalid message format");
+}
+
+int wire_parse_target(const uint8_t *body, size_t len, char *kind, const char **name,
+                      const char **why, const char *what)
+{
+    size_t pos = 1;
+    if (len < 1)
+        return bad(why, "insufficient data left in message");
+    *kind = (char)body[0];
+    if (*kind != 'S' && *kind != 'P')
+        return bad(why, what);
+    *name = body_str(body, len, &pos);
+    if (!*name)
+        return bad(why, "invalid string in message");
+    return pos == len ? WIRE_OK : bad(why, "invalid message format");
+}
+
+int wire_parse_execute(const uint8_t *body, size_t len, const char **portal, uint32_t *max_rows,
+                       const char **why)
+{
+    size_t pos = 0;
+    *portal = body_str(body, len, &pos);
+    if (!*portal)
+        return bad(why, "invalid string in message");
+    if (len - pos != 4)
+        return bad(why,
+                   len - pos < 4 ? "insufficient data left in message" : "invalid message format");
+    *max_rows = wire_get_u32(body + pos);
+    return WIRE_OK;
+}
+
+bool wire_bind_param(const struct wire_bind_msg *b, size_t *pos, int32_t *len,
+                     const uint8_t **value)
+{
+    if (*pos + 4 > b->params_len)
+        return false;
+    *len = (int32_t)wire_get_u32(b->params + *pos);
+    *pos += 4;
+    *value = b->params + *pos;
+    if (*len > 0)
+        *pos += (size_t)*len;
+    return true;
+}
+
+uint16_t wire_bind_format(const struct wire_bind_msg *b, uint16_t i)
+{
+    if (b->nformats == 0)
+        return 0;
+    return wire_get_u16(b->formats + 2 * (b->nformats == 1 ? 0 : i));
+}
+
+void wire_build_parse(struct wire_buf *b, const char *name, const char *query)
+{
+    struct msg m = msg_begin(b, 'P');
+    msg_str(&m, name);
+    msg_str(&m, query);
+    uint8_t zero[2] = {0, 0};
+    msg_put(&m, zero, 2);
+    msg_end(&m);
+}
+
+void wire_build_flush(struct wire_buf *b)
+{
+    struct msg m = msg_begin(b, 'H');
+    msg_end(&m);
+}

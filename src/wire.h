@@ -127,6 +127,40 @@ void wire_build_command_complete(struct wire_buf *b, const char *tag);
  * name and value point into body. */
 int wire_parse_param_status(const uint8_t *body, size_t len, const char **name, const char **value);
 
+/* --- extended-protocol client messages: strict parsers (as PostgreSQL reads them) ---
+ * Each takes the message body (after type and length) and returns WIRE_OK, or WIRE_MALFORMED
+ * with *why set to PostgreSQL's own complaint. Strings point into the body. */
+struct wire_parse_msg {
+    const char *name;
+    const char *query;
+    size_t query_len;
+    uint16_t nparams;
+};
+struct wire_bind_msg {
+    const char *portal;
+    const char *stmt;
+    uint16_t nformats;      /* parameter format codes */
+    const uint8_t *formats; /* nformats int16s */
+    uint16_t nparams;
+    const uint8_t *params; /* nparams × (int32 length, bytes); length -1 = NULL */
+    size_t params_len;
+};
+int wire_parse_parse(const uint8_t *body, size_t len, struct wire_parse_msg *out, const char **why);
+int wire_parse_bind(const uint8_t *body, size_t len, struct wire_bind_msg *out, const char **why);
+/* Describe and Close: 'S' or 'P', then a name. */
+int wire_parse_target(const uint8_t *body, size_t len, char *kind, const char **name,
+                      const char **why, const char *what);
+int wire_parse_execute(const uint8_t *body, size_t len, const char **portal, uint32_t *max_rows,
+                       const char **why);
+/* Walks the parameters of a parsed Bind: *pos starts at 0. Returns false at the end. */
+bool wire_bind_param(const struct wire_bind_msg *b, size_t *pos, int32_t *len,
+                     const uint8_t **value);
+/* Format code of parameter i (0 text, 1 binary). */
+uint16_t wire_bind_format(const struct wire_bind_msg *b, uint16_t i);
+
+void wire_build_parse(struct wire_buf *b, const char *name, const char *query);
+void wire_build_flush(struct wire_buf *b);
+
 /* Parses the tx status from a ReadyForQuery body; returns 0 if invalid. */
 char wire_rfq_status(const uint8_t *body, size_t len);
 

@@ -2,6 +2,7 @@
 #include "audit.h"
 #include "cancel.h"
 #include "guard.h"
+#include "health.h"
 #include "http.h"
 #include "log.h"
 #include "netio.h"
@@ -10,7 +11,6 @@
 #include "worker.h"
 
 #include <errno.h>
-#include <libpq-fe.h>
 #include <netdb.h>
 #include <poll.h>
 #include <signal.h>
@@ -161,7 +161,8 @@ static void reload(struct server *srv)
         LOG_WARN(0, "reload_partial", "--listen changes need a restart; still listening on %s:%d",
                  old->cfg.listen_host, old->cfg.listen_port);
     rt->gen = old->gen + 1;
-    cancel_set_peers(srv->cancels, rt->cfg.peer_id, rt->cfg.peers, rt->cfg.npeers);
+    cancel_apply_config(srv->cancels, &rt->cfg);
+    health_set_upstream(srv->health, rt->cfg.upstream_dsn);
     srv->rt = rt;
     atomic_store(&srv->rt_gen, rt->gen);
     pthread_mutex_unlock(&srv->rt_mu);
@@ -170,17 +171,16 @@ static void reload(struct server *srv)
     LOG_INFO(0, "reloaded", "configuration generation %u in force", rt->gen);
 }
 
-static int health(void *arg)
+/* /healthz: 503 while shutting down (so a load balancer stops sending sessions), otherwise the
+ * shared upstream probe's last answer (health.c); never a PostgreSQL round trip per check. */
+static int health(void *arg, char *reason, size_t len)
 {
     struct server *srv = arg;
-    if (atomic_load(&srv->shutting_down) != SERVER_RUNNING)
+    if (atomic_load(&srv->shutting_down) != SERVER_RUNNING) {
+        snprintf(reason, len, "shutting down");
         return 0;
-    struct runtime *rt = server_runtime_acquire(srv);
-    const char *keys[] = {"dbname", "connect_timeout", NULL};
-    const char *vals[] = {rt->cfg.upstream_dsn, "3", NULL};
-    int ok = PQpingParams(keys, vals, 1) == PQPING_OK;
-    server_runtime_release(rt);
-    return ok;
+    }
+    return health_check(srv->health, reason, len);
 }
 
 static void accept_all(struct server *srv, int lfd)
@@ -269,6 +269,35 @@ static int signal_setup(void)
     return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 }
 
+/* What a SIGTERM, SIGINT or SIGQUIT means once the main loop no longer reads the signalfd:
+ * sessions are closed or being closed, so "now" is all that is left to do. */
+static void exit_at_once(int sig)
+{
+    (void)sig;
+    _exit(0);
+}
+
+/* Called where the main loop stops reading the signalfd: from then on a SIGTERM, SIGINT or
+ * SIGQUIT ends the process at once, so no wait of the teardown (a cancel inside libpq, the
+ * sessions' last writes) can make a repeated signal go unheard. Signals already queued were
+ * sent before this point and have had their effect (the shutdown is under way). */
+static void signals_end_process(int sfd)
+{
+    struct signalfd_siginfo si;
+    while (sfd >= 0 && read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+        ;
+    struct sigaction sa = {.sa_handler = exit_at_once};
+    sigemptyset(&sa.sa_mask);
+    sigset_t set;
+    sigemptyset(&set);
+    int sigs[] = {SIGTERM, SIGINT, SIGQUIT};
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+        sigaction(sigs[i], &sa, NULL);
+        sigaddset(&set, sigs[i]);
+    }
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+}
+
 /* Returns false when the loop should stop accepting and drain. */
 static void handle_signals(struct server *srv, int sfd, int *lfds, int *nl)
 {
@@ -310,7 +339,7 @@ int server_run(struct config *cfg, int argc, char **argv)
     }
     const struct config *c = &srv.rt->cfg;
     raise_fd_limit(c);
-    cancel_set_peers(srv.cancels, c->peer_id, c->peers, c->npeers);
+    cancel_apply_config(srv.cancels, c);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     /* Default: one worker per two CPUs. The proxy usually shares the machine with clients or
      * PostgreSQL, and fewer loops batch more events per wake-up: on 2 CPUs one worker costs
@@ -329,7 +358,10 @@ int server_run(struct config *cfg, int argc, char **argv)
         char host[256];
         int port = 0;
         config_parse_hostport(c->metrics_listen, host, sizeof(host), &port);
-        http = http_start(host, port, health, &srv, err, sizeof(err));
+        srv.health = health_start();
+        health_set_upstream(srv.health, c->upstream_dsn);
+        snprintf(err, sizeof(err), "cannot start the health probe thread");
+        http = srv.health ? http_start(host, port, health, &srv, err, sizeof(err)) : NULL;
         if (!http) {
             fprintf(stderr, "pgwire-proxy: %s\n", err);
             goto out;
@@ -360,6 +392,7 @@ int server_run(struct config *cfg, int argc, char **argv)
             handle_signals(&srv, sfd, lfds, &nl);
         if (atomic_load(&srv.shutting_down) == SERVER_IMMEDIATE ||
             netio_now_ms() > atomic_load(&srv.shutdown_deadline_ms)) {
+            signals_end_process(sfd);
             wait_sessions(&srv);
             break;
         }
@@ -367,6 +400,7 @@ int server_run(struct config *cfg, int argc, char **argv)
     LOG_INFO(0, "shutdown_complete", "bye");
     exit_code = 0;
 out:
+    signals_end_process(sfd);
     if (srv.nworkers) {
         if (atomic_load(&srv.shutting_down) == SERVER_RUNNING)
             start_shutdown(&srv, lfds, &nl, true);
@@ -378,6 +412,7 @@ out:
         }
     }
     http_stop(http);
+    health_stop(srv.health);
     for (int i = 0; i < nl; i++)
         close(lfds[i]);
     if (sfd >= 0)

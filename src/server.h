@@ -13,6 +13,7 @@ struct cancel_table;
 struct tls_ctx;
 struct audit_log;
 struct worker;
+struct health;
 
 /* One immutable configuration generation: sessions hold a reference while they use it. */
 struct runtime {
@@ -33,7 +34,8 @@ struct server {
     struct runtime *rt; /* current generation, guarded by rt_mu */
     atomic_uint rt_gen;
     struct cancel_table *cancels;
-    int shutdown_efd;         /* becomes readable when shutdown starts */
+    struct health *health; /* the upstream probe behind /healthz; NULL without --metrics-listen */
+    int shutdown_efd;      /* becomes readable when shutdown starts */
     atomic_int shutting_down; /* enum server_shutdown */
     atomic_llong shutdown_deadline_ms;
     atomic_int admitted; /* sessions counted against --max-connections */

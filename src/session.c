@@ -191,6 +191,26 @@ static enum session_end startup_message(struct session *s)
     return start_connect(s);
 }
 
+/* Gives the connection of a CancelRequest to the cancel module, which closes it once the cancel
+ * took effect (or at once, when it refuses it); the client's address drives its rate limit. */
+static enum session_end hand_over_cancel(struct session *s)
+{
+    struct sockaddr_storage from;
+    socklen_t fromlen = sizeof(from);
+    int fd = s->cli.fd;
+    bool known = getpeername(fd, (struct sockaddr *)&from, &fromlen) == 0;
+    worker_unwatch(s->w, fd);
+    s->cli.fd = -1;
+    struct cancel_request r = {.pid = s->su->sp.cancel_pid,
+                               .secret = s->su->sp.cancel_secret,
+                               .fd = fd,
+                               .from = known ? (struct sockaddr *)&from : NULL,
+                               .fromlen = known ? fromlen : 0,
+                               .via_peer = s->su->sp.cancel_from_peer};
+    cancel_client_request(s->srv->cancels, &r);
+    return SE_CANCEL_REQUEST;
+}
+
 static enum session_end startup_packet(struct session *s, uint32_t len)
 {
     if (wire_parse_startup(s->su->buf, len, &s->su->sp) != WIRE_OK)
@@ -215,16 +235,8 @@ static enum session_end startup_packet(struct session *s, uint32_t len)
         return out_append(s, "N", 1) ? SE_INTERNAL : SE_NONE;
     case WIRE_PKT_GSSENC:
         return out_append(s, "N", 1) ? SE_INTERNAL : SE_NONE;
-    case WIRE_PKT_CANCEL: {
-        /* the cancel pool closes this socket once the cancel is forwarded */
-        int fd = s->cli.fd;
-        worker_unwatch(s->w, fd);
-        s->cli.fd = -1;
-        if (cancel_forward_async(s->srv->cancels, s->su->sp.cancel_pid, s->su->sp.cancel_secret, fd,
-                                 true))
-            close(fd);
-        return SE_CANCEL_REQUEST;
-    }
+    case WIRE_PKT_CANCEL:
+        return hand_over_cancel(s);
     case WIRE_PKT_STARTUP:
         return startup_message(s);
     }

@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # pgwire-proxy: multi-stage image on Debian 12 (bookworm).
 #   docker build -t pgwire-proxy .
-#   docker run --rm -p 5433:5433 -p 9187:9187 \
+#   docker run --rm -p 5433:5433 -p 127.0.0.1:9187:9187 \
 #     -e PGWIRE_PROXY_UPSTREAM='host=db.internal dbname=app user=readonly password=...' pgwire-proxy
 # Configuration is PGWIRE_PROXY_* environment (see docs/pgwire-proxy.1), or mount an INI file
 # and pass `--config /etc/pgwire-proxy/pgwire-proxy.ini`.
@@ -44,7 +44,9 @@ COPY --from=build /out/usr/bin/pgwire-proxy /usr/bin/pgwire-proxy
 COPY --from=build /out/usr/share/man/man1/pgwire-proxy.1 /usr/share/man/man1/pgwire-proxy.1
 COPY deploy/pgwire-proxy.ini.example /etc/pgwire-proxy/pgwire-proxy.ini.example
 
-# In a container the proxy must listen on all interfaces (the default is loopback only).
+# In a container the proxy must listen on all interfaces (the default is loopback only). The
+# metrics port has no authentication: publish it on the host's loopback or a private address
+# only (-p 127.0.0.1:9187:9187), never with a bare -p 9187:9187, which is every interface.
 ENV PGWIRE_PROXY_LISTEN=0.0.0.0:5433 \
     PGWIRE_PROXY_METRICS_LISTEN=0.0.0.0:9187
 USER pgwire-proxy:pgwire-proxy
@@ -53,7 +55,8 @@ EXPOSE 5433 9187
 # stop_grace_period: 45s.
 STOPSIGNAL SIGTERM
 # No curl/wget in the slim image: bash's /dev/tcp speaks just enough HTTP for /healthz, which
-# answers 200 while healthy and 503 while shutting down. It assumes the metrics port 9187.
+# answers 200 while the upstream accepts the DSN's login and 503 while shutting down or when it
+# does not (one shared probe at most every 2 s). It assumes the metrics port 9187.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
   CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9187 && printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n' >&3 && read -r -t 2 proto code rest <&3 && [ \"$code\" = 200 ]"]
 ENTRYPOINT ["/usr/bin/pgwire-proxy"]

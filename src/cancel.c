@@ -1,43 +1,37 @@
 #include "cancel.h"
+#include "addr.h"
+#include "cancel_int.h"
+#include "cancel_limit.h"
+#include "config.h"
 #include "log.h"
 #include "metrics.h"
-#include "upstream.h"
-#include "wire.h"
-
-#include "config.h"
 #include "netio.h"
+#include "upstream.h"
 
 #include <errno.h>
-#include <netdb.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
-#include <string.h>
-#include <sys/socket.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
-#define CANCEL_BUCKETS  1024
-#define CANCEL_THREADS  2
-#define MAX_PEERS       64
-#define PEER_TIMEOUT_MS 3000
-#define PEER_QUEUE_MAX  64 /* beyond this, cancels for peers are dropped (and counted failed) */
-
-struct peer {
-    int id;
-    char host[256];
-    int port;
-};
+#define CANCEL_BUCKETS 1024
+#define CANCEL_THREADS 2
+/* At stop, how long to wait for a local forward that is inside libpq's PQcancel (which has
+ * no timeout of its own) before leaving it to the process exit. */
+#define CANCEL_STOP_WAIT_MS 2000
 
 struct cancel_entry {
     struct cancel_entry *next;
     uint32_t pid;
     uint32_t secret;
     void *handle;
-    int inflight; /* cancels being forwarded with this handle right now */
-    bool removed; /* unregistered while in flight: the last forwarder frees it */
+    int inflight;       /* cancels being forwarded with this handle right now */
+    bool removed;       /* unregistered while in flight: the last forwarder frees it */
+    bool client_queued; /* a client's cancel for this key is queued or running */
 };
 
 struct cancel_ticket {
@@ -47,25 +41,14 @@ struct cancel_ticket {
     int wake_fd;
 };
 
-struct cancel_job {
-    struct cancel_job *next;
-    uint32_t pid, secret;
-    int close_fd;
-    bool from_client;
-    struct cancel_ticket *ticket;
-    struct cancel_entry *pinned; /* proxy's own cancel: entry pinned when queued */
-    bool to_peer;                /* a client's cancel for a key a peer owns (decided when */
-    struct peer peer;            /* queued), and that peer */
-};
-
-/* Jobs for a few threads. Cancels bound for a peer instance have their own queue: a peer that
- * is down must not delay the cancels of this instance's own sessions. */
+/* Jobs for the local pool: cancels of this instance's own sessions. Peer-bound cancels have
+ * queues of their own (cancel_peer.c): a peer that is down must not delay these. */
 struct job_queue {
     struct cancel_table *t;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct cancel_job *head, *tail;
-    size_t n, max; /* max 0 = unbounded */
+    size_t nclient; /* client jobs queued, bounded by CANCEL_LOCAL_QUEUE_MAX */
     bool stopping;
     pthread_t threads[CANCEL_THREADS];
     int nthreads;
@@ -74,18 +57,17 @@ struct job_queue {
 struct cancel_table {
     pthread_mutex_t mu;
     struct cancel_entry *buckets[CANCEL_BUCKETS];
-    struct job_queue local, peer;
-    int self_id; /* guarded by mu, with peers */
-    struct peer peers[MAX_PEERS];
-    size_t npeers;
+    struct job_queue local;
+    struct cancel_peers *peers;
+    struct cancel_limiter *limiter;
+    atomic_int held_fds; /* client sockets held by jobs, bounded by CANCEL_MAX_HELD_FDS */
 };
 
 static void *cancel_thread(void *arg);
 
-static int queue_start(struct cancel_table *t, struct job_queue *q, size_t max)
+static int queue_start(struct cancel_table *t, struct job_queue *q)
 {
     q->t = t;
-    q->max = max;
     pthread_mutex_init(&q->mu, NULL);
     pthread_cond_init(&q->cv, NULL);
     for (int i = 0; i < CANCEL_THREADS; i++)
@@ -94,18 +76,30 @@ static int queue_start(struct cancel_table *t, struct job_queue *q, size_t max)
     return q->nthreads ? 0 : -EAGAIN;
 }
 
-static void queue_stop(struct job_queue *q)
+/* Joins the pool; false if a thread is still inside a forward after CANCEL_STOP_WAIT_MS. */
+static bool queue_stop(struct job_queue *q)
 {
     if (!q->t)
-        return;
+        return true;
     pthread_mutex_lock(&q->mu);
     q->stopping = true;
     pthread_cond_broadcast(&q->cv);
     pthread_mutex_unlock(&q->mu);
-    for (int i = 0; i < q->nthreads; i++)
-        pthread_join(q->threads[i], NULL);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += CANCEL_STOP_WAIT_MS / 1000;
+    bool all = true;
+    for (int i = 0; i < q->nthreads; i++) {
+        if (pthread_timedjoin_np(q->threads[i], NULL, &until) != 0) {
+            pthread_detach(q->threads[i]);
+            all = false;
+        }
+    }
+    if (!all)
+        return false;
     pthread_mutex_destroy(&q->mu);
     pthread_cond_destroy(&q->cv);
+    return true;
 }
 
 struct cancel_table *cancel_table_new(void)
@@ -114,7 +108,10 @@ struct cancel_table *cancel_table_new(void)
     if (!t)
         return NULL;
     pthread_mutex_init(&t->mu, NULL);
-    if (queue_start(t, &t->local, 0) || queue_start(t, &t->peer, PEER_QUEUE_MAX)) {
+    atomic_init(&t->held_fds, 0);
+    t->limiter = cancel_limiter_new();
+    t->peers = cancel_peers_new();
+    if (!t->limiter || !t->peers || queue_start(t, &t->local)) {
         cancel_table_free(t);
         return NULL;
     }
@@ -131,8 +128,12 @@ void cancel_table_free(struct cancel_table *t)
 {
     if (!t)
         return;
-    queue_stop(&t->local);
-    queue_stop(&t->peer);
+    cancel_peers_free(t->peers);
+    if (!queue_stop(&t->local)) {
+        /* a thread still uses the table: it goes with the process */
+        LOG_WARN(0, "cancel_stop", "an upstream cancel is still in progress; not waiting");
+        return;
+    }
     for (size_t i = 0; i < CANCEL_BUCKETS; i++) {
         struct cancel_entry *e = t->buckets[i];
         while (e) {
@@ -141,6 +142,7 @@ void cancel_table_free(struct cancel_table *t)
             e = n;
         }
     }
+    cancel_limiter_free(t->limiter);
     pthread_mutex_destroy(&t->mu);
     free(t);
 }
@@ -164,94 +166,28 @@ int cancel_new_secret(uint32_t *out)
 
 int cancel_set_peers(struct cancel_table *t, int self_id, char *const *peers, size_t n)
 {
-    struct peer parsed[MAX_PEERS];
-    if (n > MAX_PEERS || self_id < 0 || self_id > 255)
-        return -EINVAL;
-    for (size_t i = 0; i < n; i++)
-        if (config_parse_peer(peers[i], &parsed[i].id, parsed[i].host, sizeof(parsed[i].host),
-                              &parsed[i].port))
-            return -EINVAL;
-    pthread_mutex_lock(&t->mu);
-    t->self_id = self_id;
-    memcpy(t->peers, parsed, n * sizeof(parsed[0]));
-    t->npeers = n;
-    pthread_mutex_unlock(&t->mu);
-    return 0;
+    return cancel_peers_set(t->peers, self_id, peers, n);
+}
+
+void cancel_set_rate_limit(struct cancel_table *t, unsigned per_second)
+{
+    cancel_limiter_configure(t->limiter, per_second, per_second * CANCEL_RATE_BURST_S);
+}
+
+void cancel_apply_config(struct cancel_table *t, const struct config *cfg)
+{
+    if (cancel_set_peers(t, cfg->peer_id, cfg->peers, cfg->npeers))
+        LOG_WARN(0, "cancel_peers", "--peer list not applied");
+    cancel_set_rate_limit(t, (unsigned)cfg->cancel_rate_limit);
 }
 
 int cancel_session_secret(struct cancel_table *t, uint32_t *out)
 {
     int rc = cancel_new_secret(out);
-    pthread_mutex_lock(&t->mu);
-    int id = t->self_id;
-    pthread_mutex_unlock(&t->mu);
+    int id = cancel_peers_self_id(t->peers);
     if (rc == 0 && id)
         *out = ((uint32_t)id << 24) | (*out & 0xffffff);
     return rc;
-}
-
-/* Sends the CancelRequest on to the instance that owns the key and waits for it to close the
- * connection, as PostgreSQL's cancel protocol does. */
-static enum cancel_result forward_to_peer(const struct peer *p, uint32_t pid, uint32_t secret)
-{
-    char port[16];
-    snprintf(port, sizeof(port), "%d", p->port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    struct addrinfo *res = NULL;
-    if (getaddrinfo(p->host, port, &hints, &res) || !res)
-        return CANCEL_FAILED;
-    enum cancel_result r = CANCEL_FAILED;
-    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0)
-        goto out;
-    int64_t deadline = netio_now_ms() + PEER_TIMEOUT_MS;
-    if (connect(fd, res->ai_addr, res->ai_addrlen) && errno != EINPROGRESS)
-        goto out;
-    struct pollfd pfd = {.fd = fd, .events = POLLOUT};
-    if (poll(&pfd, 1, PEER_TIMEOUT_MS) != 1 || !(pfd.revents & POLLOUT))
-        goto out;
-    uint8_t pkt[16];
-    wire_put_u32(pkt, 16);
-    wire_put_u32(pkt + 4, WIRE_CANCEL_REQUEST_CODE);
-    wire_put_u32(pkt + 8, pid);
-    wire_put_u32(pkt + 12, secret);
-    if (send(fd, pkt, sizeof(pkt), MSG_NOSIGNAL) != (ssize_t)sizeof(pkt))
-        goto out;
-    for (;;) {
-        int64_t left = deadline - netio_now_ms();
-        pfd.events = POLLIN;
-        if (left <= 0 || poll(&pfd, 1, (int)left) != 1)
-            goto out;
-        char buf[64];
-        ssize_t n = recv(fd, buf, sizeof(buf), 0);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-            r = CANCEL_FORWARDED;
-            break;
-        }
-    }
-out:
-    if (fd >= 0)
-        close(fd);
-    freeaddrinfo(res);
-    return r;
-}
-
-/* The peer that owns a key (by the id in the secret's top byte), if it is not this instance. */
-static bool peer_of(struct cancel_table *t, uint32_t secret, struct peer *out)
-{
-    bool found = false;
-    pthread_mutex_lock(&t->mu);
-    int owner = (int)(secret >> 24);
-    if (t->self_id && owner != t->self_id) {
-        for (size_t i = 0; i < t->npeers && !found; i++) {
-            if (t->peers[i].id == owner) {
-                *out = t->peers[i];
-                found = true;
-            }
-        }
-    }
-    pthread_mutex_unlock(&t->mu);
-    return found;
 }
 
 int cancel_register(struct cancel_table *t, uint32_t pid, uint32_t secret, void *handle)
@@ -289,8 +225,11 @@ void cancel_unregister(struct cancel_table *t, uint32_t pid)
         free_entry(e);
 }
 
-/* Finds the entry for a key and pins it (inflight) so it outlives an unregister. */
-static struct cancel_entry *pin_entry(struct cancel_table *t, uint32_t pid, uint32_t secret)
+/* Finds the entry for a key and pins it (inflight) so it outlives an unregister. For a
+ * client's cancel (client != NULL) an entry that already has one queued or running is not
+ * pinned again: *client is set to true, and NULL returned. */
+static struct cancel_entry *pin_entry(struct cancel_table *t, uint32_t pid, uint32_t secret,
+                                      bool *client)
 {
     pthread_mutex_lock(&t->mu);
     struct cancel_entry *e = t->buckets[pid % CANCEL_BUCKETS];
@@ -298,48 +237,108 @@ static struct cancel_entry *pin_entry(struct cancel_table *t, uint32_t pid, uint
         e = e->next;
     /* compare the secret even when the pid is unknown, so timing says nothing about pids */
     bool same = cancel_secret_equal(e ? e->secret : ~secret, secret);
-    if (e && same)
+    if (!e || !same) {
+        e = NULL;
+    } else if (client && e->client_queued) {
+        *client = true;
+        e = NULL;
+    } else {
         e->inflight++;
+        if (client)
+            e->client_queued = true;
+    }
     pthread_mutex_unlock(&t->mu);
-    return e && same ? e : NULL;
+    return e;
 }
 
-/* Sends the cancel with a pinned entry's handle, then unpins it. */
-static enum cancel_result forward_pinned(struct cancel_table *t, struct cancel_entry *e)
+static void unpin_entry(struct cancel_table *t, struct cancel_entry *e, bool client)
+{
+    pthread_mutex_lock(&t->mu);
+    if (client)
+        e->client_queued = false;
+    bool free_it = --e->inflight == 0 && e->removed;
+    pthread_mutex_unlock(&t->mu);
+    if (free_it)
+        free_entry(e);
+}
+
+/* Sends the cancel with a pinned entry's handle (the caller unpins). */
+static enum cancel_result forward_pinned(struct cancel_entry *e)
 {
     char err[256];
     int rc = upstream_cancel(e->handle, err, sizeof(err));
     if (rc)
         LOG_WARN(0, "cancel_failed", "pid=%u %s", e->pid, err);
-    pthread_mutex_lock(&t->mu);
-    bool free_it = --e->inflight == 0 && e->removed;
-    pthread_mutex_unlock(&t->mu);
-    if (free_it)
-        free_entry(e);
     return rc == 0 ? CANCEL_FORWARDED : CANCEL_FAILED;
 }
 
 enum cancel_result cancel_forward(struct cancel_table *t, uint32_t pid, uint32_t secret)
 {
-    struct cancel_entry *e = pin_entry(t, pid, secret);
-    return e ? forward_pinned(t, e) : CANCEL_UNKNOWN_KEY;
+    struct cancel_entry *e = pin_entry(t, pid, secret, NULL);
+    if (!e)
+        return CANCEL_UNKNOWN_KEY;
+    enum cancel_result r = forward_pinned(e);
+    unpin_entry(t, e, false);
+    return r;
 }
 
-static void queue_job(struct cancel_table *t, struct cancel_job *j);
-static void finish_job(struct cancel_job *j, enum cancel_result r);
-
-int cancel_forward_async(struct cancel_table *t, uint32_t pid, uint32_t secret, int close_fd,
-                         bool from_client)
+static enum metrics_cancel_outcome outcome_of(enum cancel_result r)
 {
-    struct cancel_job *j = calloc(1, sizeof(*j));
-    if (!j)
-        return -ENOMEM;
-    j->pid = pid;
-    j->secret = secret;
-    j->close_fd = close_fd;
-    j->from_client = from_client;
-    queue_job(t, j);
-    return 0;
+    return r == CANCEL_FORWARDED     ? METRICS_CANCEL_FORWARDED
+           : r == CANCEL_UNKNOWN_KEY ? METRICS_CANCEL_UNKNOWN_KEY
+                                     : METRICS_CANCEL_FAILED;
+}
+
+static const char *outcome_name(enum metrics_cancel_outcome o)
+{
+    static const char *const names[] = {"forwarded",    "unknown_key", "failed",
+                                        "rate_limited", "dropped",     "coalesced"};
+    return (unsigned)o < sizeof(names) / sizeof(names[0]) ? names[o] : "?";
+}
+
+void cancel_job_finish(struct cancel_job *j, enum cancel_result r, enum metrics_cancel_outcome o)
+{
+    if (j->from_client) {
+        metrics_cancel(o);
+        LOG_INFO(0, "cancel_request", "pid=%u result=%s%s", j->pid, outcome_name(o),
+                 j->peer_id ? " (to peer)" : "");
+    }
+    if (j->pinned)
+        unpin_entry(j->t, j->pinned, j->from_client);
+    if (j->close_fd >= 0)
+        close(j->close_fd);
+    if (j->holds_slot)
+        atomic_fetch_sub(&j->t->held_fds, 1);
+    if (j->ticket) {
+        atomic_store(&j->ticket->result, (int)r);
+        atomic_store(&j->ticket->done, true);
+        if (j->ticket->wake_fd >= 0) {
+            uint64_t one = 1;
+            ssize_t w = write(j->ticket->wake_fd, &one, sizeof(one));
+            (void)w;
+        }
+        cancel_ticket_release(j->ticket);
+    }
+    free(j);
+}
+
+/* Appends to the local queue; false when it is full of client jobs (or stopping). */
+static bool local_enqueue(struct cancel_table *t, struct cancel_job *j)
+{
+    struct job_queue *q = &t->local;
+    pthread_mutex_lock(&q->mu);
+    bool ok = !q->stopping && (!j->from_client || q->nclient < CANCEL_LOCAL_QUEUE_MAX);
+    if (ok) {
+        if (q->tail)
+            q->tail->next = j;
+        else
+            q->head = j;
+        q->tail = j;
+        q->nclient += j->from_client;
+        pthread_cond_signal(&q->cv);
+    }
+    pthread_mutex_unlock(&q->mu);
+    return ok;
 }
 
 struct cancel_ticket *cancel_forward_tracked(struct cancel_table *t, uint32_t pid, uint32_t secret,
@@ -355,14 +354,16 @@ struct cancel_ticket *cancel_forward_tracked(struct cancel_table *t, uint32_t pi
     atomic_init(&k->refs, 2); /* the caller's and the job's */
     atomic_init(&k->done, false);
     k->wake_fd = wake_fd;
+    j->t = t;
     j->pid = pid;
     j->secret = secret;
     j->close_fd = -1;
     j->ticket = k;
     /* pinned now: the session may end (and unregister) before a thread takes the job, and
      * the cancel must still reach what it was running */
-    j->pinned = pin_entry(t, pid, secret);
-    queue_job(t, j);
+    j->pinned = pin_entry(t, pid, secret, NULL);
+    if (!local_enqueue(t, j))
+        cancel_job_finish(j, CANCEL_FAILED, METRICS_CANCEL_DROPPED);
     return k;
 }
 
@@ -382,77 +383,146 @@ void cancel_ticket_release(struct cancel_ticket *k)
         free(k);
 }
 
-static void queue_job(struct cancel_table *t, struct cancel_job *j)
+/* ---- client CancelRequests ---------------------------------------------------------------- */
+
+/* Finishes a request that never became a job: counted, and its connection closed now. */
+static void answer_now(const struct cancel_request *r, enum metrics_cancel_outcome o)
 {
-    j->to_peer = j->from_client && peer_of(t, j->secret, &j->peer);
-    struct job_queue *q = j->to_peer ? &t->peer : &t->local;
-    pthread_mutex_lock(&q->mu);
-    if (q->max && q->n >= q->max) {
-        pthread_mutex_unlock(&q->mu);
-        LOG_WARN(0, "cancel_dropped", "pid=%u: %zu cancels for peers already queued", j->pid,
-                 q->max);
-        finish_job(j, CANCEL_FAILED);
-        return;
-    }
-    if (q->tail)
-        q->tail->next = j;
+    metrics_cancel(o);
+    if (o != METRICS_CANCEL_RATE_LIMITED && o != METRICS_CANCEL_COALESCED)
+        LOG_INFO(0, "cancel_request", "pid=%u result=%s", r->pid, outcome_name(o));
     else
-        q->head = j;
-    q->tail = j;
-    q->n++;
-    pthread_cond_signal(&q->cv);
-    pthread_mutex_unlock(&q->mu);
+        LOG_DEBUG(0, "cancel_request", "pid=%u result=%s", r->pid, outcome_name(o));
+    if (r->fd >= 0)
+        close(r->fd);
 }
 
-/* Counts, closes the client's cancel socket, and signals the ticket of a finished job. */
-static void finish_job(struct cancel_job *j, enum cancel_result r)
+static bool over_rate(struct cancel_table *t, const struct cancel_request *r)
 {
-    if (j->from_client) {
-        metrics_cancel(r == CANCEL_FORWARDED     ? METRICS_CANCEL_FORWARDED
-                       : r == CANCEL_UNKNOWN_KEY ? METRICS_CANCEL_UNKNOWN_KEY
-                                                 : METRICS_CANCEL_FAILED);
-        LOG_INFO(0, "cancel_request", "pid=%u result=%s%s", j->pid,
-                 r == CANCEL_FORWARDED     ? "forwarded"
-                 : r == CANCEL_UNKNOWN_KEY ? "unknown_key"
-                                           : "failed",
-                 j->to_peer ? " (to peer)" : "");
+    struct addr_key key;
+    addr_key_from(r->from, r->fromlen, &key);
+    enum cancel_limit_verdict v = cancel_limiter_take(t->limiter, &key, netio_now_ms());
+    if (v == CANCEL_LIMIT_REFUSE_FIRST) {
+        char who[64];
+        addr_key_format(&key, who, sizeof(who));
+        LOG_WARN(0, "cancel_rate_limited",
+                 "client=%s is over --cancel-rate-limit; its cancels are refused until it "
+                 "slows down",
+                 who);
     }
-    if (j->close_fd >= 0)
-        close(j->close_fd);
-    if (j->ticket) {
-        atomic_store(&j->ticket->result, (int)r);
-        atomic_store(&j->ticket->done, true);
-        if (j->ticket->wake_fd >= 0) {
-            uint64_t one = 1;
-            ssize_t w = write(j->ticket->wake_fd, &one, sizeof(one));
-            (void)w;
-        }
-        cancel_ticket_release(j->ticket);
+    return v != CANCEL_LIMIT_ALLOW;
+}
+
+static struct cancel_job *client_job(struct cancel_table *t, const struct cancel_request *r)
+{
+    if (atomic_fetch_add(&t->held_fds, 1) >= CANCEL_MAX_HELD_FDS) {
+        atomic_fetch_sub(&t->held_fds, 1);
+        return NULL;
     }
-    free(j);
+    struct cancel_job *j = calloc(1, sizeof(*j));
+    if (!j) {
+        atomic_fetch_sub(&t->held_fds, 1);
+        return NULL;
+    }
+    j->t = t;
+    j->pid = r->pid;
+    j->secret = r->secret;
+    j->close_fd = r->fd;
+    j->from_client = true;
+    j->holds_slot = true;
+    return j;
+}
+
+static void route_to_peer(struct cancel_table *t, const struct cancel_request *r, int owner)
+{
+    struct cancel_job *j = client_job(t, r);
+    if (!j) {
+        answer_now(r, METRICS_CANCEL_DROPPED);
+        return;
+    }
+    j->peer_id = owner;
+    enum cancel_peer_submit s = cancel_peers_submit(t->peers, j);
+    if (s == CANCEL_PEER_DOWN)
+        cancel_job_finish(j, CANCEL_FAILED, METRICS_CANCEL_FAILED);
+    else if (s == CANCEL_PEER_FULL)
+        cancel_job_finish(j, CANCEL_FAILED, METRICS_CANCEL_DROPPED);
+}
+
+static void match_locally(struct cancel_table *t, const struct cancel_request *r)
+{
+    bool coalesced = false;
+    struct cancel_entry *e = pin_entry(t, r->pid, r->secret, &coalesced);
+    if (!e) {
+        answer_now(r, coalesced ? METRICS_CANCEL_COALESCED : METRICS_CANCEL_UNKNOWN_KEY);
+        return;
+    }
+    struct cancel_job *j = client_job(t, r);
+    if (!j) {
+        unpin_entry(t, e, true);
+        answer_now(r, METRICS_CANCEL_DROPPED);
+        return;
+    }
+    j->pinned = e;
+    if (!local_enqueue(t, j))
+        cancel_job_finish(j, CANCEL_FAILED, METRICS_CANCEL_DROPPED);
+}
+
+void cancel_client_request(struct cancel_table *t, const struct cancel_request *r)
+{
+    bool from_peer = r->via_peer && cancel_peers_is_peer_addr(t->peers, r->from);
+    if (!from_peer && over_rate(t, r)) {
+        answer_now(r, METRICS_CANCEL_RATE_LIMITED);
+        return;
+    }
+    /* a forwarded cancel is never routed onward: a wrong --peer address (even this
+     * instance's own) must not make it circulate */
+    int owner = r->via_peer ? 0 : cancel_peers_owner(t->peers, r->secret);
+    if (owner)
+        route_to_peer(t, r, owner);
+    else
+        match_locally(t, r);
+}
+
+/* ---- the local pool ----------------------------------------------------------------------- */
+
+/* Next job, or NULL once stopping; jobs still queued at stop are dropped, not run. */
+static struct cancel_job *next_job(struct job_queue *q, struct cancel_job **dropped)
+{
+    pthread_mutex_lock(&q->mu);
+    while (!q->head && !q->stopping)
+        pthread_cond_wait(&q->cv, &q->mu);
+    struct cancel_job *j = NULL;
+    if (q->stopping) {
+        *dropped = q->head;
+        q->head = q->tail = NULL;
+        q->nclient = 0;
+    } else {
+        j = q->head;
+        q->head = j->next;
+        if (!q->head)
+            q->tail = NULL;
+        q->nclient -= j->from_client;
+        j->next = NULL;
+    }
+    pthread_mutex_unlock(&q->mu);
+    return j;
 }
 
 static void *cancel_thread(void *arg)
 {
     struct job_queue *q = arg;
-    struct cancel_table *t = q->t;
     for (;;) {
-        pthread_mutex_lock(&q->mu);
-        while (!q->head && !q->stopping)
-            pthread_cond_wait(&q->cv, &q->mu);
-        struct cancel_job *j = q->head;
-        if (j) {
-            q->head = j->next;
-            if (!q->head)
-                q->tail = NULL;
-            q->n--;
-        }
-        pthread_mutex_unlock(&q->mu);
-        if (!j)
+        struct cancel_job *dropped = NULL;
+        struct cancel_job *j = next_job(q, &dropped);
+        if (!j) {
+            while (dropped) {
+                struct cancel_job *n = dropped->next;
+                cancel_job_finish(dropped, CANCEL_FAILED, METRICS_CANCEL_DROPPED);
+                dropped = n;
+            }
             return NULL;
-        enum cancel_result r = j->to_peer  ? forward_to_peer(&j->peer, j->pid, j->secret)
-                               : j->pinned ? forward_pinned(t, j->pinned)
-                                           : cancel_forward(t, j->pid, j->secret);
-        finish_job(j, r);
+        }
+        enum cancel_result r = j->pinned ? forward_pinned(j->pinned) : CANCEL_UNKNOWN_KEY;
+        cancel_job_finish(j, r, outcome_of(r));
     }
 }

@@ -1,16 +1,26 @@
 /* Cancel key table: BackendKeyData (pid, secret) → the session's upstream cancel handle, and a
- * small thread pool that forwards cancels so no event loop ever blocks on one. */
+ * small thread pool that forwards cancels so no event loop ever blocks on one. Client
+ * CancelRequests are rate-limited per address, coalesced per key and bounded in number, so a
+ * flood of them can neither guess a key quickly nor hoard descriptors. */
 #ifndef PGWP_CANCEL_H
 #define PGWP_CANCEL_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 struct cancel_table;
+struct config;
+
+/* Bounds (documented in the README): client cancel jobs waiting for the local pool, and
+ * client cancel sockets held open by queued or running jobs (local and peer together). */
+#define CANCEL_LOCAL_QUEUE_MAX 128
+#define CANCEL_MAX_HELD_FDS    256
 
 struct cancel_table *cancel_table_new(void);
-/* Stops the forwarding threads (after the queued jobs) and frees everything. */
+/* Stops the forwarding threads, dropping queued jobs (their sockets are closed) and
+ * interrupting peer forwards in flight, and frees everything. */
 void cancel_table_free(struct cancel_table *t);
 
 /* Registers a key; the table takes ownership of the upstream cancel handle and frees it on
@@ -23,11 +33,21 @@ enum cancel_result { CANCEL_FORWARDED, CANCEL_UNKNOWN_KEY, CANCEL_FAILED };
 /* Matches (pid, secret) in constant time and forwards the cancel upstream (blocking). */
 enum cancel_result cancel_forward(struct cancel_table *t, uint32_t pid, uint32_t secret);
 
-/* Queues cancel_forward on a pool thread. close_fd >= 0 is closed once the cancel has been
- * forwarded (a client's cancel connection is closed after its cancel took effect, as PostgreSQL
- * does). from_client: count it as a client CancelRequest in metrics. Returns 0 or -ENOMEM. */
-int cancel_forward_async(struct cancel_table *t, uint32_t pid, uint32_t secret, int close_fd,
-                         bool from_client);
+/* A client's CancelRequest, as read from its connection. */
+struct cancel_request {
+    uint32_t pid, secret;
+    int fd; /* the client's connection: always taken over, closed once the request is done
+             * (after the cancel took effect, as PostgreSQL does), or at once when refused */
+    const struct sockaddr *from; /* the client's address (NULL = unknown) */
+    socklen_t fromlen;
+    bool via_peer; /* sent with the peer-forward code: match locally, never route onward */
+};
+
+/* Handles a client CancelRequest without blocking: refused when its address is over
+ * --cancel-rate-limit (a peer's forward is exempt), answered at once when no key matches,
+ * coalesced when a cancel for the same key is already queued or running, otherwise queued
+ * for the local pool or the owning peer's queue; dropped when those are full. */
+void cancel_client_request(struct cancel_table *t, const struct cancel_request *r);
 
 /* A proxy-initiated cancel the session must see delivered before it sends the upstream its next
  * statement: PostgreSQL ignores a cancel that arrives while it waits for a command, but one
@@ -49,9 +69,15 @@ int cancel_new_secret(uint32_t *out);
 
 /* Peering: with self_id 1..255 the top byte of every secret this instance hands out is its id
  * (24 random bits remain), and a client CancelRequest whose secret names another instance is
- * forwarded to that peer ("ID=HOST:PORT"), so cancels work behind a TCP load balancer.
- * Returns 0 or -EINVAL. */
+ * forwarded to that peer ("ID=HOST:PORT", resolved here), so cancels work behind a TCP load
+ * balancer. Returns 0 or -EINVAL. */
 int cancel_set_peers(struct cancel_table *t, int self_id, char *const *peers, size_t n);
+/* Cancels per second per client address (0 = no limit); the burst is CANCEL_RATE_BURST_S
+ * seconds' worth. */
+#define CANCEL_RATE_BURST_S 5
+void cancel_set_rate_limit(struct cancel_table *t, unsigned per_second);
+/* Both of the above from a configuration (start and reload). */
+void cancel_apply_config(struct cancel_table *t, const struct config *cfg);
 /* A secret for a new session, carrying this instance's id when peering is on. */
 int cancel_session_secret(struct cancel_table *t, uint32_t *out);
 

@@ -90,6 +90,8 @@ static const struct opt opts[] = {
      "this instance's id (1-255) in cancel keys, for cancel routing between instances"},
     {"peer", OPT_LIST, OFF(peers), NULL, 0, 0, "ID=HOST:PORT",
      "another instance's id and client address; its cancels are forwarded there; repeatable"},
+    {"cancel-rate-limit", OPT_INT, OFF(cancel_rate_limit), NULL, 0, 1000000, "N",
+     "CancelRequests per second per client address, bursts of 5 s worth; 0 = off (default 20)"},
     {"read-only", OPT_BOOL, OFF(read_only), NULL, 0, 0, NULL,
      "deny every write (ERROR 25006) and set default_transaction_read_only upstream"},
     {"extended-protocol", OPT_ENUM, OFF(extended_protocol), protocol_choices, 0, 0, "reject|allow",
@@ -146,6 +148,7 @@ void config_defaults(struct config *c)
     c->query_timeout_ms = 30000;
     c->startup_timeout_ms = 10000;
     c->shutdown_timeout_ms = 30000;
+    c->cancel_rate_limit = 20;
     c->client_write_timeout_ms = 60000;
     c->cancel_grace_ms = 10000;
     c->max_client_memory = 256ull * 1000 * 1000;

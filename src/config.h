@@ -38,7 +38,8 @@ struct config {
     size_t nallow;
     char *peers[CONFIG_MAX_RULES]; /* "ID=HOST:PORT" of other instances, for cancel routing */
     size_t npeers;
-    int peer_id; /* this instance's id (1..255) encoded in cancel keys; 0 = no peering */
+    int peer_id;           /* this instance's id (1..255) encoded in cancel keys; 0 = no peering */
+    int cancel_rate_limit; /* CancelRequests per second per client address; 0 = no limit */
     bool read_only;
     bool policy_cache;
     enum config_protocol extended_protocol; /* Parse/Bind/Execute relayed or refused */

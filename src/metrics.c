@@ -51,10 +51,15 @@ struct histogram {
     _Atomic uint64_t sum_us;
 };
 
-/* SQLSTATE classes are two characters of [0-9A-Z]: a flat array indexed by them needs no
- * lookup and no lock. */
-#define SQLSTATE_ALPHABET 36
-#define SQLSTATE_CLASSES  (SQLSTATE_ALPHABET * SQLSTATE_ALPHABET)
+/* PostgreSQL's SQLSTATE classes (its errcodes.txt). Clients choose the codes the server sends
+ * (RAISE ... USING ERRCODE accepts any five characters), so only these become labels and
+ * everything else is counted as "other": the series set stays fixed. Sorted for bsearch. */
+static const char sqlstate_classes[][3] = {
+    "00", "01", "02", "03", "08", "09", "0A", "0B", "0F", "0L", "0P", "0Z", "10", "20", "21",
+    "22", "23", "24", "25", "26", "27", "28", "2B", "2D", "2F", "34", "38", "39", "3B", "3D",
+    "3F", "40", "42", "44", "53", "54", "55", "57", "58", "72", "F0", "HV", "P0", "XX",
+};
+#define SQLSTATE_CLASSES (sizeof(sqlstate_classes) / sizeof(sqlstate_classes[0]))
 
 /* Guardrail rule labels come from configuration, so the set is small but not known at compile
  * time. A fixed table bounds the series count even if a caller passes something unbounded. */
@@ -69,18 +74,24 @@ struct rule_slot {
 static const char *const conn_outcome_names[] = {"accepted", "rejected_limit", "upstream_failed",
                                                  "protocol_error"};
 static const char *const query_outcome_names[] = {"ok", "error", "denied", "limited", "rejected"};
-static const char *const cancel_outcome_names[] = {"forwarded", "unknown_key", "failed"};
+static const char *const cancel_outcome_names[] = {"forwarded",    "unknown_key", "failed",
+                                                   "rate_limited", "dropped",     "coalesced"};
+static const char *const probe_result_names[] = {
+    "ok", "auth_failed", "too_many_connections", "unreachable", "timeout", "rejected"};
+static const char *const http_close_names[] = {"deadline", "evicted", "address_limit"};
 
 _Static_assert(NELEM(conn_outcome_names) == METRICS_CONN_OUTCOME_MAX, "conn outcome names");
 _Static_assert(NELEM(query_outcome_names) == METRICS_QUERY_OUTCOME_MAX, "query outcome names");
 _Static_assert(NELEM(cancel_outcome_names) == METRICS_CANCEL_OUTCOME_MAX, "cancel outcome names");
+_Static_assert(NELEM(probe_result_names) == METRICS_PROBE_RESULT_MAX, "probe result names");
+_Static_assert(NELEM(http_close_names) == METRICS_HTTP_CLOSE_MAX, "http close names");
 
 static _Atomic int64_t sessions_active;
 static _Atomic uint64_t connections[METRICS_CONN_OUTCOME_MAX];
 static _Atomic uint64_t queries[METRICS_QUERY_OUTCOME_MAX];
 static struct histogram query_hist = {.bounds = query_bounds, .nbounds = NELEM(query_bounds)};
 static _Atomic uint64_t errors_by_class[SQLSTATE_CLASSES];
-static _Atomic uint64_t errors_malformed; /* rendered as class="other" */
+static _Atomic uint64_t errors_other; /* undefined or malformed classes */
 static _Atomic uint64_t rows_sent;
 static _Atomic uint64_t bytes_sent;
 static struct rule_slot rule_slots[RULE_SLOTS];
@@ -95,6 +106,9 @@ static _Atomic uint64_t connect_failures;
 static _Atomic uint64_t audit_written;
 static _Atomic uint64_t audit_dropped;
 static _Atomic uint64_t audit_queue_full;
+static _Atomic uint64_t probes[METRICS_PROBE_RESULT_MAX];
+static atomic_int upstream_up = -1; /* last probe: 1 ok, 0 failed, -1 none yet */
+static _Atomic uint64_t http_closed[METRICS_HTTP_CLOSE_MAX];
 static uint64_t start_time_us;
 
 static inline void counter_add(_Atomic uint64_t *c, uint64_t n)
@@ -157,42 +171,43 @@ void metrics_rows_bytes(uint64_t rows, uint64_t bytes)
         counter_add(&bytes_sent, bytes);
 }
 
-/* Maps one SQLSTATE character to 0..35, or -1. Written out instead of <ctype.h> so the locale
- * cannot change which classes exist. */
-static int sqlstate_digit(char c)
+/* Upper-cases one SQLSTATE character, or returns 0 if it cannot be one. Written out instead of
+ * <ctype.h> so the locale cannot change which classes exist. */
+static char sqlstate_char(char c)
 {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A' + 10;
+    if ((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z'))
+        return c;
     if (c >= 'a' && c <= 'z')
-        return c - 'a' + 10;
-    return -1;
+        return (char)(c - 'a' + 'A');
+    return 0;
 }
 
+static int class_cmp(const void *key, const void *elem)
+{
+    return memcmp(key, elem, 2);
+}
+
+/* Index of the SQLSTATE's class in sqlstate_classes, or -1. */
 static int sqlstate_class_index(const char *sqlstate)
 {
     if (!sqlstate)
         return -1;
-    int hi = sqlstate_digit(sqlstate[0]);
-    if (hi < 0)
+    char cls[2] = {sqlstate_char(sqlstate[0]), 0};
+    if (!cls[0])
         return -1;
-    int lo = sqlstate_digit(sqlstate[1]);
-    if (lo < 0)
+    cls[1] = sqlstate_char(sqlstate[1]);
+    if (!cls[1])
         return -1;
-    return hi * SQLSTATE_ALPHABET + lo;
-}
-
-static char sqlstate_char(int digit)
-{
-    return (char)(digit < 10 ? '0' + digit : 'A' + digit - 10);
+    const char(*hit)[3] =
+        bsearch(cls, sqlstate_classes, SQLSTATE_CLASSES, sizeof(sqlstate_classes[0]), class_cmp);
+    return hit ? (int)(hit - sqlstate_classes) : -1;
 }
 
 void metrics_error_sqlstate(const char *sqlstate)
 {
     int idx = sqlstate_class_index(sqlstate);
     if (idx < 0)
-        counter_add(&errors_malformed, 1);
+        counter_add(&errors_other, 1);
     else
         counter_add(&errors_by_class[idx], 1);
 }
@@ -262,6 +277,20 @@ void metrics_cancel(enum metrics_cancel_outcome o)
 void metrics_tls_handshake(int ok)
 {
     counter_add(ok ? &tls_ok : &tls_failed, 1);
+}
+
+void metrics_upstream_probe(enum metrics_probe_result r)
+{
+    if ((unsigned)r >= METRICS_PROBE_RESULT_MAX)
+        return;
+    counter_add(&probes[r], 1);
+    atomic_store_explicit(&upstream_up, r == METRICS_PROBE_OK, memory_order_relaxed);
+}
+
+void metrics_http_closed(enum metrics_http_close reason)
+{
+    if ((unsigned)reason < METRICS_HTTP_CLOSE_MAX)
+        counter_add(&http_closed[reason], 1);
 }
 
 /* Only successful connects feed the histogram: a failure is usually a timeout or a refusal,
@@ -408,16 +437,15 @@ static void render_errors(struct out *o)
 {
     out_family(o, "errors_total", "counter",
                "ErrorResponses sent to clients, by SQLSTATE class (first two characters).");
-    for (int i = 0; i < SQLSTATE_CLASSES; i++) {
+    for (size_t i = 0; i < SQLSTATE_CLASSES; i++) {
         uint64_t v = counter_get(&errors_by_class[i]);
         if (v)
-            out_printf(o, METRIC_PREFIX "errors_total{class=\"%c%c\"} %" PRIu64 "\n",
-                       sqlstate_char(i / SQLSTATE_ALPHABET), sqlstate_char(i % SQLSTATE_ALPHABET),
-                       v);
+            out_printf(o, METRIC_PREFIX "errors_total{class=\"%s\"} %" PRIu64 "\n",
+                       sqlstate_classes[i], v);
     }
-    uint64_t bad = counter_get(&errors_malformed);
-    if (bad)
-        out_printf(o, METRIC_PREFIX "errors_total{class=\"other\"} %" PRIu64 "\n", bad);
+    uint64_t other = counter_get(&errors_other);
+    if (other)
+        out_printf(o, METRIC_PREFIX "errors_total{class=\"other\"} %" PRIu64 "\n", other);
 }
 
 static void render_guardrails(struct out *o)
@@ -464,6 +492,24 @@ static void render_upstream(struct out *o)
                "Upstream connection attempts that failed.");
     out_printf(o, METRIC_PREFIX "upstream_connect_failures_total %" PRIu64 "\n",
                counter_get(&connect_failures));
+
+    out_family(o, "upstream_probes_total", "counter",
+               "Upstream health probes behind /healthz (one per interval at most), by result.");
+    render_labeled(o, "upstream_probes_total", "result", probe_result_names, probes,
+                   METRICS_PROBE_RESULT_MAX);
+    int up = atomic_load_explicit(&upstream_up, memory_order_relaxed);
+    if (up >= 0) {
+        out_family(o, "upstream_up", "gauge", "1 if the last upstream health probe succeeded.");
+        out_printf(o, METRIC_PREFIX "upstream_up %d\n", up);
+    }
+}
+
+static void render_http(struct out *o)
+{
+    out_family(o, "http_connections_closed_total", "counter",
+               "Metrics-port connections closed by the proxy, by reason.");
+    render_labeled(o, "http_connections_closed_total", "reason", http_close_names, http_closed,
+                   METRICS_HTTP_CLOSE_MAX);
 }
 
 static void render_audit(struct out *o)
@@ -493,6 +539,7 @@ char *metrics_render(size_t *len)
     render_queries(&o);
     render_upstream(&o);
     render_audit(&o);
+    render_http(&o);
     if (o.failed)
         goto out;
     ret = o.buf;
@@ -516,7 +563,8 @@ static bool series_is_sparse(const char *series)
         const char *c = series + sizeof(err) - 1;
         if (strcmp(c, "other\"}") == 0)
             return true;
-        return sqlstate_digit(c[0]) >= 0 && sqlstate_digit(c[1]) >= 0 && strcmp(c + 2, "\"}") == 0;
+        int idx = strlen(c) == 4 ? sqlstate_class_index(c) : -1;
+        return idx >= 0 && memcmp(c, sqlstate_classes[idx], 2) == 0 && strcmp(c + 2, "\"}") == 0;
     }
     if (strncmp(series, rule, sizeof(rule) - 1) == 0)
         return n > sizeof(rule) - 1 + 2 && strcmp(series + n - 2, "\"}") == 0;

@@ -28,7 +28,29 @@ enum metrics_cancel_outcome {
     METRICS_CANCEL_FORWARDED,
     METRICS_CANCEL_UNKNOWN_KEY,
     METRICS_CANCEL_FAILED,
+    METRICS_CANCEL_RATE_LIMITED, /* over --cancel-rate-limit for its address */
+    METRICS_CANCEL_DROPPED,      /* a queue or the cancel-socket cap was full */
+    METRICS_CANCEL_COALESCED,    /* the same key already had a cancel queued or running */
     METRICS_CANCEL_OUTCOME_MAX
+};
+
+/* Results of the shared upstream probe behind /healthz. */
+enum metrics_probe_result {
+    METRICS_PROBE_OK,
+    METRICS_PROBE_AUTH_FAILED,          /* 28P01 / 28000: the DSN's credentials are refused */
+    METRICS_PROBE_TOO_MANY_CONNECTIONS, /* 53300 */
+    METRICS_PROBE_UNREACHABLE,          /* refused, no route, DNS */
+    METRICS_PROBE_TIMEOUT,
+    METRICS_PROBE_REJECTED, /* any other refusal, e.g. 3D000 database does not exist */
+    METRICS_PROBE_RESULT_MAX
+};
+
+/* Metrics-port connections the HTTP server closed on its own. */
+enum metrics_http_close {
+    METRICS_HTTP_DEADLINE,      /* no complete request and answer within the deadline */
+    METRICS_HTTP_EVICTED,       /* all slots taken: the oldest idle or slow one made room */
+    METRICS_HTTP_ADDRESS_LIMIT, /* its address already had its share of slots */
+    METRICS_HTTP_CLOSE_MAX
 };
 
 void metrics_session_open(void);  /* active +1 */
@@ -36,12 +58,15 @@ void metrics_session_close(void); /* active -1 */
 void metrics_connection(enum metrics_conn_outcome o);
 void metrics_query(enum metrics_query_outcome o, uint64_t duration_us);
 void metrics_rows_bytes(uint64_t rows, uint64_t bytes);
-/* sqlstate: 5 chars; counted by class (first two chars). */
+/* sqlstate: 5 chars; counted by class (first two chars) when it is one of PostgreSQL's
+ * defined classes, as "other" otherwise: clients choose the codes they raise. */
 void metrics_error_sqlstate(const char *sqlstate);
 /* rule: "deny:drop", "max-rows", "query-timeout", ... (bounded set: labels are interned). */
 void metrics_guardrail(const char *rule);
 void metrics_cancel(enum metrics_cancel_outcome o);
 void metrics_tls_handshake(int ok);
+void metrics_upstream_probe(enum metrics_probe_result r);
+void metrics_http_closed(enum metrics_http_close reason);
 void metrics_upstream_connect(uint64_t duration_us, int ok);
 /* An audit record written to --audit-log (true), or dropped because it could not be. */
 void metrics_audit(bool written);

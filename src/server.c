@@ -4,6 +4,7 @@
 #include "audit.h"
 #include "cancel.h"
 #include "conn.h"
+#include "health.h"
 #include "http.h"
 #include "listen.h"
 #include "log.h"
@@ -14,7 +15,6 @@
 #include "worker.h"
 
 #include <errno.h>
-#include <libpq-fe.h>
 #include <malloc.h>
 #include <poll.h>
 #include <signal.h>
@@ -37,6 +37,7 @@ struct server {
     char **argv;
     struct runtimes runtimes;
     struct cancel_table *cancels;
+    struct health *health; /* the upstream probe behind /healthz; NULL without --metrics-listen */
     struct reaper *reaper;
     struct conn_mem client_mem;
     struct session_counts counts;
@@ -108,7 +109,9 @@ static void reload(struct server *srv)
         LOG_WARN(0, "reload_partial", "--listen changes need a restart; still listening on %s:%d",
                  cur->cfg.listen_host, cur->cfg.listen_port);
     runtime_release(cur);
-    cancel_set_peers(srv->cancels, rt->cfg.peer_id, rt->cfg.peers, rt->cfg.npeers);
+    cancel_apply_config(srv->cancels, &rt->cfg);
+    if (srv->health)
+        health_set_upstream(srv->health, rt->cfg.upstream_dsn);
     apply_limits(srv, &rt->cfg);
     log_setup(rt->cfg.log_level, rt->cfg.log_format == CONFIG_LOG_JSON);
     unsigned gen;
@@ -118,17 +121,16 @@ static void reload(struct server *srv)
     LOG_INFO(0, "reloaded", "configuration generation %u in force", gen);
 }
 
-static int health(void *arg)
+/* /healthz: 503 while shutting down (so a load balancer stops sending sessions), otherwise the
+ * shared upstream probe's last answer (health.c); never a PostgreSQL round trip per check. */
+static int health(void *arg, char *reason, size_t len)
 {
     struct server *srv = arg;
-    if (atomic_load(&srv->shutdown.mode) != SHUTDOWN_NONE)
+    if (atomic_load(&srv->shutdown.mode) != SHUTDOWN_NONE) {
+        snprintf(reason, len, "shutting down");
         return 0;
-    struct runtime *rt = runtimes_acquire(&srv->runtimes);
-    const char *keys[] = {"dbname", "connect_timeout", NULL};
-    const char *vals[] = {rt->cfg.upstream_dsn, "3", NULL};
-    int ok = PQpingParams(keys, vals, 1) == PQPING_OK;
-    runtime_release(rt);
-    return ok;
+    }
+    return health_check(srv->health, reason, len);
 }
 
 /* At the descriptor limit accept fails at once and would be retried at once: the listeners
@@ -211,6 +213,35 @@ static int signal_setup(void)
     return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 }
 
+/* What a SIGTERM, SIGINT or SIGQUIT means once the main loop no longer reads the signalfd:
+ * sessions are closed or being closed, so "now" is all that is left to do. */
+static void exit_at_once(int sig)
+{
+    (void)sig;
+    _exit(0);
+}
+
+/* Called where the main loop stops reading the signalfd: from then on a SIGTERM, SIGINT or
+ * SIGQUIT ends the process at once, so no wait of the teardown (a cancel inside libpq, the
+ * sessions' last writes) can make a repeated signal go unheard. Signals already queued were
+ * sent before this point and have had their effect (the shutdown is under way). */
+static void signals_end_process(int sfd)
+{
+    struct signalfd_siginfo si;
+    while (sfd >= 0 && read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+        ;
+    struct sigaction sa = {.sa_handler = exit_at_once};
+    sigemptyset(&sa.sa_mask);
+    sigset_t set;
+    sigemptyset(&set);
+    int sigs[] = {SIGTERM, SIGINT, SIGQUIT};
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+        sigaction(sigs[i], &sa, NULL);
+        sigaddset(&set, sigs[i]);
+    }
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+}
+
 static void handle_signals(struct server *srv, int sfd)
 {
     struct signalfd_siginfo si;
@@ -260,9 +291,13 @@ static void main_loop(struct server *srv, int sfd)
     }
     while (atomic_load(&srv->counts.live) > 0) {
         struct pollfd p = {.fd = sfd, .events = POLLIN};
-        if (poll(&p, 1, 100) > 0)
+        if (poll(&p, 1, 100) > 0 && sfd >= 0)
             handle_signals(srv, sfd);
         int64_t deadline = atomic_load(&srv->shutdown.deadline_ms);
+        if (atomic_load(&srv->shutdown.mode) == SHUTDOWN_NOW) {
+            signals_end_process(sfd); /* sessions close at once; one more signal exits now */
+            sfd = -1;
+        }
         if (netio_now_ms() > deadline + 15000) {
             LOG_WARN(0, "shutdown_forced", "%d sessions did not close in time",
                      atomic_load(&srv->counts.live));
@@ -306,7 +341,7 @@ int server_run(struct config *cfg, int argc, char **argv)
     const struct config *c = &rt->cfg;
     apply_limits(&srv, c);
     raise_fd_limit(c);
-    cancel_set_peers(srv.cancels, c->peer_id, c->peers, c->npeers);
+    cancel_apply_config(srv.cancels, c);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     /* Default: one worker per two CPUs. The proxy usually shares the machine with clients or
      * PostgreSQL, and fewer loops batch more events per wake-up: on 2 CPUs one worker costs
@@ -333,7 +368,11 @@ int server_run(struct config *cfg, int argc, char **argv)
         char host[256];
         int port = 0;
         config_parse_hostport(c->metrics_listen, host, sizeof(host), &port);
-        http = http_start(host, port, health, &srv, err, sizeof(err));
+        srv.health = health_start();
+        if (srv.health)
+            health_set_upstream(srv.health, c->upstream_dsn);
+        snprintf(err, sizeof(err), "cannot start the health probe thread");
+        http = srv.health ? http_start(host, port, health, &srv, err, sizeof(err)) : NULL;
         if (!http) {
             fprintf(stderr, "pgwire-proxy: %s\n", err);
             goto out;
@@ -348,6 +387,7 @@ int server_run(struct config *cfg, int argc, char **argv)
     LOG_INFO(0, "shutdown_complete", "bye");
     exit_code = 0;
 out:
+    signals_end_process(sfd);
     if (srv.workers) {
         if (atomic_load(&srv.shutdown.mode) == SHUTDOWN_NONE)
             start_shutdown(&srv, true);
@@ -360,6 +400,7 @@ out:
         }
     }
     http_stop(http);
+    health_stop(srv.health);
     close_listeners(&srv);
     if (sfd >= 0)
         close(sfd);

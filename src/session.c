@@ -234,6 +234,29 @@ static void rearm(struct session *s)
 
 /* ---------- turns ---------- */
 
+/* Gives the connection of a CancelRequest to the cancel module, which closes it once the cancel
+ * took effect (or at once, when it refuses it); the client's address drives its rate limit. */
+static enum session_end hand_over_cancel(struct session *s)
+{
+    struct sockaddr_storage from;
+    socklen_t fromlen = sizeof(from);
+    int fd = s->cli.io.fd;
+    bool known = getpeername(fd, (struct sockaddr *)&from, &fromlen) == 0;
+    loop_watch_del(s->loop, &s->cli_watch);
+    if (s->cli.io.ssl)
+        tls_free_ssl(s->cli.io.ssl); /* a CancelRequest inside TLS: its SSL ends here */
+    s->cli.io.ssl = NULL;
+    s->cli.io.fd = -1;
+    struct cancel_request r = {.pid = s->su->sp.cancel_pid,
+                               .secret = s->su->sp.cancel_secret,
+                               .fd = fd,
+                               .from = known ? (struct sockaddr *)&from : NULL,
+                               .fromlen = known ? fromlen : 0,
+                               .via_peer = s->su->sp.cancel_from_peer};
+    cancel_client_request(s->env->cancels, &r);
+    return SE_CANCEL_REQUEST;
+}
+
 static enum session_end startup_step_session(struct session *s)
 {
     enum startup_status st = startup_step(s->su, &s->cli, s->rt->tls, s->cfg);
@@ -242,19 +265,8 @@ static enum session_end startup_step_session(struct session *s)
         return SE_NONE;
     case STARTUP_STARTUP:
         return session_startup_done(s);
-    case STARTUP_CANCEL: {
-        /* the cancel pool closes this socket once the cancel is forwarded */
-        int fd = s->cli.io.fd;
-        loop_watch_del(s->loop, &s->cli_watch);
-        if (s->cli.io.ssl)
-            tls_free_ssl(s->cli.io.ssl);
-        s->cli.io.ssl = NULL;
-        s->cli.io.fd = -1;
-        if (cancel_forward_async(s->env->cancels, s->su->sp.cancel_pid, s->su->sp.cancel_secret, fd,
-                                 true))
-            close(fd);
-        return SE_CANCEL_REQUEST;
-    }
+    case STARTUP_CANCEL:
+        return hand_over_cancel(s);
     case STARTUP_FAILED:
         if (s->su->code[0]) {
             LOG_INFO(s->id, "startup_rejected", "client=%s code=%s %s", s->addr, s->su->code,

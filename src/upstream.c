@@ -117,7 +117,8 @@ static void classify_failure(PGconn *conn, char sqlstate[6], char *err, size_t e
         memcpy(sqlstate, "28P01", 6);
     else if (strstr(msg, "no pg_hba.conf entry"))
         memcpy(sqlstate, "28000", 6);
-    else if (strstr(msg, "too many clients") || strstr(msg, "remaining connection slots"))
+    else if (strstr(msg, "too many clients") || strstr(msg, "remaining connection slots") ||
+             strstr(msg, "too many connections")) /* ... for role / for database: 53300 too */
         memcpy(sqlstate, "53300", 6);
     else if (strstr(msg, "does not exist"))
         memcpy(sqlstate, "3D000", 6);

@@ -96,8 +96,10 @@ int wire_parse_startup(const uint8_t *pkt, uint32_t len, struct wire_startup *ou
     case WIRE_GSSENC_REQUEST_CODE:
         out->kind = WIRE_PKT_GSSENC;
         return len == 8 ? WIRE_OK : WIRE_MALFORMED;
+    case WIRE_PEER_CANCEL_CODE:
     case WIRE_CANCEL_REQUEST_CODE:
         out->kind = WIRE_PKT_CANCEL;
+        out->cancel_from_peer = out->version == WIRE_PEER_CANCEL_CODE;
         if (len != 16)
             return WIRE_MALFORMED;
         out->cancel_pid = wire_get_u32(pkt + 8);

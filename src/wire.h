@@ -11,9 +11,12 @@
 #define WIRE_SSL_REQUEST_CODE    80877103u /* 1234 << 16 | 5679 */
 #define WIRE_GSSENC_REQUEST_CODE 80877104u /* 1234 << 16 | 5680 */
 #define WIRE_CANCEL_REQUEST_CODE 80877102u /* 1234 << 16 | 5678 */
-#define WIRE_MAX_STARTUP_LEN     10000u    /* PostgreSQL's MAX_STARTUP_PACKET_LENGTH */
-#define WIRE_MAX_STARTUP_PARAMS  64
-#define WIRE_NEWEST_MINOR        0u /* newest 3.x minor version we speak */
+/* A CancelRequest one pgwire-proxy instance forwards to the peer that owns the key: the same
+ * packet under a code of its own, so the receiver knows not to route it onward again. */
+#define WIRE_PEER_CANCEL_CODE   80877114u /* 1234 << 16 | 5690 */
+#define WIRE_MAX_STARTUP_LEN    10000u    /* PostgreSQL's MAX_STARTUP_PACKET_LENGTH */
+#define WIRE_MAX_STARTUP_PARAMS 64
+#define WIRE_NEWEST_MINOR       0u /* newest 3.x minor version we speak */
 
 /* Errors are negative; 0 or positive means success. */
 enum wire_err {
@@ -73,6 +76,7 @@ struct wire_startup {
     /* CancelRequest */
     uint32_t cancel_pid;
     uint32_t cancel_secret;
+    bool cancel_from_peer; /* sent with WIRE_PEER_CANCEL_CODE */
     /* StartupMessage */
     struct wire_param params[WIRE_MAX_STARTUP_PARAMS];
     size_t nparams;

@@ -942,3 +942,48 @@ def table_rows(dconn, name):
     with dconn.cursor() as cur:
         cur.execute(f"select * from {name} order by 1")
         return cur.fetchall()
+
+
+class Slowloris:
+    """Slow HTTP clients from several local addresses (127.0.0.x are all this host): each slot
+    connects, sends a partial request, then one more header line a second (well inside a 10 s
+    idle timeout), and reconnects when the server closes it, as an attacker would. A context
+    manager: entered once every slot has connected at least once."""
+
+    PARTIAL = b"GET /healthz HTTP/1.1\r\nHost: x\r\n"  # headers never finished
+
+    def __init__(self, port, addresses, per_address):
+        self.port = port
+        self.stop = threading.Event()
+        self.connects = 0
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.slot, args=(a,), daemon=True)
+                        for a in addresses for _ in range(per_address)]
+
+    def slot(self, src):
+        while not self.stop.is_set():
+            s = socket.socket()
+            s.settimeout(2)
+            try:
+                s.bind((src, 0))
+                s.connect(("127.0.0.1", self.port))
+                s.sendall(self.PARTIAL)
+                with self.lock:
+                    self.connects += 1
+                while not self.stop.wait(1.0):  # the attack's own pace, and its stop signal
+                    s.sendall(b"X-Slow: 1\r\n")
+            except OSError:
+                self.stop.wait(0.2)  # closed or refused: come back
+            finally:
+                s.close()
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        poll(lambda: self.connects >= len(self.threads), what="the slow clients to connect")
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join(BOUND)

@@ -132,6 +132,24 @@ def test_compose_file_validates():
     assert r.returncode == 0, r.stderr
 
 
+def test_metrics_port_is_never_published_on_every_interface():
+    """The metrics port has no authentication, yet the Dockerfile's example published it with a
+    bare `-p 9187:9187` (every host interface). Every example in the deployment files and
+    docs now binds it to an address: loopback or one the reader picks."""
+    files = [DOCKERFILE, COMPOSE, os.path.join(REPO, "README.md")] + \
+        [os.path.join(REPO, "docs", f) for f in ("deployment.md", "metrics.md", "scale-out.md")]
+    bare = []
+    for path in files:
+        text = open(path).read()
+        # docker run -p / compose ports entries without a host address
+        for m in re.finditer(r'(?:-p\s+|-\s+"?)9187:9187\b', text):
+            if "never" not in text[max(0, m.start() - 40):m.start()]:  # the warnings say never
+                bare.append(f"{os.path.basename(path)}: {m.group(0)}")
+    assert not bare, bare
+    svc, _ = compose_env()
+    assert all(str(p).startswith("127.0.0.1:") for p in svc["ports"]), svc["ports"]
+
+
 # ---------------------------------------------------------------------------------------------
 # Dockerfile: the build stage's commands, the runtime packages, the HEALTHCHECK
 

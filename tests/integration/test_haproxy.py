@@ -16,8 +16,8 @@ import psycopg2.errors
 import pytest
 
 from conftest import upstream_dsn
-from pgwp import (BOUND, REPO, Proxy, _die_with_parent, free_port, metric, poll, proxy_only, scrape,
-                  wait_active)
+from pgwp import (BOUND, REPO, Proxy, RawClient, Slowloris, _die_with_parent, free_port, metric,
+                  poll, proxy_only, rows, scrape, wait_active)
 
 pytestmark = [proxy_only,
               pytest.mark.skipif(not shutil.which("haproxy"),
@@ -47,7 +47,7 @@ backend pgwire_proxies
     balance roundrobin
     option httpchk GET /healthz
     http-check expect status 200
-    default-server inter 500ms fall 2 rise 1
+    default-server inter 500ms fall 2 rise 1 on-marked-down shutdown-sessions
     server proxy1 127.0.0.1:{p1} check port {m1}
     server proxy2 127.0.0.1:{p2} check port {m2}
 """
@@ -257,3 +257,24 @@ def test_haproxy_marks_a_stopped_instance_down(cluster):
                 assert cur.fetchone() == (1,)
         finally:
             conn.close()
+
+
+def test_slowloris_on_the_metrics_port_keeps_the_instance_up(cluster):
+    """64 slow connections from 4 addresses on an instance's metrics port once made its
+    /healthz unreachable: HAProxy (checks as in docs/scale-out.md, with on-marked-down
+    shutdown-sessions) marked it DOWN and cut its sessions. Under the same attack the
+    instance stays UP and a session on it runs a statement through many check intervals."""
+    ha, proxies, metrics = cluster
+    session = None
+    for _ in range(4):  # round robin: instance 1 within a few connections
+        c = RawClient("127.0.0.1", ha.port)
+        assert c.startup(user="postgres", database="postgres")[-1].type == "Z"
+        if c.backend_key[1] >> 24 == 1:
+            session = c
+            break
+        c.close()
+    assert session, "no session landed on instance 1"
+    with session, Slowloris(metrics[0], ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"], 16):
+        # 8 s: 16 check intervals, and four times HAProxy's check timeout
+        assert rows(session.query("select pg_sleep(8), 'kept'")) == [("", "kept")]
+        assert ha.server_states()["proxy1"] == ("UP", "L7OK")

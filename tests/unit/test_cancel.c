@@ -17,6 +17,8 @@
 
 #include "cancel.h"
 #include "config.h"
+#include "fake_pg.h"
+#include "metrics.h"
 
 static void test_secret_equal(void **state)
 {
@@ -119,26 +121,24 @@ static void test_tracked_cancel_signals_completion(void **state)
 static void test_unresponsive_peer_does_not_block_local_cancels(void **state)
 {
     (void)state;
-    int lfd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(listen(lfd, 16), 0);
-    socklen_t alen = sizeof(a);
-    getsockname(lfd, (struct sockaddr *)&a, &alen);
-    char peer[64];
-    snprintf(peer, sizeof(peer), "2=127.0.0.1:%d", ntohs(a.sin_port));
-    char *peers[] = {peer};
+    struct fake_pg peer;
+    assert_int_equal(fake_pg_listen(&peer, 16), 0);
+    char spec[64];
+    fake_pg_peer(&peer, 2, spec, sizeof(spec));
+    char *peers[] = {spec};
     struct cancel_table *t = cancel_table_new();
     assert_int_equal(cancel_set_peers(t, 1, peers, 1), 0);
-    for (int i = 0; i < 2; i++)
-        assert_int_equal(cancel_forward_async(t, 100 + (uint32_t)i, 0x02000000u, -1, true), 0);
+    for (int i = 0; i < 2; i++) {
+        struct cancel_request r = {.pid = 100 + (uint32_t)i, .secret = 0x02000000u, .fd = -1};
+        cancel_client_request(t, &r);
+    }
     int efd = eventfd(0, EFD_NONBLOCK);
     struct cancel_ticket *k = cancel_forward_tracked(t, 4242, 1, efd);
     struct pollfd p = {.fd = efd, .events = POLLIN};
     assert_int_equal(poll(&p, 1, 10000), 1);
     assert_true(cancel_ticket_done(k));
     /* the peer forward is still in flight: its connection is waiting for us */
-    int c = accept(lfd, NULL, NULL);
+    int c = fake_pg_accept(&peer, 10000);
     assert_true(c >= 0);
     uint8_t pkt[16];
     assert_int_equal(recv(c, pkt, sizeof(pkt), MSG_WAITALL), 16);
@@ -148,9 +148,9 @@ static void test_unresponsive_peer_does_not_block_local_cancels(void **state)
     assert_int_equal(recv(c, &more, 1, MSG_DONTWAIT), -1);
     close(c);
     cancel_ticket_release(k);
-    cancel_table_free(t); /* waits for the remaining peer forward to give up */
+    cancel_table_free(t); /* interrupts the remaining peer forward */
     close(efd);
-    close(lfd);
+    fake_pg_close(&peer);
 }
 
 /* A session that ends right after asking for its own cancel unregisters its key at once; the
@@ -175,6 +175,127 @@ static void test_tracked_cancel_survives_unregister(void **state)
     }
     cancel_table_free(t);
     close(efd);
+}
+
+static int64_t cancels(const char *outcome)
+{
+    char series[128];
+    snprintf(series, sizeof(series), "pgwire_proxy_cancel_requests_total{outcome=\"%s\"}", outcome);
+    return metrics_value(series);
+}
+
+/* A client re-sending its own valid key once made the proxy queue every copy, each holding the
+ * client's socket and opening an upstream cancel connection: thousands of descriptors in
+ * seconds. Now a key with a cancel queued or running is not queued again: the copies are
+ * answered (closed) at once and only one upstream cancel connection is opened. */
+static void test_repeated_cancels_of_one_key_coalesce(void **state)
+{
+    (void)state;
+    struct fake_pg pg;
+    void *h[1];
+    assert_int_equal(fake_pg_listen(&pg, 64), 0);
+    assert_int_equal(fake_pg_cancel_handles(&pg, h, 1), 0);
+    struct cancel_table *t = cancel_table_new();
+    assert_int_equal(cancel_register(t, 77, 0x0abcdef0u, h[0]), 0);
+    int64_t coalesced = cancels("coalesced"), forwarded = cancels("forwarded");
+    int first[2];
+    assert_int_equal(fake_client_pair(first), 0);
+    struct cancel_request r = {.pid = 77, .secret = 0x0abcdef0u, .fd = first[0]};
+    cancel_client_request(t, &r);
+    /* its upstream cancel is in flight: connected to the fake server, waiting for the close */
+    int up = fake_pg_accept(&pg, 10000);
+    assert_true(up >= 0);
+    uint8_t pkt[16];
+    assert_int_equal(fake_pg_read(up, pkt, sizeof(pkt), 5000), 0);
+    for (int i = 0; i < 50; i++) {
+        int sv[2];
+        assert_int_equal(fake_client_pair(sv), 0);
+        r.fd = sv[0];
+        cancel_client_request(t, &r);
+        assert_true(fake_client_closed(sv[1], 5000));
+        close(sv[1]);
+    }
+    assert_int_equal(cancels("coalesced") - coalesced, 50);
+    assert_false(fake_pg_pending(&pg)); /* no second upstream cancel */
+    assert_false(fake_client_closed(first[1], 0));
+    close(up); /* the upstream has canceled */
+    assert_true(fake_client_closed(first[1], 10000));
+    assert_int_equal(cancels("forwarded") - forwarded, 1);
+    /* once done, the same key can be canceled again */
+    int again[2];
+    assert_int_equal(fake_client_pair(again), 0);
+    r.fd = again[0];
+    cancel_client_request(t, &r);
+    up = fake_pg_accept(&pg, 10000);
+    assert_true(up >= 0);
+    close(up);
+    assert_true(fake_client_closed(again[1], 10000));
+    cancel_table_free(t);
+    close(first[1]);
+    close(again[1]);
+    fake_pg_close(&pg);
+}
+
+/* Unknown keys (a sweep of guessed secrets) are answered at once: nothing queued, nothing
+ * held open. */
+static void test_unknown_keys_are_answered_at_once(void **state)
+{
+    (void)state;
+    struct cancel_table *t = cancel_table_new();
+    assert_int_equal(cancel_register(t, 55, 0x01020304u, NULL), 0);
+    int64_t unknown = cancels("unknown_key");
+    for (uint32_t i = 0; i < 500; i++) {
+        int sv[2];
+        assert_int_equal(fake_client_pair(sv), 0);
+        struct cancel_request r = {.pid = 55, .secret = 0x01020304u + 1 + i, .fd = sv[0]};
+        cancel_client_request(t, &r);
+        assert_true(fake_client_closed(sv[1], 0)); /* closed before the call returned */
+        close(sv[1]);
+    }
+    assert_int_equal(cancels("unknown_key") - unknown, 500);
+    cancel_table_free(t);
+}
+
+/* The local pool's queue of client cancels is bounded: with both threads busy and the queue
+ * full, a further cancel is closed at once and counted as dropped. */
+static void test_local_queue_is_bounded(void **state)
+{
+    (void)state;
+    enum { BUSY = 2, EXTRA = 5, N = BUSY + CANCEL_LOCAL_QUEUE_MAX + EXTRA };
+    static void *h[N];
+    static int sv[N][2];
+    struct fake_pg pg;
+    assert_int_equal(fake_pg_listen(&pg, N + 8), 0);
+    assert_int_equal(fake_pg_cancel_handles(&pg, h, N), 0);
+    struct cancel_table *t = cancel_table_new();
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(cancel_register(t, 1000 + (uint32_t)i, 5, h[i]), 0);
+        assert_int_equal(fake_client_pair(sv[i]), 0);
+    }
+    int64_t dropped = cancels("dropped");
+    int up[BUSY];
+    for (int i = 0; i < BUSY; i++) {
+        struct cancel_request r = {.pid = 1000 + (uint32_t)i, .secret = 5, .fd = sv[i][0]};
+        cancel_client_request(t, &r);
+        up[i] = fake_pg_accept(&pg, 10000); /* both pool threads are now inside PQcancel */
+        assert_true(up[i] >= 0);
+    }
+    for (int i = BUSY; i < N; i++) {
+        struct cancel_request r = {.pid = 1000 + (uint32_t)i, .secret = 5, .fd = sv[i][0]};
+        cancel_client_request(t, &r);
+    }
+    assert_int_equal(cancels("dropped") - dropped, EXTRA);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(fake_client_closed(sv[i][1], 0), i >= N - EXTRA);
+    /* let the rest run: the server goes away, so each queued cancel fails fast */
+    fake_pg_close(&pg);
+    for (int i = 0; i < BUSY; i++)
+        close(up[i]);
+    for (int i = 0; i < N; i++) {
+        assert_true(fake_client_closed(sv[i][1], 10000));
+        close(sv[i][1]);
+    }
+    cancel_table_free(t);
 }
 
 static void test_parse_peer(void **state)
@@ -204,6 +325,9 @@ int main(void)
         cmocka_unit_test(test_tracked_cancel_signals_completion),
         cmocka_unit_test(test_tracked_cancel_survives_unregister),
         cmocka_unit_test(test_unresponsive_peer_does_not_block_local_cancels),
+        cmocka_unit_test(test_repeated_cancels_of_one_key_coalesce),
+        cmocka_unit_test(test_unknown_keys_are_answered_at_once),
+        cmocka_unit_test(test_local_queue_is_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

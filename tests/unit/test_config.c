@@ -96,6 +96,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.max_rows, 10000);
     assert_int_equal(c.max_bytes, 100000000);
     assert_int_equal(c.shutdown_timeout_ms, 30000);
+    assert_int_equal(c.cancel_rate_limit, 20);
     assert_int_equal(c.startup_timeout_ms, 10000);
     assert_int_equal(c.idle_tx_timeout_ms, 0);
     assert_int_equal(c.on_limit, CONFIG_ON_LIMIT_ERROR);
@@ -387,6 +388,8 @@ static const struct {
     {"max-connections", "lots", "from 1 to 100000", false},
     {"workers", "257", "from 0 to 256", false},
     {"workers", "-1", "from 0 to 256", false},
+    {"cancel-rate-limit", "-1", "from 0 to 1000000", false},
+    {"cancel-rate-limit", "fast", "from 0 to 1000000", false},
     {"query-timeout", "5x", "a duration such as 500ms", false},
     {"query-timeout", "-1", "a duration", false},
     {"query-timeout", "ms", "a duration", false},

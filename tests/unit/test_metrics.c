@@ -143,7 +143,9 @@ static void test_counters(void **state)
     }
     assert_int_equal(val(P "query_duration_seconds_count"), count + METRICS_QUERY_OUTCOME_MAX);
 
-    static const char *const cancels[] = {"forwarded", "unknown_key", "failed"};
+    static const char *const cancels[] = {"forwarded",    "unknown_key", "failed",
+                                          "rate_limited", "dropped",     "coalesced"};
+    _Static_assert(sizeof(cancels) / sizeof(cancels[0]) == METRICS_CANCEL_OUTCOME_MAX, "names");
     for (int o = 0; o < METRICS_CANCEL_OUTCOME_MAX; o++) {
         char series[128];
         snprintf(series, sizeof(series), P "cancel_requests_total{outcome=\"%s\"}", cancels[o]);
@@ -263,8 +265,62 @@ static void test_sqlstate_classes(void **state)
     assert_null(strstr(text, "class=\"ZZ\""));
     assert_int_equal(count_prefix(text, P "errors_total{class=\"22\"} "), 1);
     free(text);
-    assert_int_equal(metrics_value(P "errors_total{class=\"ZZ\"}"), 0);
     assert_int_equal(metrics_value(P "errors_total{class=\"Z\"}"), -1);
+    /* not one of PostgreSQL's classes: no such series */
+    assert_int_equal(metrics_value(P "errors_total{class=\"ZZ\"}"), -1);
+}
+
+/* RAISE ... USING ERRCODE lets a client make the server send any five characters: every
+ * two-character class once became its own series (1,296 of them in 0.3 s), and a client could
+ * invent classes. Only PostgreSQL's defined classes are labels; the rest is "other". */
+static void test_client_chosen_classes_are_other(void **state)
+{
+    (void)state;
+    static const char alphabet[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    int64_t other = val(P "errors_total{class=\"other\"}");
+    int64_t xx = val(P "errors_total{class=\"XX\"}");
+    int64_t defined = 0, undefined = 0;
+    for (int i = 0; i < 36; i++) {
+        for (int k = 0; k < 36; k++) {
+            char code[6] = {alphabet[i], alphabet[k], '0', '0', '1', 0};
+            char series[96];
+            snprintf(series, sizeof(series), P "errors_total{class=\"%c%c\"}", code[0], code[1]);
+            if (metrics_value(series) >= 0)
+                defined++;
+            else
+                undefined++;
+            metrics_error_sqlstate(code);
+        }
+    }
+    assert_int_equal(defined, 44);
+    assert_int_equal(val(P "errors_total{class=\"other\"}"), other + undefined);
+    assert_int_equal(val(P "errors_total{class=\"XX\"}"), xx + 1);
+    char *text = render();
+    /* at most the defined classes plus "other" */
+    assert_true(count_prefix(text, P "errors_total{") <= 45);
+    assert_null(strstr(text, "class=\"ZZ\""));
+    assert_null(strstr(text, "class=\"QQ\""));
+    free(text);
+}
+
+static void test_probe_and_http_series(void **state)
+{
+    (void)state;
+    char *text = render();
+    assert_true(has_line(text, "# TYPE " P "upstream_probes_total counter"));
+    assert_true(has_line(text, "# TYPE " P "http_connections_closed_total counter"));
+    free(text);
+    int64_t auth = val(P "upstream_probes_total{result=\"auth_failed\"}");
+    metrics_upstream_probe(METRICS_PROBE_AUTH_FAILED);
+    assert_int_equal(val(P "upstream_probes_total{result=\"auth_failed\"}"), auth + 1);
+    assert_int_equal(val(P "upstream_up"), 0);
+    metrics_upstream_probe(METRICS_PROBE_OK);
+    assert_int_equal(val(P "upstream_up"), 1);
+    int64_t dl = val(P "http_connections_closed_total{reason=\"deadline\"}");
+    metrics_http_closed(METRICS_HTTP_DEADLINE);
+    assert_int_equal(val(P "http_connections_closed_total{reason=\"deadline\"}"), dl + 1);
+    assert_true(val(P "http_connections_closed_total{reason=\"evicted\"}") >= 0);
+    assert_true(val(P "http_connections_closed_total{reason=\"address_limit\"}") >= 0);
 }
 
 static void test_guardrail_labels(void **state)
@@ -389,9 +445,18 @@ struct http_reply {
 
 static atomic_int healthy = 1;
 
-static int health_cb(void *arg)
+static int health_cb(void *arg, char *reason, size_t len)
 {
+    (void)reason;
+    (void)len;
     return atomic_load((atomic_int *)arg);
+}
+
+static int health_with_reason(void *arg, char *reason, size_t len)
+{
+    (void)arg;
+    snprintf(reason, len, "upstream authentication failed");
+    return 0;
 }
 
 static int connect_to(int family, int port)
@@ -519,6 +584,16 @@ static void test_http_endpoints(void **state)
     free(r.raw);
 
     http_stop(s);
+
+    /* the reason a check gives is in the body, after "unavailable: " */
+    s = http_start("127.0.0.1", 0, health_with_reason, NULL, err, sizeof(err));
+    if (!s)
+        fail_msg("http_start: %s", err);
+    r = http_do(AF_INET, http_port(s), "GET", "/healthz");
+    assert_int_equal(r.status, 503);
+    assert_string_equal(r.body, "unavailable: upstream authentication failed\n");
+    free(r.raw);
+    http_stop(s);
 }
 
 static void test_http_bind_errors(void **state)
@@ -580,6 +655,8 @@ int main(void)
         cmocka_unit_test(test_counters),
         cmocka_unit_test(test_histogram_buckets),
         cmocka_unit_test(test_sqlstate_classes),
+        cmocka_unit_test(test_client_chosen_classes_are_other),
+        cmocka_unit_test(test_probe_and_http_series),
         cmocka_unit_test(test_guardrail_labels),
         cmocka_unit_test(test_concurrency),
         cmocka_unit_test(test_guardrail_overflow), /* fills the rule table: keep after the above */

@@ -425,6 +425,20 @@ static void test_parse_cancel_request(void **state)
     assert_int_equal(s.version, WIRE_CANCEL_REQUEST_CODE);
     assert_int_equal(s.cancel_pid, 12345);
     assert_int_equal(s.cancel_secret, 0xcafebabeu);
+    assert_false(s.cancel_from_peer);
+    /* the same request forwarded by a peer instance (1234.5690): marked, never routed again */
+    assert_int_equal(
+        wire_parse_startup(LIT("\x00\x00\x00\x10\x04\xd2\x16\x3a\x00\x00\x30\x39\xca\xfe\xba\xbe"),
+                           &s),
+        WIRE_OK);
+    assert_int_equal(s.kind, WIRE_PKT_CANCEL);
+    assert_int_equal(s.version, WIRE_PEER_CANCEL_CODE);
+    assert_true(s.cancel_from_peer);
+    assert_int_equal(s.cancel_pid, 12345);
+    assert_int_equal(s.cancel_secret, 0xcafebabeu);
+    assert_int_equal(
+        wire_parse_startup(LIT("\x00\x00\x00\x0c\x04\xd2\x16\x3a\x00\x00\x30\x39"), &s),
+        WIRE_MALFORMED);
     /* short and long cancel keys (3.2 allows longer keys; we speak 3.0) */
     assert_int_equal(
         wire_parse_startup(LIT("\x00\x00\x00\x0c\x04\xd2\x16\x2e\x00\x00\x30\x39"), &s),

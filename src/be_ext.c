@@ -148,7 +148,7 @@ static enum be_action segment_end(struct relay *r, struct fwd *f, size_t at, cha
     struct relay_abort *a = &r->ab;
     struct stmt *st = a->run ? &a->run->st : &r->stmt;
     bool committed = status == 'I' && !a->saw_error && !a->hold_overflow &&
-                     (be_tag_is_write(a->tag) || r->hold_len > 0);
+                     ((be_tag_is_write(a->tag) && !a->copy_out) || r->hold_len > 0);
     int rc = 0;
     if (committed) {
         rc = be_emit_committed_report(r, f, at, st);
@@ -316,8 +316,26 @@ enum be_action be_ext_message(struct relay *r, struct fwd *f, size_t at, char ty
     }
     if (type == 'E')
         return error_answer(r, f, at, e, body, blen);
-    if (type == 'G' || type == 'H' || type == 'W')
-        return copy_refused(r, e, type);
+    if (type == 'G' || type == 'H' || type == 'W') {
+        if (!r->copy_allowed || type == 'W')
+            return copy_refused(r, e, type);
+        if (type == 'G') {
+            /* the backend ignores Sync and Flush during copy-in: the ones it got already are
+             * no longer answered, and fe_proto.c drops the rest until the copy ends */
+            r->copy_in = true;
+            r->copy_tripped = false;
+            ext_drop_syncs_after_head(r->x);
+        } else {
+            r->copy_out = true;
+        }
+        return FORWARD;
+    }
+    if (type == 'd' && e->kind == EXT_EXECUTE)
+        return be_charge(r, e->run ? &e->run->st : NULL, mlen + 5, true);
+    if (type == 'c')
+        return FORWARD;
+    if (type == 'C' || type == 'E')
+        r->copy_in = r->copy_out = false;
     bool suppress = e->action != EXT_FORWARD;
     switch (e->kind) {
     case EXT_PARSE:

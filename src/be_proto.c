@@ -12,6 +12,7 @@
 #include "wire.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define UPSTREAM_MAX_MSG (1u << 30)
@@ -196,7 +197,7 @@ static enum be_action ready_for_query(struct relay *r, struct fwd *f, size_t at,
     if (r->ab.active) {
         struct relay_abort *a = &r->ab;
         bool committed = a->report_commit && a->completed && !a->saw_error && st == 'I' &&
-                         be_tag_is_write(a->tag);
+                         !a->copy_out && be_tag_is_write(a->tag);
         int rc = committed ? be_emit_committed_report(r, f, at, &r->stmt)
                            : be_emit_abort_error(r, f, at, &r->stmt);
         if (rc) {
@@ -360,9 +361,33 @@ static enum be_action parameter_status(struct relay *r, struct fwd *f, size_t at
     return FORWARD;
 }
 
+/* --copy allow: the COPY sub-protocol goes through. In copy-in the client's CopyData flows
+ * upstream (fe_proto.c counts it); a simple Query's text is kept by the relay, so the client
+ * buffer can take the data that follows it. */
+static enum be_action copy_start(struct relay *r, char type)
+{
+    if (type == 'H') {
+        r->copy_out = true;
+        return FORWARD;
+    }
+    r->copy_in = true;
+    r->copy_tripped = false;
+    if (r->query_len && r->stmt.sql && !r->sql_owned) {
+        r->sql_owned = malloc(r->stmt.sql_len + 1);
+        if (r->sql_owned) {
+            memcpy(r->sql_owned, r->stmt.sql, r->stmt.sql_len);
+            r->sql_owned[r->stmt.sql_len] = 0;
+        }
+        r->stmt.sql = r->sql_owned;
+    }
+    return FORWARD;
+}
+
 static enum be_action copy_response(struct relay *r, char type)
 {
     static const char text[] = "COPY is not supported through pgwire-proxy";
+    if (r->copy_allowed && type != 'W' && !r->ab.active && r->internal == RI_NONE)
+        return copy_start(r, type);
     if (type == 'G') { /* CopyInResponse: end the COPY upstream; the client never sees it */
         uint8_t buf[128];
         struct wire_buf b;
@@ -395,9 +420,15 @@ static enum be_action upstream_message(struct relay *r, struct fwd *f, size_t at
         if (handled)
             return act;
     }
+    if (type == 'C' || type == 'E')
+        r->copy_in = r->copy_out = false;
     switch (type) {
     case 'D':
         return dropping ? DROP : be_charge(r, &r->stmt, total, true);
+    case 'd': /* COPY TO STDOUT: one CopyData per row */
+        return dropping ? DROP : be_charge(r, &r->stmt, total, true);
+    case 'c':
+        return dropping ? DROP : FORWARD;
     case 'C':
         return command_complete(r, f, at, body, blen);
     case 'E':

@@ -22,7 +22,11 @@ static const char extended_hint[] =
 
 bool fe_proto_ready(const struct relay *r)
 {
-    if (r->end != SE_NONE || r->st == RS_QUERY || r->internal != RI_NONE)
+    if (r->end != SE_NONE || r->internal != RI_NONE)
+        return false;
+    if (r->copy_in)
+        return r->env->upstream_backlog(r->ctx) <= FE_UP_HIGH_WATER;
+    if (r->st == RS_QUERY)
         return false;
     if (r->st == RS_POLICY && !r->decided)
         return false;
@@ -186,10 +190,77 @@ static bool waits_for_pipeline(struct relay *r, enum fe_msg *res)
     return true;
 }
 
+/* The statement a COPY FROM STDIN belongs to: the Query, or the head Execute's run. */
+static struct stmt *copy_stmt(struct relay *r)
+{
+    struct ext_entry *e = ext_head(r->x);
+    if (!e)
+        return &r->stmt;
+    return e->kind == EXT_EXECUTE && e->run ? &e->run->st : NULL;
+}
+
+/* The client's COPY data went over --max-bytes: CopyFail ends the COPY upstream (a cancel is
+ * not acted on while the backend waits for copy data), and its error becomes the proxy's. */
+static void copy_in_trip(struct relay *r)
+{
+    uint8_t buf[160];
+    struct wire_buf b;
+    char msg[128], det[160];
+    snprintf(msg, sizeof(msg), "byte limit of %llu exceeded by COPY data",
+             (unsigned long long)r->cfg->max_bytes);
+    snprintf(det, sizeof(det), "rule: max-bytes (pgwire-proxy --max-bytes %llu)",
+             (unsigned long long)r->cfg->max_bytes);
+    wire_buf_init(&b, buf, sizeof(buf));
+    wire_build_copy_fail(&b, "pgwire-proxy: byte limit exceeded");
+    r->copy_tripped = true;
+    relay_start_abort(r, "54000", msg, det,
+                      "Load less data per COPY, or ask the operator to raise --max-bytes.",
+                      "max-bytes", STMT_LIMITED, false, false);
+    if (r->env->to_upstream(r->ctx, b.data, b.len))
+        r->end = SE_UPSTREAM_LOST;
+}
+
+/* During copy-in: CopyData counts against the statement's byte budget; Sync and Flush are
+ * dropped, as the backend ignores them; anything else goes on and ends the COPY upstream. */
+static bool copy_in_message(struct relay *r, uint8_t *msg, size_t total, enum fe_msg *res)
+{
+    char type = (char)msg[0];
+    *res = FE_DONE;
+    switch (type) {
+    case 'd': {
+        if (r->copy_tripped)
+            return true;
+        struct stmt *st = copy_stmt(r);
+        if (st && stmt_charge(st, total, false) != STMT_LIMIT_NONE) {
+            copy_in_trip(r);
+            return true;
+        }
+        break;
+    }
+    case 'c':
+    case 'f':
+        if (r->copy_tripped)
+            return true;
+        break;
+    case 'H':
+    case 'S':
+        return true;
+    default:
+        if (r->ext_allowed && !ext_empty(r->x))
+            return false; /* tracked as usual: the backend fails the COPY, then skips it */
+        break;
+    }
+    if (r->env->to_upstream(r->ctx, msg, total))
+        r->end = SE_UPSTREAM_LOST;
+    return true;
+}
+
 static enum fe_msg client_message(struct relay *r, uint8_t *msg, size_t total, int next_type)
 {
     char type = (char)msg[0];
     enum fe_msg res;
+    if (r->copy_in && copy_in_message(r, msg, total, &res))
+        return res;
     if (r->st == RS_DISCARD && type != 'S' && type != 'X')
         return FE_DONE; /* PostgreSQL ignores everything until Sync after an error */
     if (r->ext_allowed && type && strchr("PBDECHS", type))
@@ -253,7 +324,7 @@ size_t fe_proto_process(struct relay *r, uint8_t *buf, size_t len, size_t *need)
             break;
         }
         /* a forwarded Query stays at the front of the buffer until its ReadyForQuery */
-        if (buf[off] == 'Q' && off > 0)
+        if (buf[off] == 'Q' && off > 0 && !r->copy_in)
             break;
         int next_type = off + h.total < len ? buf[off + h.total] : -1;
         if (client_message(r, buf + off, h.total, next_type) == FE_KEEP)

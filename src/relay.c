@@ -35,6 +35,8 @@ void relay_init(struct relay *r, const struct relay_env *env, void *ctx, uint64_
 
 void relay_release(struct relay *r)
 {
+    free(r->sql_owned);
+    r->sql_owned = NULL;
     ext_free(r->x);
     r->x = NULL;
     free(r->hold);
@@ -205,6 +207,7 @@ void relay_start_abort(struct relay *r, const char *code, const char *message, c
     a->outcome = outcome;
     a->append_fate = append_fate;
     a->started_ms = netio_now_ms();
+    a->copy_out = r->copy_out;
     if (rule)
         metrics_guardrail(rule);
     struct ext_entry *head = r->x ? ext_head(r->x) : NULL;
@@ -259,6 +262,8 @@ void relay_statement_end(struct relay *r, enum stmt_outcome o)
     if (r->env->statement_done)
         r->env->statement_done(r->ctx, &r->stmt, o, us, NULL);
     r->stmt.sql = NULL;
+    free(r->sql_owned);
+    r->sql_owned = NULL;
 }
 
 void relay_check_deadline(struct relay *r, int64_t now)

@@ -59,6 +59,7 @@ struct relay_abort {
     bool held;      /* it completed with the Sync gone: the answer waits for Z */
     bool hold_overflow;
     bool parse_injected; /* the failing Parse before its segment's Sync went out */
+    bool copy_out;       /* it tripped in COPY TO STDOUT: a read, whatever its tag says */
 };
 
 /* What an audit record adds for a portal run. */
@@ -124,6 +125,11 @@ struct relay {
 
     /* extended protocol (--extended-protocol allow, fixed when the session starts) */
     bool ext_allowed;
+    bool copy_allowed;   /* --copy allow, fixed when the session starts */
+    bool copy_in;        /* the upstream is in COPY FROM STDIN: the client's CopyData flows */
+    bool copy_out;       /* the upstream is in COPY TO STDOUT */
+    bool copy_tripped;   /* the client's COPY data went over --max-bytes: the rest is dropped */
+    char *sql_owned;     /* a COPY's Query text, kept while the client buffer moves on */
     bool audit_params;   /* keep Bind parameters for the audit */
     unsigned gen;        /* configuration generation: statements prepared under another one are
                             checked again at their next Bind */

@@ -102,6 +102,20 @@ void ext_skip_to_sync(struct ext_state *x, void (*dropped)(void *arg, struct ext
     }
 }
 
+void ext_drop_syncs_after_head(struct ext_state *x)
+{
+    size_t keep = 1;
+    for (size_t i = 1; i < x->fcount; i++) {
+        struct ext_entry *e = &x->fifo[(x->fhead + i) % x->fcap];
+        if (e->kind == EXT_SYNC) {
+            x->nsync--;
+            continue;
+        }
+        x->fifo[(x->fhead + keep++) % x->fcap] = *e;
+    }
+    x->fcount = x->fcount ? keep : 0;
+}
+
 int ext_rewrite_push(struct ext_state *x, const struct ext_refusal *d)
 {
     if (x->rcount == x->rcap) {

@@ -135,6 +135,8 @@ void ext_pop(struct ext_state *x, struct ext_refusal *rewrite);
 /* Drops entries up to (not including) the next Sync: the backend skips them after an error. */
 void ext_skip_to_sync(struct ext_state *x, void (*dropped)(void *arg, struct ext_entry *e),
                       void *arg);
+/* A copy-in started at the head: Syncs after it were ignored by the backend. */
+void ext_drop_syncs_after_head(struct ext_state *x);
 /* The guardrail error an EXT_REWRITE entry pushed right after it will answer with. */
 int ext_rewrite_push(struct ext_state *x, const struct ext_refusal *d);
 

@@ -71,7 +71,11 @@ static void ensure_guard_cache(struct session *s)
 static int policy(void *ctx, const char *sql, size_t len, struct guard_decision *d)
 {
     struct session *s = ctx;
-    return guard_check(s->rt->policy, s->gcache, sql, len, d) ? -1 : 0;
+    if (guard_check(s->rt->policy, s->gcache, sql, len, d))
+        return -1;
+    if (d->verdict == GUARD_COPY && s->relay.copy_allowed)
+        d->verdict = GUARD_ALLOW; /* --copy allow: the COPY sub-protocol is relayed */
+    return 0;
 }
 
 /* Picks up a configuration reloaded by SIGHUP: limits and policy apply from the next
@@ -260,6 +264,7 @@ int session_relay_begin(struct session *s)
     relay_init(&s->relay, &session_relay_env, s, s->id, s->addr, s->cfg);
     s->relay.gen = s->rt_gen;
     s->relay.ext_allowed = s->cfg->extended_protocol == CONFIG_ALLOW;
+    s->relay.copy_allowed = s->cfg->copy == CONFIG_ALLOW;
     s->relay.audit_params = s->rt->audit && !s->cfg->audit_redact;
     if (conn_reserve(&s->up, SESSION_UPSTREAM_BUF) || conn_reserve(&s->cli, SESSION_CLIENT_BUF))
         return -1;
@@ -345,7 +350,8 @@ static enum session_end grow_client(struct session *s)
 static void query_finished(struct session *s)
 {
     struct relay *r = &s->relay;
-    if (r->query_len && !relay_busy(r) && !conn_ref_pending(&s->up)) {
+    /* a COPY's text is kept by the relay: the buffer must take the data that follows */
+    if (r->query_len && (!relay_busy(r) || r->sql_owned) && !conn_ref_pending(&s->up)) {
         conn_consume(&s->cli, r->query_len);
         r->query_len = 0;
         conn_shrink(&s->cli);

@@ -1,4 +1,5 @@
 #include "server.h"
+#include "admission.h"
 #include "audit.h"
 #include "cancel.h"
 #include "guard.h"
@@ -18,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -194,11 +197,12 @@ static void accept_all(struct server *srv, int lfd)
                 LOG_WARN(0, "accept_failed", "%s", strerror(errno));
             return;
         }
-        /* Threads not yet admitted (startup in progress) are bounded too, so a flood of
-         * silent connections cannot exhaust the process. */
-        int cap = srv->rt->cfg.max_connections * 2 + 1000;
+        /* A last bound on every session, admitted or not: startup is capped per address and
+         * in all by admission (session_spawn); this only keeps the descriptors in reach. */
+        const struct config *cfg = &srv->rt->cfg;
+        int cap = cfg->max_connections * 2 + cfg->max_startup_connections + 64;
         if (atomic_load(&srv->live) >= cap) {
-            LOG_WARN(0, "connection_dropped", "too many connections in startup (%d)", cap);
+            LOG_WARN(0, "connection_dropped", "too many connections open (%d)", cap);
             close(fd);
             continue;
         }
@@ -235,14 +239,15 @@ static int wait_sessions(struct server *srv)
     }
 }
 
-/* Each session needs two descriptors (client, upstream) plus libpq's during connect: raise the
- * soft limit as far as the hard limit allows, and say so if that is not enough. */
+/* Each session needs two descriptors (client, upstream) plus libpq's during connect, and each
+ * connection in startup one: raise the soft limit as far as the hard limit allows, and say so
+ * if that is not enough. */
 static void raise_fd_limit(const struct config *cfg)
 {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
         return;
-    rlim_t want = (rlim_t)cfg->max_connections * 2 + 1200;
+    rlim_t want = (rlim_t)cfg->max_connections * 2 + (rlim_t)cfg->max_startup_connections + 200;
     if (rl.rlim_cur < want) {
         rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
@@ -250,9 +255,25 @@ static void raise_fd_limit(const struct config *cfg)
     }
     if (rl.rlim_cur < want)
         LOG_WARN(0, "fd_limit",
-                 "open-file limit %llu is below the %llu that --max-connections %d "
-                 "needs; raise it (ulimit -n / LimitNOFILE=)",
-                 (unsigned long long)rl.rlim_cur, (unsigned long long)want, cfg->max_connections);
+                 "open-file limit %llu is below the %llu that --max-connections %d and "
+                 "--max-startup-connections %d need; raise it (ulimit -n / LimitNOFILE=)",
+                 (unsigned long long)rl.rlim_cur, (unsigned long long)want, cfg->max_connections,
+                 cfg->max_startup_connections);
+}
+
+/* A core dump holds the DSN and its password: none unless the operator asks for them. */
+static void protect_secrets(const struct config *cfg)
+{
+    if (!cfg->allow_core_dumps && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+        LOG_WARN(0, "not_protected", "cannot make the process non-dumpable: %s", strerror(errno));
+}
+
+static struct admission *admission_start(void)
+{
+    uint64_t seed = 0;
+    if (getrandom(&seed, sizeof(seed), 0) != (ssize_t)sizeof(seed))
+        seed = (uint64_t)netio_now_us() ^ (uint64_t)getpid() << 32;
+    return admission_new(seed);
 }
 
 static int signal_setup(void)
@@ -295,14 +316,16 @@ int server_run(struct config *cfg, int argc, char **argv)
     struct http_server *http = NULL;
     char err[512];
     log_setup(cfg->log_level, cfg->log_format == CONFIG_LOG_JSON);
+    protect_secrets(cfg);
     pthread_mutex_init(&srv.rt_mu, NULL);
     pthread_mutex_init(&srv.mu, NULL);
     pthread_cond_init(&srv.all_gone, NULL);
     sfd = signal_setup(); /* before any thread starts, so all inherit the blocked mask */
     srv.shutdown_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     srv.cancels = cancel_table_new();
+    srv.admission = admission_start();
     srv.rt = server_runtime_new(cfg, err, sizeof(err));
-    if (!srv.rt || srv.shutdown_efd < 0 || !srv.cancels || sfd < 0) {
+    if (!srv.rt || srv.shutdown_efd < 0 || !srv.cancels || !srv.admission || sfd < 0) {
         fprintf(stderr, "pgwire-proxy: %s\n", srv.rt ? strerror(errno) : err);
         if (!srv.rt)
             exit_code = 2; /* TLS files, audit log path: the configuration is unusable */
@@ -385,6 +408,7 @@ out:
     if (atomic_load(&srv.live) == 0) {
         server_runtime_release(srv.rt);
         cancel_table_free(srv.cancels);
+        admission_free(srv.admission);
     }
     return exit_code;
 }

@@ -13,6 +13,7 @@ struct cancel_table;
 struct tls_ctx;
 struct audit_log;
 struct worker;
+struct admission;
 
 /* One immutable configuration generation: sessions hold a reference while they use it. */
 struct runtime {
@@ -33,6 +34,7 @@ struct server {
     struct runtime *rt; /* current generation, guarded by rt_mu */
     atomic_uint rt_gen;
     struct cancel_table *cancels;
+    struct admission *admission; /* connections in startup, per client address */
     int shutdown_efd;         /* becomes readable when shutdown starts */
     atomic_int shutting_down; /* enum server_shutdown */
     atomic_llong shutdown_deadline_ms;

@@ -3,6 +3,7 @@
 #ifndef PGWP_SESSION_INT_H
 #define PGWP_SESSION_INT_H
 
+#include "admission.h"
 #include "guard.h"
 #include "metrics.h"
 #include "netio.h"
@@ -87,6 +88,9 @@ struct session {
     size_t su_have;         /* startup bytes read so far */
     unsigned su_negotiated; /* 1: SSLRequest seen, 2: GSSENCRequest seen */
     bool tls_direct;        /* TLS started without an SSLRequest */
+    bool proxy_pending;     /* a PROXY header must come first (--proxy-protocol-from) */
+    bool su_counted;        /* counted against --max-startup-* until admitted or ended */
+    struct admission_key su_key; /* the client address it is counted by */
 
     /* client output: bytes [ooff, olen) of obuf are waiting for the client */
     uint8_t *obuf;

@@ -112,12 +112,12 @@ static enum proxy_proto_result parse_v1(const uint8_t *buf, size_t len,
 {
     size_t scan = len < PROXY_PROTO_V1_MAX ? len : PROXY_PROTO_V1_MAX;
     const uint8_t *cr = NULL;
-    for (size_t i = 0; i + 1 < scan; i++) {
-        if (buf[i] == '\r' && buf[i + 1] == '\n') {
+    for (size_t i = 0; i < scan && !cr; i++) {
+        if (buf[i] == '\r' && i + 1 < scan && buf[i + 1] == '\n')
             cr = buf + i;
-            break;
-        }
-        if (buf[i] < 0x20 || buf[i] > 0x7e)
+        else if (buf[i] == '\r' && i + 1 == len)
+            return PROXY_PROTO_NEED_MORE; /* its LF may be on the way */
+        else if (buf[i] < 0x20 || buf[i] > 0x7e)
             return PROXY_PROTO_INVALID;
     }
     if (!cr)

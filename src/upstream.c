@@ -224,7 +224,7 @@ static const struct failure_class failure_classes[] = {
      "could not connect to the upstream server: the database system is in recovery mode"},
     {"does not exist", "3D000",
      "could not connect to the upstream server: the database or role does not exist"},
-    {"Connection refused", "08001", "could not connect to the upstream server: connection refused"},
+    {"Connection refused", "08001", "could not connect to the upstream server: Connection refused"},
     {"timeout expired", "08001", "could not connect to the upstream server: timeout expired"},
     {"could not translate host name", "08001",
      "could not connect to the upstream server: host name not found"},
@@ -275,11 +275,28 @@ void upstream_classify_failure(const char *msg, const struct wire_startup *start
     snprintf(err, errlen, "could not connect to the upstream server");
 }
 
+/* The DSN's user name, when it is a plain one: a safe detail for an authentication error. */
+static bool plain_user(const char *u)
+{
+    if (!u || !*u || strlen(u) > 63)
+        return false;
+    for (const char *p = u; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '_' || *p == '-' || *p == '.'))
+            return false;
+    return true;
+}
+
 static void classify_failure(PGconn *conn, const struct wire_startup *startup, char sqlstate[6],
                              char *err, size_t errlen)
 {
     upstream_classify_failure(conn ? PQerrorMessage(conn) : NULL, startup, sqlstate, err,
                               errlen);
+    const char *user = conn ? PQuser(conn) : NULL;
+    if (strcmp(sqlstate, "28P01") == 0 && strstr(err, "password") && plain_user(user)) {
+        size_t n = strlen(err);
+        snprintf(err + n, errlen - n, " for user \"%s\"", user);
+    }
 }
 
 static int64_t connect_timeout_ms(const char *dsn)

@@ -443,12 +443,16 @@ static const char *dsn_parse_error_class(const char *msg)
 
 /* libpq takes a URI's user info up to the first '@' or '/': an '@' after that means a user
  * name or password with an unencoded '@' or '/', whose tail libpq would read as host, port
- * or database (and quote in its errors). */
+ * or database (and quote in its errors). A URI has no raw spaces either: "URI password=x"
+ * would put the keyword and its password into the host name. */
 static bool dsn_uri_misencoded(const char *dsn)
 {
     const char *p = strstr(dsn, "://");
     if (!p || !(strncmp(dsn, "postgresql://", 13) == 0 || strncmp(dsn, "postgres://", 11) == 0))
         return false;
+    for (const char *q = dsn; *q; q++)
+        if ((unsigned char)*q <= 0x20 || *q == 0x7f)
+            return true;
     p += 3;
     size_t info = strcspn(p, "@/");
     if (p[info] == '@')
@@ -483,8 +487,9 @@ int upstream_dsn_check(const char *dsn, char *err, size_t errlen)
         goto out;
     }
     if (dsn_uri_misencoded(dsn)) {
-        snprintf(err, errlen, "an '@' after the host in the URI (percent-encode '@' as %%40 and "
-                              "'/' as %%2F in a user name or password)");
+        snprintf(err, errlen, "a space, or an '@' after the host, in the URI (percent-encode "
+                              "' ' as %%20, '@' as %%40 and '/' as %%2F in a user name or "
+                              "password)");
         goto out;
     }
     for (PQconninfoOption *o = opts; o->keyword; o++) {

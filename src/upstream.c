@@ -13,6 +13,7 @@
 /* Client startup parameters applied upstream; everything else the client sends is ignored
  * (credentials and database always come from the operator's DSN). */
 #define UPSTREAM_TIMEOUT_MARGIN_MS 1000
+#define UPSTREAM_AUDIT_USER_MAX    32 /* bytes of the encoded user in the audit suffix */
 
 static const char *const option_params[] = {"DateStyle", "TimeZone", "IntervalStyle",
                                             "extra_float_digits"};
@@ -91,8 +92,11 @@ void upstream_audit_name(char *out, size_t outlen, const char *app, const char *
     char a[64];
     snprintf(a, sizeof(a), "%s", addr ? addr : "?");
     size_t alen = strlen(a);
-    /* "[" user "@" addr "]": the address is never shortened; the user gets what is left */
+    /* "[" user "@" addr "]": the address is never shortened; the user gets what is left, up
+     * to UPSTREAM_AUDIT_USER_MAX, so that the application's own name keeps some room too */
     size_t user_room = max > alen + 3 ? max - (alen + 3) : 0;
+    if (user_room > UPSTREAM_AUDIT_USER_MAX)
+        user_room = UPSTREAM_AUDIT_USER_MAX;
     char u[64];
     audit_user_escape(u, user_room + 1 < sizeof(u) ? user_room + 1 : sizeof(u), user ? user : "?");
     char suffix[160];
@@ -242,13 +246,14 @@ static bool classify_param_error(const char *msg, const struct wire_startup *sta
     if (!startup || (!strstr(msg, "invalid value for parameter \"") &&
                      !strstr(msg, "outside the valid range for parameter \"")))
         return false;
-    for (size_t i = 0; i < sizeof(option_params) / sizeof(option_params[0]); i++) {
+    static const char *const judged[] = {"DateStyle", "TimeZone", "IntervalStyle",
+                                         "extra_float_digits", "client_encoding"};
+    for (size_t i = 0; i < sizeof(judged) / sizeof(judged[0]); i++) {
         char quoted[64];
-        snprintf(quoted, sizeof(quoted), "parameter \"%s\"", option_params[i]);
-        const char *v = wire_startup_get(startup, option_params[i]);
+        snprintf(quoted, sizeof(quoted), "parameter \"%s\"", judged[i]);
+        const char *v = wire_startup_get(startup, judged[i]);
         if (v && strstr(msg, quoted)) {
-            snprintf(err, errlen, "invalid value for parameter \"%s\": \"%s\"", option_params[i],
-                     v);
+            snprintf(err, errlen, "invalid value for parameter \"%s\": \"%s\"", judged[i], v);
             return true;
         }
     }

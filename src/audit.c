@@ -85,8 +85,7 @@ void audit_write(struct audit_log *a, const struct audit_record *r)
     /* the client's own bytes beside the replacement characters, when they are not UTF-8 */
     char huser[600], hdb[600], happ[600];
     log_hex_field(huser, sizeof(huser), "user", r->user, r->user ? strlen(r->user) : 0);
-    log_hex_field(hdb, sizeof(hdb), "database", r->database,
-                  r->database ? strlen(r->database) : 0);
+    log_hex_field(hdb, sizeof(hdb), "database", r->database, r->database ? strlen(r->database) : 0);
     log_hex_field(happ, sizeof(happ), "application", r->application,
                   r->application ? strlen(r->application) : 0);
     char *line = NULL;
@@ -98,10 +97,11 @@ void audit_write(struct audit_log *a, const struct audit_record *r)
                      "\"duration_ms\":%.3f,\"rows\":%llu,\"bytes\":%llu,\"outcome\":\"%s\","
                      "\"sqlstate\":%s%s%s,\"rule\":%s%s%s}\n",
                      when, (unsigned long long)r->session_id, r->client_addr, euser, huser, edb,
-                     hdb, eapp, happ, esql, (double)r->duration_us / 1000.0, (unsigned long long)r->rows,
-                     (unsigned long long)r->bytes, r->outcome, r->sqlstate ? "\"" : "",
-                     r->sqlstate ? r->sqlstate : "null", r->sqlstate ? "\"" : "",
-                     r->rule ? "\"" : "", r->rule ? r->rule : "null", r->rule ? "\"" : "");
+                     hdb, eapp, happ, esql, (double)r->duration_us / 1000.0,
+                     (unsigned long long)r->rows, (unsigned long long)r->bytes, r->outcome,
+                     r->sqlstate ? "\"" : "", r->sqlstate ? r->sqlstate : "null",
+                     r->sqlstate ? "\"" : "", r->rule ? "\"" : "", r->rule ? r->rule : "null",
+                     r->rule ? "\"" : "");
     if (n > 0) {
         pthread_mutex_lock(&a->mu);
         ssize_t w = write(a->fd, line, (size_t)n);

@@ -646,8 +646,7 @@ static enum config_result validate_dsn(struct loader *l)
     char why[256];
     if (upstream_dsn_check(l->c->upstream_dsn, why, sizeof(why)) == 0)
         return CONFIG_OK;
-    fail(l, "invalid value for --upstream: %s (the DSN is not shown: it may hold a password)",
-         why);
+    fail(l, "invalid value for --upstream: %s (the DSN is not shown: it may hold a password)", why);
     return CONFIG_ERROR;
 }
 

@@ -134,9 +134,9 @@ static enum proxy_proto_result parse_v1(const uint8_t *buf, size_t len,
     int af = strcmp(fam, "TCP4") == 0 ? AF_INET : strcmp(fam, "TCP6") == 0 ? AF_INET6 : 0;
     uint8_t a[16], b[16], sp[2], dp[2];
     if (!af || !next_token(&p, end, src, sizeof(src)) || !next_token(&p, end, dst, sizeof(dst)) ||
-        !next_token(&p, end, sport, sizeof(sport)) ||
-        !next_token(&p, end, dport, sizeof(dport)) || p != end || inet_pton(af, src, a) != 1 ||
-        inet_pton(af, dst, b) != 1 || !parse_port(sport, sp) || !parse_port(dport, dp))
+        !next_token(&p, end, sport, sizeof(sport)) || !next_token(&p, end, dport, sizeof(dport)) ||
+        p != end || inet_pton(af, src, a) != 1 || inet_pton(af, dst, b) != 1 ||
+        !parse_port(sport, sp) || !parse_port(dport, dp))
         return PROXY_PROTO_INVALID;
     if (af == AF_INET) {
         set_in4(&out->src, a, sp);

@@ -35,8 +35,8 @@ struct server {
     atomic_uint rt_gen;
     struct cancel_table *cancels;
     struct admission *admission; /* connections in startup, per client address */
-    int shutdown_efd;         /* becomes readable when shutdown starts */
-    atomic_int shutting_down; /* enum server_shutdown */
+    int shutdown_efd;            /* becomes readable when shutdown starts */
+    atomic_int shutting_down;    /* enum server_shutdown */
     atomic_llong shutdown_deadline_ms;
     atomic_int admitted; /* sessions counted against --max-connections */
     atomic_int live;     /* all sessions, admitted or not */

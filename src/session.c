@@ -298,9 +298,9 @@ static enum session_end proxy_header_accept(struct session *s, const struct prox
     }
     s->proxy_pending = false;
     s->deadline_ms = netio_now_ms() + (int64_t)s->cfg->startup_timeout_ms;
-    enum admission_result r = admission_enter(s->srv->admission, &s->su_key,
-                                              s->cfg->max_startup_connections,
-                                              s->cfg->max_startup_per_address);
+    enum admission_result r =
+        admission_enter(s->srv->admission, &s->su_key, s->cfg->max_startup_connections,
+                        s->cfg->max_startup_per_address);
     if (r != ADMISSION_OK) {
         metrics_connection(METRICS_CONN_REJECTED_LIMIT);
         LOG_WARN(s->id, "startup_refused", "client=%s %s", s->addr, startup_refusal(r));
@@ -343,8 +343,7 @@ static enum session_end startup_read_proxy_header(struct session *s)
 static enum session_end startup_unexpected_proxy_header(struct session *s)
 {
     LOG_WARN(s->id, "proxy_header_refused",
-             "client=%s sent a PROXY protocol header but is not in --proxy-protocol-from",
-             s->addr);
+             "client=%s sent a PROXY protocol header but is not in --proxy-protocol-from", s->addr);
     metrics_connection(METRICS_CONN_PROTOCOL_ERROR);
     return SE_PROTOCOL;
 }
@@ -686,9 +685,8 @@ static bool startup_count_at_accept(struct server *srv, const struct config *cfg
         s->proxy_pending = true;
         return true;
     }
-    enum admission_result r = admission_enter(srv->admission, &s->su_key,
-                                              cfg->max_startup_connections,
-                                              cfg->max_startup_per_address);
+    enum admission_result r = admission_enter(
+        srv->admission, &s->su_key, cfg->max_startup_connections, cfg->max_startup_per_address);
     if (r == ADMISSION_OK) {
         s->su_counted = true;
         return true;

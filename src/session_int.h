@@ -83,13 +83,13 @@ struct session {
     char database[64];
     char app[64];
 
-    int64_t deadline_ms;    /* startup / TLS / connect / closing deadline, 0 = none */
-    void *ssl_pending;      /* SSL* during the handshake */
-    size_t su_have;         /* startup bytes read so far */
-    unsigned su_negotiated; /* 1: SSLRequest seen, 2: GSSENCRequest seen */
-    bool tls_direct;        /* TLS started without an SSLRequest */
-    bool proxy_pending;     /* a PROXY header must come first (--proxy-protocol-from) */
-    bool su_counted;        /* counted against --max-startup-* until admitted or ended */
+    int64_t deadline_ms;         /* startup / TLS / connect / closing deadline, 0 = none */
+    void *ssl_pending;           /* SSL* during the handshake */
+    size_t su_have;              /* startup bytes read so far */
+    unsigned su_negotiated;      /* 1: SSLRequest seen, 2: GSSENCRequest seen */
+    bool tls_direct;             /* TLS started without an SSLRequest */
+    bool proxy_pending;          /* a PROXY header must come first (--proxy-protocol-from) */
+    bool su_counted;             /* counted against --max-startup-* until admitted or ended */
     struct admission_key su_key; /* the client address it is counted by */
 
     /* client output: bytes [ooff, olen) of obuf are waiting for the client */

@@ -240,8 +240,8 @@ static const struct failure_class failure_classes[] = {
 
 /* PostgreSQL's answer to an invalid client value: rebuilt from the client's own value, the
  * name matched against the allowlist, so nothing else of the text can reach the client. */
-static bool classify_param_error(const char *msg, const struct wire_startup *startup,
-                                 char *err, size_t errlen)
+static bool classify_param_error(const char *msg, const struct wire_startup *startup, char *err,
+                                 size_t errlen)
 {
     if (!startup || (!strstr(msg, "invalid value for parameter \"") &&
                      !strstr(msg, "outside the valid range for parameter \"")))
@@ -295,8 +295,7 @@ static bool plain_user(const char *u)
 static void classify_failure(PGconn *conn, const struct wire_startup *startup, char sqlstate[6],
                              char *err, size_t errlen)
 {
-    upstream_classify_failure(conn ? PQerrorMessage(conn) : NULL, startup, sqlstate, err,
-                              errlen);
+    upstream_classify_failure(conn ? PQerrorMessage(conn) : NULL, startup, sqlstate, err, errlen);
     const char *user = conn ? PQuser(conn) : NULL;
     if (strcmp(sqlstate, "28P01") == 0 && strstr(err, "password") && plain_user(user)) {
         size_t n = strlen(err);
@@ -430,8 +429,7 @@ static const char *dsn_parse_error_class(const char *msg)
     } classes[] = {
         {"percent-encoded", "invalid percent-encoding (write a literal '%' as %25)"},
         {"unterminated quoted string", "unterminated quoted value (a ' without its closing ')"},
-        {"missing \"=\" after",
-         "a word without '=' (quote a value with spaces: password='...')"},
+        {"missing \"=\" after", "a word without '=' (quote a value with spaces: password='...')"},
         {"invalid connection option", "an unknown keyword (quote a value with spaces)"},
         {"key/value separator", "a URI query parameter without exactly one '='"},
         {"URI query parameter", "an invalid URI query parameter"},
@@ -492,9 +490,10 @@ int upstream_dsn_check(const char *dsn, char *err, size_t errlen)
         goto out;
     }
     if (dsn_uri_misencoded(dsn)) {
-        snprintf(err, errlen, "a space, or an '@' after the host, in the URI (percent-encode "
-                              "' ' as %%20, '@' as %%40 and '/' as %%2F in a user name or "
-                              "password)");
+        snprintf(err, errlen,
+                 "a space, or an '@' after the host, in the URI (percent-encode "
+                 "' ' as %%20, '@' as %%40 and '/' as %%2F in a user name or "
+                 "password)");
         goto out;
     }
     for (PQconninfoOption *o = opts; o->keyword; o++) {

@@ -21,8 +21,8 @@ struct upstream {
     void *cancel; /* PGcancel, handed to the cancel table once connected */
     struct netio io;
     uint32_t pid;
-    int64_t deadline_ms; /* connect must finish by then */
-    bool reading;        /* connect waits for POLLIN (else POLLOUT) */
+    int64_t deadline_ms;                /* connect must finish by then */
+    bool reading;                       /* connect waits for POLLIN (else POLLOUT) */
     const struct wire_startup *startup; /* the client's values, while connecting */
 };
 

@@ -47,8 +47,8 @@ static void append_keyword(char *dst, size_t cap, const char *s, int quoted, int
     if (quoted && o + 1 < cap)
         dst[o++] = '\'';
     for (const char *p = s; *p && o + 3 < cap; p++) {
-        int special = quoted ? (*p == '\'' || *p == '\\') : (*p == ' ' || *p == '\\' ||
-                                                            *p == '\'' || *p == '\t' || *p == '\n');
+        int special = quoted ? (*p == '\'' || *p == '\\')
+                             : (*p == ' ' || *p == '\\' || *p == '\'' || *p == '\t' || *p == '\n');
         if (escaped && special)
             dst[o++] = '\\';
         dst[o++] = *p;

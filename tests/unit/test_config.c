@@ -452,7 +452,8 @@ static void test_flags_value_with_newline(void **state)
 {
     struct config c;
     char err[256];
-    assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", "--max-rows", "1\n2"), CONFIG_ERROR);
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", "--max-rows", "1\n2"),
+                     CONFIG_ERROR);
     assert_err_line(err, "--max-rows", "a whole number");
 }
 
@@ -487,11 +488,14 @@ static void test_tls_pairs(void **state)
 {
     struct config c;
     char err[256];
-    assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", "--tls-cert", "c.pem"), CONFIG_ERROR);
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", "--tls-cert", "c.pem"),
+                     CONFIG_ERROR);
     assert_err_line(err, "--tls-key", NULL);
-    assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", "--tls-key", "k.pem"), CONFIG_ERROR);
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", "--tls-key", "k.pem"),
+                     CONFIG_ERROR);
     assert_err_line(err, "--tls-cert", NULL);
-    assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", "--tls-mode", "require"), CONFIG_ERROR);
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", "--tls-mode", "require"),
+                     CONFIG_ERROR);
     assert_err_line(err, "--tls-mode", "--tls-cert");
     assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", "--tls-cert=c", "--tls-key=k",
                           "--tls-client-cert", "require"),
@@ -690,7 +694,8 @@ static void test_file_errors(void **state)
         char *path = write_temp(cases[i].text);
         struct config c;
         char err[512];
-        assert_int_equal(LOAD(&c, no_env, err, "--config", path, "--upstream=host=y"), CONFIG_ERROR);
+        assert_int_equal(LOAD(&c, no_env, err, "--config", path, "--upstream=host=y"),
+                         CONFIG_ERROR);
         assert_err_line(err, path, cases[i].line);
         if (cases[i].what)
             assert_err_line(err, cases[i].what, NULL);
@@ -851,8 +856,7 @@ static void test_redact_dsn(void **state)
         {"postgresql://u@h/db?password=secret", "user=u password=******** dbname=db host=h",
          "secret"},
         {"postgresql://u@h/db?sslmode=require&password=secret&application_name=a",
-         "user=u password=******** dbname=db host=h application_name=a sslmode=require",
-         "secret"},
+         "user=u password=******** dbname=db host=h application_name=a sslmode=require", "secret"},
         {"postgresql://u:p1@h/db?password=p2", "user=u password=******** dbname=db host=h", "p2"},
         /* a percent-encoded keyword is still the password to libpq */
         {"postgresql://u@h/db?pass%77ord=secret", "user=u password=******** dbname=db host=h",

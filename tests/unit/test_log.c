@@ -86,9 +86,9 @@ static void test_json_escape_always_valid_utf8(void **state)
                              check_utf8((unsigned char *)in, strlen(in)));
         }
     }
-    static const char *const bad[] = {"\xC0\xAF", "\xE0\x80\xAF", "\xED\xA0\x80",
-                                      "\xF4\x90\x80\x80", "\xF8\x88\x80\x80\x80",
-                                      "\xE2\x82", "\xFF"};
+    static const char *const bad[] = {
+        "\xC0\xAF", "\xE0\x80\xAF", "\xED\xA0\x80", "\xF4\x90\x80\x80", "\xF8\x88\x80\x80\x80",
+        "\xE2\x82", "\xFF"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         assert_false(log_utf8_valid(bad[i], strlen(bad[i])));
         size_t n = log_json_escape(out, sizeof(out), bad[i]);

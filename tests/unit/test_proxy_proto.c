@@ -80,18 +80,18 @@ static void test_v1(void **state)
 static void test_v1_invalid(void **state)
 {
     static const char *const bad[] = {
-        "PROXY TCP4 192.0.2.7 10.0.0.1 40000 5433\n",       /* LF alone */
-        "PROXY TCP4 192.0.2.7 10.0.0.1 40000\r\n",          /* a field missing */
-        "PROXY TCP4 192.0.2.7 10.0.0.1 40000 5433 9\r\n",   /* one too many */
-        "PROXY TCP4 192.0.2.777 10.0.0.1 40000 5433\r\n",   /* not an address */
-        "PROXY TCP4 2001:db8::9 10.0.0.1 40000 5433\r\n",   /* family mismatch */
-        "PROXY TCP4 192.0.2.7 10.0.0.1 65536 5433\r\n",     /* port out of range */
-        "PROXY TCP4 192.0.2.7 10.0.0.1 -1 5433\r\n",        /* sign */
-        "PROXY TCP4  192.0.2.7 10.0.0.1 1 5433\r\n",        /* double space */
-        "PROXY UDP4 192.0.2.7 10.0.0.1 1 5433\r\n",         /* unknown protocol */
-        "PROXY TCP4 192.0.2.7\t10.0.0.1 1 5433\r\n",        /* control byte */
+        "PROXY TCP4 192.0.2.7 10.0.0.1 40000 5433\n",     /* LF alone */
+        "PROXY TCP4 192.0.2.7 10.0.0.1 40000\r\n",        /* a field missing */
+        "PROXY TCP4 192.0.2.7 10.0.0.1 40000 5433 9\r\n", /* one too many */
+        "PROXY TCP4 192.0.2.777 10.0.0.1 40000 5433\r\n", /* not an address */
+        "PROXY TCP4 2001:db8::9 10.0.0.1 40000 5433\r\n", /* family mismatch */
+        "PROXY TCP4 192.0.2.7 10.0.0.1 65536 5433\r\n",   /* port out of range */
+        "PROXY TCP4 192.0.2.7 10.0.0.1 -1 5433\r\n",      /* sign */
+        "PROXY TCP4  192.0.2.7 10.0.0.1 1 5433\r\n",      /* double space */
+        "PROXY UDP4 192.0.2.7 10.0.0.1 1 5433\r\n",       /* unknown protocol */
+        "PROXY TCP4 192.0.2.7\t10.0.0.1 1 5433\r\n",      /* control byte */
         "PROXY\r\n",
-        "proxy TCP4 192.0.2.7 10.0.0.1 1 2\r\n",            /* case */
+        "proxy TCP4 192.0.2.7 10.0.0.1 1 2\r\n", /* case */
     };
     struct proxy_proto_header h;
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
@@ -112,8 +112,8 @@ static void test_v2(void **state)
     size_t n = v2(hdr, 0x21, 0x11, in4, sizeof(in4));
     check_prefixes(hdr, n, "203.0.113.5:40000");
 
-    uint8_t in6[36] = {0x20, 0x01, 0x0d, 0xb8, [15] = 9, [16] = 0x20, [17] = 0x01, [31] = 1,
-                       [32] = 0x01, [33] = 0xbb, [34] = 0x15, [35] = 0x39};
+    uint8_t in6[36] = {0x20,        0x01,     0x0d,        0xb8,        [15] = 9,    [16] = 0x20,
+                       [17] = 0x01, [31] = 1, [32] = 0x01, [33] = 0xbb, [34] = 0x15, [35] = 0x39};
     n = v2(hdr, 0x21, 0x21, in6, sizeof(in6));
     check_prefixes(hdr, n, "2001:db8::9:443");
 
@@ -143,13 +143,13 @@ static void test_v2_invalid(void **state)
         uint8_t ver_cmd, fam;
         size_t len;
     } bad[] = {
-        {0x11, 0x11, 12}, /* version 1 in a v2 header */
-        {0x22, 0x11, 12}, /* command 2 */
-        {0x21, 0x41, 12}, /* family 4 */
-        {0x21, 0x13, 12}, /* protocol 3 */
-        {0x21, 0x12, 12}, /* datagram */
-        {0x21, 0x11, 11}, /* too short for IPv4 */
-        {0x21, 0x21, 35}, /* too short for IPv6 */
+        {0x11, 0x11, 12},                  /* version 1 in a v2 header */
+        {0x22, 0x11, 12},                  /* command 2 */
+        {0x21, 0x41, 12},                  /* family 4 */
+        {0x21, 0x13, 12},                  /* protocol 3 */
+        {0x21, 0x12, 12},                  /* datagram */
+        {0x21, 0x11, 11},                  /* too short for IPv4 */
+        {0x21, 0x21, 35},                  /* too short for IPv6 */
         {0x21, 0x11, PROXY_PROTO_MAX_LEN}, /* longer than we take */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -194,10 +194,11 @@ static void test_cidr(void **state)
         const char *addr;
         bool in;
     } cases[] = {
-        {"10.1.2.3", true},         {"11.0.0.1", false},           {"127.0.0.1", true},
-        {"127.0.0.2", false},       {"::ffff:127.0.0.1", true},    {"2001:db8:7fff::1", true},
-        {"2001:db8:8000::1", false}, {"192.168.1.200", true},      {"192.168.1.100", false},
-        {"::1", false},
+        {"10.1.2.3", true},          {"11.0.0.1", false},
+        {"127.0.0.1", true},         {"127.0.0.2", false},
+        {"::ffff:127.0.0.1", true},  {"2001:db8:7fff::1", true},
+        {"2001:db8:8000::1", false}, {"192.168.1.200", true},
+        {"192.168.1.100", false},    {"::1", false},
     };
     struct sockaddr_storage ss;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -206,8 +207,9 @@ static void test_cidr(void **state)
             fail_msg("%s: expected %d", cases[i].addr, cases[i].in);
     }
     struct proxy_proto_cidr c;
-    static const char *const bad[] = {"", "10.0.0.0/33", "::/129", "10.0.0.0/", "10.0.0/8",
-                                      "host.example", "10.0.0.0/8x", "/8", "10.0.0.0/-1"};
+    static const char *const bad[] = {"",           "10.0.0.0/33",  "::/129",      "10.0.0.0/",
+                                      "10.0.0/8",   "host.example", "10.0.0.0/8x", "/8",
+                                      "10.0.0.0/-1"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         if (proxy_proto_cidr_parse(bad[i], &c) == 0)
             fail_msg("accepted CIDR '%s'", bad[i]);
@@ -219,10 +221,8 @@ static void test_cidr(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_v1),
-        cmocka_unit_test(test_v1_invalid),
-        cmocka_unit_test(test_v2),
-        cmocka_unit_test(test_v2_invalid),
+        cmocka_unit_test(test_v1),   cmocka_unit_test(test_v1_invalid),
+        cmocka_unit_test(test_v2),   cmocka_unit_test(test_v2_invalid),
         cmocka_unit_test(test_cidr),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

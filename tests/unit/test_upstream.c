@@ -69,8 +69,7 @@ static void test_escape_every_byte_is_one_option(void **state)
             if (sh == 0)
                 snprintf(value, sizeof(value), "%c", b);
             else
-                snprintf(value, sizeof(value), "UTC%c-c%cdefault_transaction_read_only=off", b,
-                         b);
+                snprintf(value, sizeof(value), "UTC%c-c%cdefault_transaction_read_only=off", b, b);
             assert_true(upstream_escape_option(esc, sizeof(esc), value) > 0);
             snprintf(opts, sizeof(opts), "-c statement_timeout=5 -c TimeZone=%s -c x=y", esc);
             snprintf(expect, sizeof(expect), "TimeZone=%s", value);
@@ -213,8 +212,8 @@ static void test_classify_invalid_client_value(void **state)
     assert_string_equal(code, "22023");
     assert_string_equal(err, "invalid value for parameter \"TimeZone\": \"Mars/Olympus\"");
     /* a parameter the client did not send (e.g. from the DSN's options) is not named */
-    upstream_classify_failure("FATAL:  invalid value for parameter \"DateStyle\": \"x\"", &sp,
-                              code, err, sizeof(err));
+    upstream_classify_failure("FATAL:  invalid value for parameter \"DateStyle\": \"x\"", &sp, code,
+                              err, sizeof(err));
     assert_string_equal(code, "08001");
 }
 

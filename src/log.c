@@ -140,6 +140,9 @@ size_t log_text_escape(char *dst, size_t dstlen, const char *src)
 }
 
 /* Appends `"key":"escaped value"` for key/value pairs. */
+/* Appends `,"key":"escaped value"` (and `,"key_hex":"..."` for bytes that are not UTF-8),
+ * always whole: a field that does not fit is shortened, never cut mid-escape, and room for
+ * the closing brace is kept, so every line is valid JSON. */
 static size_t json_field(char *out, size_t cap, size_t o, const char *key, size_t klen,
                          const char *val, size_t vlen)
 {
@@ -151,13 +154,18 @@ static size_t json_field(char *out, size_t cap, size_t o, const char *key, size_
     }
     memcpy(v, val, vlen);
     v[vlen] = 0;
-    log_json_escape(esc, sizeof(esc), v);
     snprintf(k, sizeof(k), "%.*s", (int)klen, key);
+    size_t overhead = strlen(k) + 6; /* ,"k":"" */
+    if (o + overhead + 2 >= cap)
+        return o;
+    size_t room = cap - o - overhead - 2; /* 2: the closing brace and the NUL */
+    size_t el = log_json_escape(esc, room + 1 < sizeof(esc) ? room + 1 : sizeof(esc), v);
     /* the client's bytes, when they are not UTF-8: nothing lost for forensics */
-    log_hex_field(hexf, sizeof(hexf), k, v, vlen);
-    if (o < cap)
-        o += (size_t)snprintf(out + o, cap - o, ",\"%s\":\"%s\"%s", k, esc, hexf);
-    return o < cap ? o : cap - 1;
+    size_t hl = log_hex_field(hexf, sizeof(hexf), k, v, vlen);
+    if (el + hl > room)
+        hexf[0] = 0;
+    o += (size_t)snprintf(out + o, cap - o, ",\"%s\":\"%s\"%s", k, esc, hexf);
+    return o;
 }
 
 size_t log_json_line(char *out, size_t cap, const char *when, const char *level, uint64_t sid,

@@ -130,6 +130,23 @@ static void test_json_line_invalid_utf8_user(void **state)
                              "\"database\":\"db\"}");
 }
 
+/* Whatever the message, the line ends as an object: a long field is shortened, never cut. */
+static void test_json_line_always_closes(void **state)
+{
+    (void)state;
+    char msg[2048], out[400];
+    memset(msg, 1, sizeof(msg) - 1); /* every byte becomes a six-byte escape */
+    msg[sizeof(msg) - 1] = 0;
+    memcpy(msg, "user=\xff", 6);
+    for (size_t cap = 64; cap <= sizeof(out); cap += 17) {
+        size_t n = log_json_line(out, cap, "T", "info", 1, "e", msg);
+        assert_true(n < cap);
+        assert_int_equal(out[n - 1], '}');
+        assert_true(check_utf8((unsigned char *)out, n));
+        assert_null(strstr(out, "\\u000}")); /* no escape cut in half */
+    }
+}
+
 static void test_json_line_fields(void **state)
 {
     (void)state;
@@ -157,6 +174,7 @@ int main(void)
         cmocka_unit_test(test_json_escape_always_valid_utf8),
         cmocka_unit_test(test_hex_field_only_for_invalid_bytes),
         cmocka_unit_test(test_json_line_invalid_utf8_user),
+        cmocka_unit_test(test_json_line_always_closes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,14 +1,13 @@
 /* Session lifecycle: startup negotiation, admission, upstream connect, and the one cleanup path
  * that reads the end reason. Every step is non-blocking; the worker drives it on readiness. */
 #include "session.h"
-#include "admission.h"
 #include "cancel.h"
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
-#include "proxy_proto.h"
 #include "server.h"
 #include "session_int.h"
+#include "startup_gate.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -27,8 +26,6 @@
 #include <unistd.h>
 
 #define CLOSING_GRACE_MS 1000
-/* A load balancer sends its PROXY header at once: a listed source that does not is refused. */
-#define PROXY_HEADER_TIMEOUT_MS 3000
 
 static const char *const end_names[] = {
     [SE_NONE] = "none",
@@ -143,24 +140,9 @@ static void copy_param(char *dst, size_t len, const char *v)
     snprintf(dst, len, "%s", v ? v : "");
 }
 
-static const char *startup_refusal(enum admission_result r)
-{
-    return r == ADMISSION_ADDRESS ? "too many connections in startup from this address"
-                                  : "too many connections in startup";
-}
-
-/* Leaves the --max-startup-* count: at admission, or when the connection ends before. */
-static void startup_count_leave(struct session *s)
-{
-    if (s->su_counted) {
-        admission_leave(s->srv->admission, &s->su_key);
-        s->su_counted = false;
-    }
-}
-
 static enum session_end admit(struct session *s)
 {
-    startup_count_leave(s);
+    startup_gate_leave(s);
     int n = atomic_fetch_add(&s->srv->admitted, 1) + 1;
     s->admitted = true;
     if (n > s->cfg->max_connections) {
@@ -270,90 +252,12 @@ static enum session_end startup_packet(struct session *s, uint32_t len)
     return SE_PROTOCOL;
 }
 
-static void format_peer(const struct sockaddr_storage *peer, char *out, size_t len)
-{
-    char host[INET6_ADDRSTRLEN] = "?";
-    int port = 0;
-    if (peer->ss_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)peer;
-        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-        port = ntohs(in->sin_port);
-    } else if (peer->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)peer;
-        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-        port = ntohs(in6->sin6_port);
-    }
-    snprintf(out, len, "%s:%d", host, port);
-}
-
-/* Counts the connection by the address in its PROXY header; the header is consumed whole. */
-static enum session_end proxy_header_accept(struct session *s, const struct proxy_proto_header *h)
-{
-    uint8_t sink[PROXY_PROTO_MAX_LEN];
-    if (recv(s->cli.fd, sink, h->len, 0) != (ssize_t)h->len)
-        return SE_CLIENT_ERROR; /* peeked, so it is there: anything else is a broken socket */
-    if (h->has_src) {
-        format_peer(&h->src, s->addr, sizeof(s->addr));
-        admission_key_from(&h->src, &s->su_key);
-    }
-    s->proxy_pending = false;
-    s->deadline_ms = netio_now_ms() + (int64_t)s->cfg->startup_timeout_ms;
-    enum admission_result r =
-        admission_enter(s->srv->admission, &s->su_key, s->cfg->max_startup_connections,
-                        s->cfg->max_startup_per_address);
-    if (r != ADMISSION_OK) {
-        metrics_connection(METRICS_CONN_REJECTED_LIMIT);
-        LOG_WARN(s->id, "startup_refused", "client=%s %s", s->addr, startup_refusal(r));
-        session_send_fatal(s, "53300", startup_refusal(r), NULL);
-        return SE_REJECTED;
-    }
-    s->su_counted = true;
-    return SE_NONE;
-}
-
-/* A connection from --proxy-protocol-from starts with a PROXY v1/v2 header: peeked until it
- * is whole, so the bytes after it (SSLRequest, TLS) stay in the socket. */
-static enum session_end startup_read_proxy_header(struct session *s)
-{
-    uint8_t buf[PROXY_PROTO_MAX_LEN];
-    ssize_t n = recv(s->cli.fd, buf, sizeof(buf), MSG_PEEK);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        s->cli_in = false;
-        return SE_NONE;
-    }
-    if (n <= 0)
-        return n == 0 ? SE_CLIENT_EOF : SE_CLIENT_ERROR;
-    struct proxy_proto_header h;
-    enum proxy_proto_result r = proxy_proto_parse(buf, (size_t)n, &h);
-    if (r == PROXY_PROTO_NEED_MORE) {
-        s->cli_in = false;
-        return s->cli_hup ? SE_CLIENT_EOF : SE_NONE;
-    }
-    if (r == PROXY_PROTO_INVALID) {
-        /* as HAProxy's accept-proxy: a listed source without a valid header is closed */
-        LOG_WARN(s->id, "proxy_header_invalid", "client=%s no valid PROXY protocol header",
-                 s->addr);
-        metrics_connection(METRICS_CONN_PROTOCOL_ERROR);
-        return SE_PROTOCOL;
-    }
-    return proxy_header_accept(s, &h);
-}
-
-/* A PROXY header from a source not in --proxy-protocol-from: it could claim any address. */
-static enum session_end startup_unexpected_proxy_header(struct session *s)
-{
-    LOG_WARN(s->id, "proxy_header_refused",
-             "client=%s sent a PROXY protocol header but is not in --proxy-protocol-from", s->addr);
-    metrics_connection(METRICS_CONN_PROTOCOL_ERROR);
-    return SE_PROTOCOL;
-}
-
 /* Reads the untyped startup packets: exactly their length, so bytes of a TLS handshake that
  * follows an SSLRequest stay in the socket for OpenSSL. */
 static enum session_end startup_read(struct session *s)
 {
     if (s->proxy_pending) {
-        enum session_end e = startup_read_proxy_header(s);
+        enum session_end e = startup_gate_read_proxy_header(s);
         if (e != SE_NONE || s->proxy_pending)
             return e;
     }
@@ -393,7 +297,7 @@ static enum session_end startup_read(struct session *s)
         s->su_have += (size_t)n;
         if (s->su_have == 4 && wire_startup_len(s->su->buf, 4, &len) < 0) {
             if (s->su_negotiated == 0 && !s->cli.ssl && proxy_proto_signature(s->su->buf, 4))
-                return startup_unexpected_proxy_header(s);
+                return startup_gate_unexpected_header(s);
             return startup_fail(s, "08P01", "invalid length of startup packet");
         }
     }
@@ -637,7 +541,7 @@ void session_destroy(struct session *s)
     } else {
         tls_drop_ssl(s->cli.ssl); /* the socket went elsewhere: free without a word on it */
     }
-    startup_count_leave(s);
+    startup_gate_leave(s);
     if (s->ssl_pending)
         tls_free_ssl(s->ssl_pending);
     guard_cache_free(s->gcache);
@@ -656,49 +560,6 @@ void session_destroy(struct session *s)
     pthread_mutex_unlock(&srv->mu);
 }
 
-/* Refuses a connection at accept, before a session exists: FATAL 53300 and close. What the
- * client already sent is read first, so the close is a FIN and the FATAL arrives. */
-static void startup_refuse_fd(int fd, const char *message)
-{
-    uint8_t buf[256];
-    struct wire_buf b;
-    wire_buf_init(&b, buf, sizeof(buf));
-    struct wire_error_fields f = {.severity = "FATAL", .code = "53300", .message = message};
-    wire_build_error(&b, 'E', &f);
-    if (!b.overflow) {
-        ssize_t w = send(fd, b.data, b.len, MSG_DONTWAIT | MSG_NOSIGNAL);
-        (void)w;
-    }
-    shutdown(fd, SHUT_WR);
-    for (int i = 0; i < 4 && recv(fd, buf, sizeof(buf), MSG_DONTWAIT) > 0; i++)
-        ;
-    close(fd);
-}
-
-/* Counts a new connection against --max-startup-*, unless its PROXY header will name the
- * client (then it is counted once that is read). False: refused and closed. */
-static bool startup_count_at_accept(struct server *srv, const struct config *cfg, int fd,
-                                    const struct sockaddr_storage *peer, struct session *s)
-{
-    admission_key_from(peer, &s->su_key);
-    if (proxy_proto_cidr_match(cfg->proxy_from, cfg->nproxy_protocol_from, peer)) {
-        s->proxy_pending = true;
-        return true;
-    }
-    enum admission_result r = admission_enter(
-        srv->admission, &s->su_key, cfg->max_startup_connections, cfg->max_startup_per_address);
-    if (r == ADMISSION_OK) {
-        s->su_counted = true;
-        return true;
-    }
-    char addr[64];
-    format_peer(peer, addr, sizeof(addr));
-    metrics_connection(METRICS_CONN_REJECTED_LIMIT);
-    LOG_INFO(0, "startup_refused", "client=%s %s", addr, startup_refusal(r));
-    startup_refuse_fd(fd, startup_refusal(r));
-    return false;
-}
-
 int session_spawn(struct server *srv, int fd, const struct sockaddr_storage *peer)
 {
     struct session *s = calloc(1, sizeof(*s));
@@ -709,7 +570,7 @@ int session_spawn(struct server *srv, int fd, const struct sockaddr_storage *pee
     s->srv = srv;
     s->rt = server_runtime_acquire(srv);
     s->cfg = &s->rt->cfg;
-    if (!startup_count_at_accept(srv, s->cfg, fd, peer, s)) {
+    if (!startup_gate_accept(srv, s->cfg, fd, peer, s)) {
         server_runtime_release(s->rt);
         free(s);
         return 0;
@@ -718,7 +579,7 @@ int session_spawn(struct server *srv, int fd, const struct sockaddr_storage *pee
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     s->su = malloc(sizeof(*s->su)); /* not calloc: only the bytes read get touched */
     if (!s->su) {
-        startup_count_leave(s);
+        startup_gate_leave(s);
         server_runtime_release(s->rt);
         free(s);
         close(fd);
@@ -733,11 +594,11 @@ int session_spawn(struct server *srv, int fd, const struct sockaddr_storage *pee
     s->up.io.fd = -1;
     s->cli_in = s->cli_out = true;
     int64_t limit = (int64_t)s->cfg->startup_timeout_ms;
-    if (s->proxy_pending && (limit == 0 || limit > PROXY_HEADER_TIMEOUT_MS))
-        limit = PROXY_HEADER_TIMEOUT_MS;
+    if (s->proxy_pending && (limit == 0 || limit > STARTUP_GATE_HEADER_TIMEOUT_MS))
+        limit = STARTUP_GATE_HEADER_TIMEOUT_MS;
     s->deadline_ms = netio_now_ms() + limit;
     netio_init_plain(&s->cli, fd);
-    format_peer(peer, s->addr, sizeof(s->addr));
+    startup_gate_format_peer(peer, s->addr, sizeof(s->addr));
     atomic_fetch_add(&srv->live, 1);
     worker_assign(srv, s);
     return 0;

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <limits.h>
+#include <sys/socket.h>
 #include <cmocka.h>
 
 #include "config.h"
@@ -108,7 +109,61 @@ static void test_defaults(void **state)
     assert_null(c.metrics_listen);
     assert_int_equal(c.ndeny, 0);
     assert_int_equal(c.nallow, 0);
+    assert_int_equal(c.max_startup_connections, 1000);
+    assert_int_equal(c.max_startup_per_address, 64);
+    assert_int_equal(c.nproxy_protocol_from, 0);
+    assert_false(c.allow_core_dumps);
     config_free(&c);
+}
+
+/* The startup caps, the PROXY protocol sources and core dumps, from flags, env and file. */
+static void test_startup_options(void **state)
+{
+    struct config c;
+    char err[512];
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", "--max-startup-connections", "5",
+                          "--max-startup-per-address=2", "--proxy-protocol-from", "10.0.0.0/8, ::1",
+                          "--allow-core-dumps"),
+                     CONFIG_OK);
+    assert_int_equal(c.max_startup_connections, 5);
+    assert_int_equal(c.max_startup_per_address, 2);
+    assert_int_equal(c.nproxy_protocol_from, 2);
+    assert_int_equal(c.proxy_from[0].family, AF_INET);
+    assert_int_equal(c.proxy_from[0].prefix, 8);
+    assert_int_equal(c.proxy_from[1].family, AF_INET6);
+    assert_int_equal(c.proxy_from[1].prefix, 128);
+    assert_true(c.allow_core_dumps);
+    config_free(&c);
+    char *env[] = {"PGWIRE_PROXY_UPSTREAM=host=x", "PGWIRE_PROXY_PROXY_PROTOCOL_FROM=127.0.0.1",
+                   NULL};
+    assert_int_equal(LOAD(&c, env, err, "--max-startup-per-address=7"), CONFIG_OK);
+    assert_int_equal(c.nproxy_protocol_from, 1);
+    assert_int_equal(c.max_startup_per_address, 7);
+    config_free(&c);
+    static char *bad[][2] = {{"--max-startup-connections", "0"},
+                             {"--max-startup-per-address", "many"},
+                             {"--proxy-protocol-from", "10.0.0.0/40"},
+                             {"--proxy-protocol-from", "lb.internal"}};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", bad[i][0], bad[i][1]),
+                         CONFIG_ERROR);
+        assert_err_line(err, bad[i][0], NULL);
+    }
+}
+
+/* A malformed DSN is an error naming --upstream that shows nothing of the DSN. */
+static void test_upstream_is_validated(void **state)
+{
+    struct config c;
+    char err[512];
+    static char *bad[] = {"host=h password=Sec ret", "postgresql://u:Sec%ret@h/db",
+                          "postgresql://u:Sec/ret@h/db", "host=h port=Secret"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(LOAD(&c, no_env, err, "--upstream", bad[i]), CONFIG_ERROR);
+        assert_err_line(err, "--upstream", "not shown");
+        assert_null(strstr(err, "Sec"));
+        assert_null(strstr(err, "ret"));
+    }
 }
 
 static void test_load_minimal_keeps_defaults(void **state)
@@ -922,6 +977,8 @@ int main(void)
         cmocka_unit_test(test_precedence),
         cmocka_unit_test(test_reload),
         cmocka_unit_test(test_redact_dsn),
+        cmocka_unit_test(test_startup_options),
+        cmocka_unit_test(test_upstream_is_validated),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

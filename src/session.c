@@ -5,6 +5,7 @@
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
+#include "proxy_proto.h"
 #include "server.h"
 #include "session_int.h"
 #include "startup_gate.h"

@@ -68,6 +68,23 @@ static bool dsn_port_ok(const char *v)
     return true;
 }
 
+/* "user= password=x" gives user the value "password=x": libpq takes the next word when a
+ * value is left empty. A value that reads as another keyword's setting is that mistake. */
+static bool dsn_value_is_a_setting(const PQconninfoOption *opts, const char *v)
+{
+    for (const PQconninfoOption *o = opts; o->keyword; o++) {
+        size_t kl = strlen(o->keyword);
+        if (strncmp(v, o->keyword, kl) != 0)
+            continue;
+        const char *p = v + kl;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (*p == '=')
+            return true;
+    }
+    return false;
+}
+
 int upstream_dsn_check(const char *dsn, char *err, size_t errlen)
 {
     char *perr = NULL;
@@ -87,6 +104,12 @@ int upstream_dsn_check(const char *dsn, char *err, size_t errlen)
     for (PQconninfoOption *o = opts; o->keyword; o++) {
         if (!o->val)
             continue;
+        if (dsn_value_is_a_setting(opts, o->val)) {
+            snprintf(err, errlen,
+                     "a value that reads as another setting (an empty value is "
+                     "written '')");
+            goto out;
+        }
         if (strcmp(o->keyword, "port") == 0 && !dsn_port_ok(o->val)) {
             snprintf(err, errlen, "port is not a number from 0 to 65535");
             goto out;

@@ -235,6 +235,8 @@ static void test_dsn_check(void **state)
         {"postgresql://u@h/db?password=MAR=KER", -1},
         {"host=h port=MARKER", -1},
         {"host=h bogus=MARKER", -1},
+        {"host=h user= password=MARKER", -1}, /* libpq: user is "password=MARKER" */
+        {"host=h user='' password=MARKER", 0},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char err[256] = "";

@@ -139,7 +139,8 @@ def test_startup_path_gives_back_its_resources(paths_proxy, certs, path):
     ctx = client_ctx(certs)
     for _ in range(N):
         PATHS[path](paths_proxy, ctx, certs)
-    wait_usage_back(pid, base, fd_margin=2, rss_margin_kb=8192, what=f"{N} x {path}")
+    after = wait_usage_back(pid, base, fd_margin=2, rss_margin_kb=8192, what=f"{N} x {path}")
+    print(f"{N} x {path}: {base} -> {after}")
     served_with_cert(paths_proxy, certs)
 
 

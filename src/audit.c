@@ -77,6 +77,10 @@ void audit_write(struct audit_log *a, const struct audit_record *r)
         }
     }
     char *esql = escaped(sql, sql_len);
+    /* a statement in a client encoding other than UTF-8 keeps its bytes beside the text */
+    char *hsql = NULL;
+    if (!log_utf8_valid(sql, sql_len) && (hsql = malloc(2 * sql_len + 32)) != NULL)
+        log_hex_field(hsql, 2 * sql_len + 32, "statement", sql, sql_len);
     char *eapp = escaped(r->application, r->application ? strlen(r->application) : 0);
     char *euser = escaped(r->user, r->user ? strlen(r->user) : 0);
     char *edb = escaped(r->database, r->database ? strlen(r->database) : 0);
@@ -93,11 +97,11 @@ void audit_write(struct audit_log *a, const struct audit_record *r)
     if (esql && eapp && euser && edb)
         n = asprintf(&line,
                      "{\"time\":\"%s\",\"session\":%llu,\"client\":\"%s\",\"user\":\"%s\"%s,"
-                     "\"database\":\"%s\"%s,\"application\":\"%s\"%s,\"statement\":\"%s\","
+                     "\"database\":\"%s\"%s,\"application\":\"%s\"%s,\"statement\":\"%s\"%s,"
                      "\"duration_ms\":%.3f,\"rows\":%llu,\"bytes\":%llu,\"outcome\":\"%s\","
                      "\"sqlstate\":%s%s%s,\"rule\":%s%s%s}\n",
                      when, (unsigned long long)r->session_id, r->client_addr, euser, huser, edb,
-                     hdb, eapp, happ, esql, (double)r->duration_us / 1000.0,
+                     hdb, eapp, happ, esql, hsql ? hsql : "", (double)r->duration_us / 1000.0,
                      (unsigned long long)r->rows, (unsigned long long)r->bytes, r->outcome,
                      r->sqlstate ? "\"" : "", r->sqlstate ? r->sqlstate : "null",
                      r->sqlstate ? "\"" : "", r->rule ? "\"" : "", r->rule ? r->rule : "null",
@@ -110,6 +114,7 @@ void audit_write(struct audit_log *a, const struct audit_record *r)
     }
     free(line);
     free(esql);
+    free(hsql);
     free(eapp);
     free(euser);
     free(edb);

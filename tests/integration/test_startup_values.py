@@ -176,11 +176,15 @@ def test_invalid_utf8_user_keeps_every_record_valid_json(start_proxy, tmp_path):
     with RawClient(p.host, p.port) as c:
         c.send_raw(startup_packet(params))
         assert c.read_until_rfq()[-1].type == "Z"
-        for sql in ("select 1", "select 2"):
-            assert c.query(sql)[-1].type == "Z"
+        assert c.query("select 1")[-1].type == "Z"
+        c.send("Q", b"select 'caf\xe9'\0")  # LATIN1 bytes in a UTF8 session: 22021
+        assert c.read_until_rfq()[-1].type == "Z"
     recs = poll(lambda: [json.loads(line) for line in audit.read_bytes().decode().splitlines()]
                 if audit.exists() and audit.read_bytes().count(b"\n") >= 2 else None,
                 what="two audit records")
+    assert "statement_hex" not in recs[0], recs[0]
+    assert recs[1]["statement"] == "select 'caf\ufffd'", recs[1]
+    assert bytes.fromhex(recs[1]["statement_hex"]) == b"select 'caf\xe9'", recs[1]
     for r in recs:
         assert r["user"] == "\ufffd\ufffd\ufffd]root" and bytes.fromhex(r["user_hex"]) == user, r
         assert bytes.fromhex(r["database_hex"]) == b"\xc3(", r

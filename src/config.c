@@ -1,6 +1,7 @@
 #include "config.h"
 #include "guard.h"
 #include "log.h"
+#include "upstream.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -64,6 +65,12 @@ static const struct opt opts[] = {
      "sent upstream as idle_in_transaction_session_timeout; 0 = server default"},
     {"startup-timeout", OPT_DURATION, OFF(startup_timeout_ms), NULL, 0, 0, "DURATION",
      "a client must finish its startup packet within this (default 10s)"},
+    {"max-startup-connections", OPT_INT, OFF(max_startup_connections), NULL, 1, 100000, "N",
+     "connections not yet through startup, all addresses; more get FATAL 53300 (default 1000)"},
+    {"max-startup-per-address", OPT_INT, OFF(max_startup_per_address), NULL, 1, 100000, "N",
+     "of those, from one client address (IPv6: one /64); more get FATAL 53300 (default 64)"},
+    {"proxy-protocol-from", OPT_LIST, OFF(proxy_protocol_from), NULL, 0, 0, "CIDR,...",
+     "load balancers whose connections must start with a PROXY v1/v2 header (default none)"},
     {"shutdown-timeout", OPT_DURATION, OFF(shutdown_timeout_ms), NULL, 0, 0, "DURATION",
      "on SIGTERM, how long open statements and transactions may finish (default 30s)"},
     {"client-write-timeout", OPT_DURATION, OFF(client_write_timeout_ms), NULL, 0, 0, "DURATION",
@@ -121,6 +128,8 @@ static const struct opt opts[] = {
      "append one JSON line per statement to FILE (- = stderr)"},
     {"audit-redact", OPT_BOOL, OFF(audit_redact), NULL, 0, 0, NULL,
      "replace literals in audited statements with $n"},
+    {"allow-core-dumps", OPT_BOOL, OFF(allow_core_dumps), NULL, 0, 0, NULL,
+     "let the process dump core (off by default: a core would hold the DSN's password)"},
     {"config", OPT_STR, OFF(config_file), NULL, 0, 0, "FILE",
      "INI file with the same keys as the flags (flags > env > file > defaults)"},
 };
@@ -147,6 +156,8 @@ void config_defaults(struct config *c)
     c->max_connections = 100;
     c->query_timeout_ms = 30000;
     c->startup_timeout_ms = 10000;
+    c->max_startup_connections = 1000;
+    c->max_startup_per_address = 64;
     c->shutdown_timeout_ms = 30000;
     c->cancel_rate_limit = 20;
     c->client_write_timeout_ms = 60000;
@@ -180,6 +191,8 @@ static void free_list(char **list, size_t *n)
 
 static size_t *list_count(struct config *c, const struct opt *o)
 {
+    if (o->off == OFF(proxy_protocol_from))
+        return &c->nproxy_protocol_from;
     return o->off == OFF(deny) ? &c->ndeny : o->off == OFF(peers) ? &c->npeers : &c->nallow;
 }
 
@@ -662,6 +675,31 @@ static enum config_result load_flags(struct loader *l, int argc, char **argv, FI
     return CONFIG_OK;
 }
 
+/* The DSN parsed as libpq will, at start and on reload; the message never quotes it. */
+static enum config_result validate_dsn(struct loader *l)
+{
+    char why[256];
+    if (upstream_dsn_check(l->c->upstream_dsn, why, sizeof(why)) == 0)
+        return CONFIG_OK;
+    fail(l, "invalid value for --upstream: %s (the DSN is not shown: it may hold a password)", why);
+    return CONFIG_ERROR;
+}
+
+static enum config_result validate_proxy_from(struct loader *l)
+{
+    struct config *c = l->c;
+    for (size_t i = 0; i < c->nproxy_protocol_from; i++) {
+        if (proxy_proto_cidr_parse(c->proxy_protocol_from[i], &c->proxy_from[i]) != 0) {
+            fail(l,
+                 "invalid value '%s' for --proxy-protocol-from: expected addresses or CIDR "
+                 "ranges such as 10.0.0.0/8,::1",
+                 c->proxy_protocol_from[i]);
+            return CONFIG_ERROR;
+        }
+    }
+    return CONFIG_OK;
+}
+
 static enum config_result validate(struct loader *l)
 {
     struct config *c = l->c;
@@ -670,6 +708,8 @@ static enum config_result validate(struct loader *l)
                 "(e.g. 'host=127.0.0.1 port=5432 dbname=app user=app')");
         return CONFIG_ERROR;
     }
+    if (validate_dsn(l) != CONFIG_OK || validate_proxy_from(l) != CONFIG_OK)
+        return CONFIG_ERROR;
     for (size_t i = 0; i < c->npeers; i++) {
         int id;
         char host[256];
@@ -775,69 +815,5 @@ enum config_result config_reload(struct config *c, int argc, char **argv, char *
 
 char *config_redact_dsn(const char *dsn)
 {
-    if (!dsn)
-        return strdup("");
-    size_t n = strlen(dsn);
-    char *out = malloc(2 * n + 32);
-    if (!out)
-        return NULL;
-    size_t o = 0;
-    const char *p = dsn;
-    /* URI form: scheme://user:password@host; libpq knows only these two schemes */
-    bool uri = strncmp(dsn, "postgresql://", 13) == 0 || strncmp(dsn, "postgres://", 11) == 0;
-    if (uri) {
-        const char *auth_start = strstr(dsn, "://") + 3;
-        const char *at = strchr(auth_start, '@');
-        const char *slash = strchr(auth_start, '/');
-        if (at && (!slash || at < slash)) {
-            const char *colon = memchr(auth_start, ':', (size_t)(at - auth_start));
-            if (colon) {
-                memcpy(out, dsn, (size_t)(colon - dsn) + 1);
-                o = (size_t)(colon - dsn) + 1;
-                memcpy(out + o, "********", 8);
-                o += 8;
-                p = at;
-            }
-        }
-    }
-    while (*p) {
-        /* keyword form: password=value or password='quoted value'; URI query: password=... */
-        if (strncasecmp(p, "password", 8) == 0) {
-            const char *q = p + 8;
-            while (isspace((unsigned char)*q))
-                q++;
-            if (*q == '=') {
-                q++;
-                while (isspace((unsigned char)*q))
-                    q++;
-                memcpy(out + o, "password=********", 17);
-                o += 17;
-                if (uri) {
-                    while (*q && *q != '&') /* query parameters */
-                        q++;
-                } else if (*q == '\'') {
-                    q++;
-                    while (*q && *q != '\'') {
-                        if (*q == '\\' && q[1])
-                            q++;
-                        q++;
-                    }
-                    if (*q)
-                        q++;
-                } else {
-                    /* as libpq: up to whitespace, and a backslash escapes the next byte */
-                    while (*q && !isspace((unsigned char)*q)) {
-                        if (*q == '\\' && q[1])
-                            q++;
-                        q++;
-                    }
-                }
-                p = q;
-                continue;
-            }
-        }
-        out[o++] = *p++;
-    }
-    out[o] = 0;
-    return out;
+    return upstream_dsn_redact(dsn);
 }

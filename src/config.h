@@ -2,6 +2,8 @@
 #ifndef PGWP_CONFIG_H
 #define PGWP_CONFIG_H
 
+#include "proxy_proto.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -24,6 +26,11 @@ struct config {
     uint64_t query_timeout_ms;   /* 0 = off */
     uint64_t idle_tx_timeout_ms; /* 0 = off (upstream default) */
     uint64_t startup_timeout_ms;
+    int max_startup_connections; /* connections not yet admitted, all addresses together */
+    int max_startup_per_address; /* of those, from one client address */
+    char *proxy_protocol_from[CONFIG_MAX_RULES]; /* CIDRs that send a PROXY header */
+    size_t nproxy_protocol_from;
+    struct proxy_proto_cidr proxy_from[CONFIG_MAX_RULES]; /* parsed by validation */
     uint64_t shutdown_timeout_ms;
     uint64_t client_write_timeout_ms; /* client accepts no bytes for this long: closed */
     uint64_t cancel_grace_ms;         /* a canceled statement must end this soon */
@@ -55,6 +62,7 @@ struct config {
     enum config_log_format log_format;
     char *audit_log; /* NULL = off, "-" = stderr */
     bool audit_redact;
+    bool allow_core_dumps; /* else the process is made non-dumpable: cores hold the DSN */
     char *config_file;
 };
 
@@ -85,7 +93,8 @@ int config_parse_hostport(const char *s, char *host, size_t hostlen, int *port);
 /* "ID=HOST:PORT" with ID 1..255. */
 int config_parse_peer(const char *s, int *id, char *host, size_t hostlen, int *port);
 
-/* DSN with any password replaced by "********", for logs and errors. Caller frees. */
+/* The DSN as libpq reads it, every password replaced by "********", for logs; a fixed text
+ * for a DSN that does not parse (upstream_dsn_redact). Caller frees. */
 char *config_redact_dsn(const char *dsn);
 
 #endif

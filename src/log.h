@@ -2,6 +2,7 @@
 #ifndef PGWP_LOG_H
 #define PGWP_LOG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,8 +29,17 @@ size_t log_json_line(char *out, size_t cap, const char *when, const char *level,
 /* UTC time as 2026-01-31T12:00:00.123Z (len >= 25). */
 void log_timestamp(char *out, size_t len);
 
-/* JSON string escaping into dst (always NUL-terminated). Returns bytes written. */
+/* JSON string escaping into dst (always NUL-terminated, whole characters only). The output
+ * is valid UTF-8 whatever src holds: bytes that are not well-formed UTF-8 become U+FFFD.
+ * Returns bytes written. */
 size_t log_json_escape(char *dst, size_t dstlen, const char *src);
+
+/* True when len bytes of s are well-formed UTF-8. */
+bool log_utf8_valid(const char *s, size_t len);
+
+/* `,"<key>_hex":"<hex of val>"` when val is not valid UTF-8 (so the replaced bytes are kept),
+ * else "" (also when it does not fit). Returns its length. */
+size_t log_hex_field(char *dst, size_t dstlen, const char *key, const char *val, size_t len);
 
 #define LOG_ERROR(sid, ev, ...) log_emit(LOGL_ERROR, sid, ev, __VA_ARGS__)
 #define LOG_WARN(sid, ev, ...)  log_emit(LOGL_WARN, sid, ev, __VA_ARGS__)

@@ -1,6 +1,7 @@
 /* The process: configuration generations, listeners and accept (on the main thread, with
  * signals through a signalfd), reload, and shutdown orchestration. */
 #include "server.h"
+#include "admission.h"
 #include "audit.h"
 #include "cancel.h"
 #include "conn.h"
@@ -12,6 +13,7 @@
 #include "reaper.h"
 #include "runtime.h"
 #include "session.h"
+#include "startup_gate.h"
 #include "worker.h"
 
 #include <errno.h>
@@ -22,6 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
@@ -37,6 +41,7 @@ struct server {
     char **argv;
     struct runtimes runtimes;
     struct cancel_table *cancels;
+    struct admission *admission; /* connections in startup, per client address */
     struct health *health; /* the upstream probe behind /healthz; NULL without --metrics-listen */
     struct reaper *reaper;
     struct conn_mem client_mem;
@@ -165,17 +170,19 @@ static void accept_all(struct server *srv, int lfd)
             return;
         }
         srv->accept_backoff_ms = 0;
-        /* sessions not yet admitted (startup in progress) are bounded too, so a flood of
-         * silent connections cannot exhaust the process */
         struct runtime *rt = runtimes_acquire(&srv->runtimes);
-        int cap = rt->cfg.max_connections * 2 + 1000;
-        runtime_release(rt);
+        const struct config *cfg = &rt->cfg;
+        /* a last bound on every session, admitted or not, that keeps the descriptors in reach;
+         * connections in startup are capped per address and in all by the gate */
+        int cap = cfg->max_connections * 2 + cfg->max_startup_connections + 64;
+        struct session_accept acc = {.peer = peer};
         if (atomic_load(&srv->counts.live) >= cap) {
-            LOG_WARN(0, "connection_dropped", "too many connections in startup (%d)", cap);
+            LOG_WARN(0, "connection_dropped", "too many connections open (%d)", cap);
             close(fd);
-            continue;
+        } else if (startup_gate_accept(srv->admission, cfg, fd, &acc)) {
+            worker_pool_assign(srv->workers, fd, &acc);
         }
-        worker_pool_assign(srv->workers, fd, &peer);
+        runtime_release(rt);
     }
 }
 
@@ -186,7 +193,7 @@ static void raise_fd_limit(const struct config *cfg)
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
         return;
-    rlim_t want = (rlim_t)cfg->max_connections * 2 + 1200;
+    rlim_t want = (rlim_t)cfg->max_connections * 2 + (rlim_t)cfg->max_startup_connections + 200;
     if (rl.rlim_cur < want) {
         rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
@@ -194,9 +201,25 @@ static void raise_fd_limit(const struct config *cfg)
     }
     if (rl.rlim_cur < want)
         LOG_WARN(0, "fd_limit",
-                 "open-file limit %llu is below the %llu that --max-connections %d "
-                 "needs; raise it (ulimit -n / LimitNOFILE=)",
-                 (unsigned long long)rl.rlim_cur, (unsigned long long)want, cfg->max_connections);
+                 "open-file limit %llu is below the %llu that --max-connections %d and "
+                 "--max-startup-connections %d need; raise it (ulimit -n / LimitNOFILE=)",
+                 (unsigned long long)rl.rlim_cur, (unsigned long long)want, cfg->max_connections,
+                 cfg->max_startup_connections);
+}
+
+/* A core dump holds the DSN and its password: none unless the operator asks for them. */
+static void protect_secrets(const struct config *cfg)
+{
+    if (!cfg->allow_core_dumps && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+        LOG_WARN(0, "not_protected", "cannot make the process non-dumpable: %s", strerror(errno));
+}
+
+static struct admission *admission_start(void)
+{
+    uint64_t seed = 0;
+    if (getrandom(&seed, sizeof(seed), 0) != (ssize_t)sizeof(seed))
+        seed = (uint64_t)netio_now_us() ^ (uint64_t)getpid() << 32;
+    return admission_new(seed);
 }
 
 static int signal_setup(void)
@@ -322,6 +345,7 @@ int server_run(struct config *cfg, int argc, char **argv)
     char err[512];
     srv.unix_sock.fd = -1;
     log_setup(cfg->log_level, cfg->log_format == CONFIG_LOG_JSON);
+    protect_secrets(cfg);
     /* large buffers are mapped directly and given back when freed, instead of staying in the
      * heap once glibc's adaptive threshold has grown past them */
     mallopt(M_MMAP_THRESHOLD, 256 * 1024);
@@ -329,8 +353,9 @@ int server_run(struct config *cfg, int argc, char **argv)
     srv.shutdown_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     srv.cancels = cancel_table_new();
     srv.reaper = reaper_new();
+    srv.admission = admission_start();
     struct runtime *rt = runtime_new(cfg, err, sizeof(err));
-    if (!rt || srv.shutdown_efd < 0 || !srv.cancels || !srv.reaper || sfd < 0) {
+    if (!rt || srv.shutdown_efd < 0 || !srv.cancels || !srv.reaper || !srv.admission || sfd < 0) {
         fprintf(stderr, "pgwire-proxy: %s\n", rt ? strerror(errno) : err);
         if (!rt)
             exit_code = 2; /* TLS files, audit log path: the configuration is unusable */
@@ -352,6 +377,7 @@ int server_run(struct config *cfg, int argc, char **argv)
                               .client_mem = &srv.client_mem,
                               .reaper = srv.reaper,
                               .counts = &srv.counts,
+                              .admission = srv.admission,
                               .shutdown = &srv.shutdown,
                               .next_id = &srv.next_id};
     srv.workers =
@@ -406,6 +432,7 @@ out:
         close(sfd);
     if (!srv.workers) {
         reaper_free(srv.reaper);
+        admission_free(srv.admission);
         if (srv.runtimes.cur)
             runtime_release(srv.runtimes.cur);
         cancel_table_free(srv.cancels);

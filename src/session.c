@@ -8,6 +8,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "session_int.h"
+#include "startup_gate.h"
 #include "tls.h"
 #include "wire.h"
 
@@ -243,8 +244,9 @@ static enum session_end hand_over_cancel(struct session *s)
     int fd = s->cli.io.fd;
     bool known = getpeername(fd, (struct sockaddr *)&from, &fromlen) == 0;
     loop_watch_del(s->loop, &s->cli_watch);
-    if (s->cli.io.ssl)
-        tls_free_ssl(s->cli.io.ssl); /* a CancelRequest inside TLS: its SSL ends here */
+    /* a CancelRequest inside TLS: the SSL object ends here, without a word on the socket
+     * that now belongs to the cancel module */
+    tls_drop_ssl(s->cli.io.ssl);
     s->cli.io.ssl = NULL;
     s->cli.io.fd = -1;
     struct cancel_request r = {.pid = s->su->sp.cancel_pid,
@@ -259,6 +261,11 @@ static enum session_end hand_over_cancel(struct session *s)
 
 static enum session_end startup_step_session(struct session *s)
 {
+    if (s->acc.proxy_pending) {
+        enum session_end e = startup_gate_read_proxy_header(s);
+        if (e != SE_NONE || s->acc.proxy_pending)
+            return e;
+    }
     enum startup_status st = startup_step(s->su, &s->cli, s->rt->tls, s->cfg);
     switch (st) {
     case STARTUP_MORE:
@@ -268,7 +275,13 @@ static enum session_end startup_step_session(struct session *s)
     case STARTUP_CANCEL:
         return hand_over_cancel(s);
     case STARTUP_FAILED:
-        if (s->su->code[0]) {
+        if (s->su->proxy_header) {
+            /* from a source not in --proxy-protocol-from a header could claim any address */
+            LOG_WARN(s->id, "proxy_header_refused",
+                     "client=%s sent a PROXY protocol header but is not in "
+                     "--proxy-protocol-from",
+                     s->addr);
+        } else if (s->su->code[0]) {
             LOG_INFO(s->id, "startup_rejected", "client=%s code=%s %s", s->addr, s->su->code,
                      s->su->message);
             session_fatal(s, s->su->code, s->su->message, NULL);
@@ -385,35 +398,16 @@ void session_notify_shutdown(struct session *s)
 
 /* ---------- creation and cleanup ---------- */
 
-static void format_peer(const struct sockaddr_storage *peer, char *out, size_t len)
-{
-    char host[INET6_ADDRSTRLEN] = "?";
-    int port = 0;
-    if (peer->ss_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)peer;
-        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-        port = ntohs(in->sin_port);
-    } else if (peer->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)peer;
-        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-        port = ntohs(in6->sin6_port);
-    } else if (peer->ss_family == AF_UNIX) {
-        snprintf(out, len, "[local]");
-        return;
-    }
-    snprintf(out, len, "%s:%d", host, port);
-}
-
 struct session *session_new(const struct session_env *env, struct loop *loop, int fd,
-                            const struct sockaddr_storage *peer)
+                            const struct session_accept *acc)
 {
+    const struct sockaddr_storage *peer = &acc->peer;
     struct session *s = calloc(1, sizeof(*s));
-    if (!s) {
-        close(fd);
-        return NULL;
-    }
-    s->su = malloc(sizeof(*s->su)); /* not calloc: only the bytes read get touched */
-    if (!s->su) {
+    if (s)
+        s->su = malloc(sizeof(*s->su)); /* not calloc: only the bytes read get touched */
+    if (!s || !s->su) {
+        struct session_accept left = *acc;
+        startup_gate_leave(env->admission, &left);
         free(s);
         close(fd);
         return NULL;
@@ -423,6 +417,7 @@ struct session *session_new(const struct session_env *env, struct loop *loop, in
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     startup_init(s->su);
     s->env = env;
+    s->acc = *acc;
     s->loop = loop;
     s->task.fn = on_task;
     s->timer.fn = on_timer;
@@ -439,8 +434,11 @@ struct session *session_new(const struct session_env *env, struct loop *loop, in
     conn_init(&s->cli, CONN_CLIENT, fd, SESSION_CLIENT_BUF, env->client_mem);
     conn_init(&s->up, CONN_UPSTREAM, -1, SESSION_UPSTREAM_BUF, NULL);
     s->cli_open = true;
-    s->deadline_ms = netio_now_ms() + (int64_t)s->cfg->startup_timeout_ms;
-    format_peer(peer, s->addr, sizeof(s->addr));
+    int64_t limit = (int64_t)s->cfg->startup_timeout_ms;
+    if (acc->proxy_pending && (limit == 0 || limit > STARTUP_GATE_HEADER_TIMEOUT_MS))
+        limit = STARTUP_GATE_HEADER_TIMEOUT_MS;
+    s->deadline_ms = netio_now_ms() + limit;
+    startup_gate_format_peer(peer, s->addr, sizeof(s->addr));
     atomic_fetch_add(&env->counts->live, 1);
     if (loop_watch_add(loop, &s->cli_watch, fd, CLI_EVENTS)) {
         LOG_ERROR(s->id, "epoll_failed", "%s", strerror(errno));
@@ -463,6 +461,7 @@ void session_free(struct session *s)
     loop_timer_cancel(s->loop, &s->timer);
     loop_waiter_cancel(s->loop, &s->waiter);
     session_audit_final(s);
+    startup_gate_leave(env->admission, &s->acc);
     cancel_ticket_release(s->cancel_ticket);
     if (s->cancel_registered)
         cancel_unregister(env->cancels, s->upc.pid);

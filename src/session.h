@@ -5,6 +5,7 @@
 #ifndef PGWP_SESSION_H
 #define PGWP_SESSION_H
 
+#include "admission.h"
 #include "end.h"
 
 #include <stdatomic.h>
@@ -33,12 +34,21 @@ struct session_counts {
     atomic_int live;
 };
 
+/* What the accepting thread learned of a connection. */
+struct session_accept {
+    struct sockaddr_storage peer;
+    bool proxy_pending;       /* a PROXY header must come first (--proxy-protocol-from) */
+    bool counted;             /* counted against --max-startup-* until admitted or ended */
+    struct admission_key key; /* the client address it is counted by */
+};
+
 struct session_env {
     struct runtimes *runtimes;
     struct cancel_table *cancels;
     struct conn_mem *client_mem;
     struct reaper *reaper;
     struct session_counts *counts;
+    struct admission *admission;
     struct shutdown_state *shutdown;
     atomic_ullong *next_id;
     /* called on the loop's thread once the session has finished; the host frees it later,
@@ -57,7 +67,7 @@ struct session *session_from_link(struct session_link *l);
 /* Creates a session for an accepted socket and schedules its first turn. NULL (fd closed) on
  * allocation or registration failure. */
 struct session *session_new(const struct session_env *env, struct loop *loop, int fd,
-                            const struct sockaddr_storage *peer);
+                            const struct session_accept *acc);
 /* Shutdown started (or became immediate): the session decides what to do at its next turn. */
 void session_notify_shutdown(struct session *s);
 /* Frees a finished session (after session_env.finished, outside loop callbacks). */

@@ -6,6 +6,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "session_int.h"
+#include "startup_gate.h"
 #include "wire.h"
 
 #include <errno.h>
@@ -29,6 +30,7 @@ static void copy_param(char *dst, size_t len, const char *v)
 
 static enum session_end admit(struct session *s)
 {
+    startup_gate_leave(s->env->admission, &s->acc); /* out of startup, into the ceiling */
     int n = atomic_fetch_add(&s->env->counts->admitted, 1) + 1;
     s->admitted = true;
     if (n > s->cfg->max_connections) {
@@ -55,11 +57,18 @@ enum session_end session_startup_done(struct session *s)
     copy_param(s->user, sizeof(s->user), wire_startup_get(sp, "user"));
     copy_param(s->database, sizeof(s->database), wire_startup_get(sp, "database"));
     copy_param(s->app, sizeof(s->app), wire_startup_get(sp, "application_name"));
+    struct upstream_request req = {.cfg = s->cfg, .startup = sp, .client_addr = s->addr};
+    char code[6], err[512];
+    /* values that cannot be carried upstream whole are refused before any connection */
+    if (upstream_check_startup(&req, code, err, sizeof(err)) != 0) {
+        LOG_INFO(s->id, "startup_rejected", "client=%s code=%s %s", s->addr, code, err);
+        metrics_connection(METRICS_CONN_PROTOCOL_ERROR);
+        session_fatal(s, code, err, NULL);
+        return SE_PROTOCOL;
+    }
     enum session_end e = admit(s);
     if (e != SE_NONE)
         return e;
-    struct upstream_request req = {.cfg = s->cfg, .startup = sp, .client_addr = s->addr};
-    char code[6], err[512];
     s->up_connect_start_us = netio_now_us();
     if (upstream_start(&s->upc, &req, code, err, sizeof(err)) != 0)
         return connect_failed(s, code, err);

@@ -47,6 +47,7 @@ struct session {
     int64_t deadline_ms;     /* startup / connect / closing deadline, 0 = none */
     int64_t idle_tx_since_ms;
 
+    struct session_accept acc; /* the client's address, and its --max-startup-* count */
     struct conn cli;
     bool cli_open;   /* the client still gets what the relay produces */
     size_t cli_need; /* size of the incomplete message at the front of its buffer */

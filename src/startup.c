@@ -3,6 +3,7 @@
 #include "conn.h"
 #include "log.h"
 #include "metrics.h"
+#include "proxy_proto.h"
 #include "tls.h"
 
 #include <errno.h>
@@ -17,6 +18,7 @@ void startup_init(struct startup *su)
     su->in_tls = su->tls_direct = false;
     su->ssl_pending = NULL;
     su->code[0] = su->message[0] = 0;
+    su->proxy_header = false;
 }
 
 void startup_release(struct startup *su)
@@ -64,6 +66,9 @@ static enum startup_status startup_message(struct startup *su, struct conn *cli,
 {
     if (cfg->tls_mode == CONFIG_TLS_REQUIRE && !cli->io.ssl)
         return fail(su, "28000", "TLS required: connect with sslmode=require");
+    /* like PostgreSQL's hostssl + clientcert: no certificate, no session, plaintext included */
+    if (cfg->tls_client_cert_required && !tls_peer_verified(cli->io.ssl))
+        return fail(su, "28000", "connection requires a valid client certificate");
     enum startup_status st = check_version(su, cli);
     if (st != STARTUP_MORE)
         return st;
@@ -168,8 +173,14 @@ static enum startup_status read_packets(struct startup *su, struct conn *cli, st
             return STARTUP_IO_ERROR;
         }
         su->have += (size_t)n;
-        if (su->have == 4 && wire_startup_len(su->buf, 4, &len) < 0)
+        if (su->have == 4 && wire_startup_len(su->buf, 4, &len) < 0) {
+            if (su->negotiated == 0 && !cli->io.ssl && proxy_proto_signature(su->buf, 4)) {
+                su->proxy_header = true;
+                su->code[0] = 0; /* closed without a word: it speaks no PostgreSQL yet */
+                return STARTUP_FAILED;
+            }
             return fail(su, "08P01", "invalid length of startup packet");
+        }
     }
     return STARTUP_MORE;
 }

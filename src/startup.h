@@ -32,7 +32,8 @@ struct startup {
     bool tls_direct;     /* TLS started without an SSLRequest */
     SSL *ssl_pending;    /* during the handshake */
     struct wire_startup sp;
-    char code[6]; /* STARTUP_FAILED: SQLSTATE, "" = close without a message */
+    bool proxy_header; /* STARTUP_FAILED: it began with a PROXY header nobody expected */
+    char code[6];      /* STARTUP_FAILED: SQLSTATE, "" = close without a message */
     char message[320];
 };
 

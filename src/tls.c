@@ -144,3 +144,22 @@ void tls_free_ssl(SSL *ssl)
         SSL_free(ssl);
     }
 }
+
+void tls_drop_ssl(SSL *ssl)
+{
+    SSL_free(ssl); /* no close_notify: the socket is closed or owned elsewhere */
+}
+
+bool tls_peer_verified(SSL *ssl)
+{
+    if (!ssl)
+        return false;
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+    X509 *cert = SSL_get1_peer_certificate(ssl);
+#else
+    X509 *cert = SSL_get_peer_certificate(ssl);
+#endif
+    bool ok = cert && SSL_get_verify_result(ssl) == X509_V_OK;
+    X509_free(cert);
+    return ok;
+}

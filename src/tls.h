@@ -18,6 +18,10 @@ void tls_ctx_free(struct tls_ctx *t);
  * 0 when it waits for the socket, -1 on failure with err. */
 int tls_accept_step(struct tls_ctx *t, int fd, SSL **ssl, char *err, size_t errlen);
 void tls_free_ssl(SSL *ssl);
+/* Frees without writing to the socket (it is gone, or belongs to someone else now). NULL ok. */
+void tls_drop_ssl(SSL *ssl);
+/* True when ssl (NULL: plaintext) carries a client certificate that verified against --tls-ca. */
+bool tls_peer_verified(SSL *ssl);
 /* True when the handshake agreed on ALPN "postgresql". */
 bool tls_alpn_negotiated(SSL *ssl);
 

@@ -12,13 +12,18 @@
 struct config;
 struct wire_startup;
 
+/* Room for the upstream options string: the DSN's options, the proxy's -c settings and the
+ * client's escaped values; a client value that does not fit is refused, never cut. */
+#define UPSTREAM_OPTIONS_MAX 4096
+
 struct upstream {
     void *conn;   /* PGconn */
     void *cancel; /* PGcancel, handed to the cancel table once connected */
     struct netio io;
     uint32_t pid;
-    int64_t deadline_ms; /* connect must finish by then */
-    bool reading;        /* connect waits for POLLIN (else POLLOUT) */
+    int64_t deadline_ms;                /* connect must finish by then */
+    bool reading;                       /* connect waits for POLLIN (else POLLOUT) */
+    const struct wire_startup *startup; /* the client's values, while connecting */
 };
 
 struct upstream_request {
@@ -50,11 +55,34 @@ void upstream_free_cancel(void *cancel_handle);
 /* Closes the connection (Terminate + close) and frees everything. Safe on a zeroed struct. */
 void upstream_close(struct upstream *u);
 
-/* Builds the audit application_name: "<app> [<user>@<addr>]" within 63 bytes. */
+/* Builds the audit application_name "<app> [<user>@<addr>]" within 63 bytes. The suffix is
+ * always whole: the address is never shortened; the user is percent-encoded (%, @, [, ], space,
+ * control and non-ASCII bytes) and shortened first, marked "...", then the app name. */
 void upstream_audit_name(char *out, size_t outlen, const char *app, const char *user,
                          const char *addr);
 
-/* Escapes a value for libpq's options keyword ("-c name=value"): spaces and backslashes. */
-void upstream_escape_option(char *out, size_t outlen, const char *value);
+/* Escapes a value for the options startup parameter ("-c name=value") so that PostgreSQL's
+ * pg_split_opts() reads it back as exactly this one value: a backslash before every byte it
+ * could split on or consume. Returns the length, or -1 (out = "") when it does not fit. */
+long upstream_escape_option(char *out, size_t outlen, const char *value);
+
+/* Checks that the client's values can be carried upstream. 0, or -1 with sqlstate 22023 and
+ * a message naming the parameter that is too long (before any connection is made). */
+int upstream_check_startup(const struct upstream_request *req, char sqlstate[6], char *err,
+                           size_t errlen);
+
+/* Turns libpq's connection error text into a SQLSTATE and a fixed message of its class; the
+ * text itself is never copied (it may quote the DSN). An invalid client value (22023) is
+ * reported with the value the client sent, taken from startup (may be NULL). */
+void upstream_classify_failure(const char *libpq_msg, const struct wire_startup *startup,
+                               char sqlstate[6], char *err, size_t errlen);
+
+/* Parses the DSN as libpq will. 0, or -1 with err saying what is wrong in fixed words that
+ * never quote the DSN. */
+int upstream_dsn_check(const char *dsn, char *err, size_t errlen);
+
+/* The DSN as libpq reads it, in keyword form, every password-type value as "********"; a
+ * fixed text when it does not parse. Caller frees. */
+char *upstream_dsn_redact(const char *dsn);
 
 #endif

@@ -2,6 +2,7 @@
 #include "log.h"
 #include "loop.h"
 #include "session.h"
+#include "startup_gate.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -18,7 +19,7 @@
 struct incoming {
     struct incoming *next;
     int fd;
-    struct sockaddr_storage peer;
+    struct session_accept acc;
 };
 
 struct worker {
@@ -89,7 +90,7 @@ static void take_incoming(void *arg)
     pthread_mutex_unlock(&w->mu);
     while (in) {
         struct incoming *next = in->next;
-        struct session *s = session_new(&w->env, w->loop, in->fd, &in->peer);
+        struct session *s = session_new(&w->env, w->loop, in->fd, &in->acc);
         if (s) {
             link_add(&w->sessions, session_link(s));
             w->nsessions++;
@@ -199,6 +200,7 @@ void worker_pool_join(struct worker_pool *p)
         /* none can arrive now: close what was never served */
         for (struct incoming *in = w->incoming, *next; in; in = next) {
             next = in->next;
+            startup_gate_leave(w->env.admission, &in->acc);
             close(in->fd);
             free(in);
         }
@@ -217,15 +219,17 @@ void worker_pool_join(struct worker_pool *p)
     free(p);
 }
 
-void worker_pool_assign(struct worker_pool *p, int fd, const struct sockaddr_storage *peer)
+void worker_pool_assign(struct worker_pool *p, int fd, const struct session_accept *acc)
 {
     struct incoming *in = malloc(sizeof(*in));
     if (!in) {
+        struct session_accept left = *acc;
+        startup_gate_leave(p->w[0].env.admission, &left);
         close(fd);
         return;
     }
     in->fd = fd;
-    in->peer = *peer;
+    in->acc = *acc;
     unsigned i = atomic_fetch_add(&p->next, 1) % (unsigned)p->n;
     struct worker *w = &p->w[i];
     pthread_mutex_lock(&w->mu);

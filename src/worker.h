@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
+struct session_accept;
 struct session_env;
 struct worker_pool;
 
@@ -17,6 +18,6 @@ struct worker_pool *worker_pool_start(int n, const struct session_env *tmpl, int
 /* Joins the workers (they exit once shutdown started and their sessions are gone). */
 void worker_pool_join(struct worker_pool *p);
 /* Hands an accepted socket to the next worker (round robin). On failure the fd is closed. */
-void worker_pool_assign(struct worker_pool *p, int fd, const struct sockaddr_storage *peer);
+void worker_pool_assign(struct worker_pool *p, int fd, const struct session_accept *acc);
 
 #endif

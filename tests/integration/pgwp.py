@@ -407,8 +407,10 @@ class Closed(Exception):
 
 
 class RawClient:
-    def __init__(self, host, port, timeout=BOUND):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, host, port, timeout=BOUND, source=None):
+        """source: the local address to connect from (e.g. 127.0.0.2), None = any."""
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self._init_state()
 
     def _init_state(self):

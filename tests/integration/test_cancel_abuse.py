@@ -141,7 +141,8 @@ def test_resending_a_valid_key_holds_no_descriptors(start_proxy, pg):
     6 s and open ~900 upstream cancel connections a second, until new sessions failed with
     EMFILE. Repeats of a key are coalesced and limited: descriptors stay bounded, few cancels
     reach PostgreSQL, and the proxy keeps serving."""
-    p = metrics_proxy(start_proxy)
+    # one address sends all of them: the startup cap (tested elsewhere) must not hide them
+    p = metrics_proxy(start_proxy, "--max-startup-per-address", "10000")
     pid_proc = p.proc.pid
     with p.raw(application_name=marker("resend")) as victim:
         pid, secret = victim.backend_key

@@ -41,7 +41,9 @@ def served(p):
 def test_accept_at_the_descriptor_limit_does_not_spin(pg, tmp_path):
     p = LimitedProxy(f"{NOFILE}:{NOFILE}",
                      ["--upstream", upstream_dsn(pg), "--max-connections", "20",
-                      "--startup-timeout", "60s"], str(tmp_path)).start()
+                      "--startup-timeout", "60s",
+                      # the flood comes from one address: let it reach the descriptor limit
+                      "--max-startup-per-address", "1000"], str(tmp_path)).start()
     try:
         flood_at_the_limit(p)
         poll(lambda: served(p), what="a new session to be accepted once the flood is gone")

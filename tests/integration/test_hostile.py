@@ -29,7 +29,10 @@ STARTUP_TIMEOUT_S = 1
 @pytest.fixture(scope="module")
 def hostile(module_proxies):
     mport = free_port()
+    # the floods below come from one address: the per-address startup cap (test_admission.py)
+    # is raised so that they reach the startup timeout they are about
     p = module_proxies("--startup-timeout", f"{STARTUP_TIMEOUT_S}s",
+                       "--max-startup-per-address", 1000,
                        "--metrics-listen", f"127.0.0.1:{mport}", name="hostile")
     p.metrics_port = mport
     # warm up: first-use allocations (libpq, TLS-free paths, metrics) before any baseline

@@ -192,7 +192,8 @@ def open_silent(p, n):
 
 
 def test_flood_of_200_silent_connections(start_proxy):
-    p = start_proxy("--startup-timeout", "1s")
+    # from one address: past the per-address startup cap (test_admission.py), raised here
+    p = start_proxy("--startup-timeout", "1s", "--max-startup-per-address", 1000)
     warm(p)
     base = Usage(p.proc.pid)
     socks = open_silent(p, 200)

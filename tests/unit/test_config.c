@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <limits.h>
+#include <sys/socket.h>
 #include <cmocka.h>
 
 #include "config.h"
@@ -109,7 +110,61 @@ static void test_defaults(void **state)
     assert_null(c.metrics_listen);
     assert_int_equal(c.ndeny, 0);
     assert_int_equal(c.nallow, 0);
+    assert_int_equal(c.max_startup_connections, 1000);
+    assert_int_equal(c.max_startup_per_address, 64);
+    assert_int_equal(c.nproxy_protocol_from, 0);
+    assert_false(c.allow_core_dumps);
     config_free(&c);
+}
+
+/* The startup caps, the PROXY protocol sources and core dumps, from flags, env and file. */
+static void test_startup_options(void **state)
+{
+    struct config c;
+    char err[512];
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", "--max-startup-connections", "5",
+                          "--max-startup-per-address=2", "--proxy-protocol-from", "10.0.0.0/8, ::1",
+                          "--allow-core-dumps"),
+                     CONFIG_OK);
+    assert_int_equal(c.max_startup_connections, 5);
+    assert_int_equal(c.max_startup_per_address, 2);
+    assert_int_equal(c.nproxy_protocol_from, 2);
+    assert_int_equal(c.proxy_from[0].family, AF_INET);
+    assert_int_equal(c.proxy_from[0].prefix, 8);
+    assert_int_equal(c.proxy_from[1].family, AF_INET6);
+    assert_int_equal(c.proxy_from[1].prefix, 128);
+    assert_true(c.allow_core_dumps);
+    config_free(&c);
+    char *env[] = {"PGWIRE_PROXY_UPSTREAM=host=x", "PGWIRE_PROXY_PROXY_PROTOCOL_FROM=127.0.0.1",
+                   NULL};
+    assert_int_equal(LOAD(&c, env, err, "--max-startup-per-address=7"), CONFIG_OK);
+    assert_int_equal(c.nproxy_protocol_from, 1);
+    assert_int_equal(c.max_startup_per_address, 7);
+    config_free(&c);
+    static char *bad[][2] = {{"--max-startup-connections", "0"},
+                             {"--max-startup-per-address", "many"},
+                             {"--proxy-protocol-from", "10.0.0.0/40"},
+                             {"--proxy-protocol-from", "lb.internal"}};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", bad[i][0], bad[i][1]),
+                         CONFIG_ERROR);
+        assert_err_line(err, bad[i][0], NULL);
+    }
+}
+
+/* A malformed DSN is an error naming --upstream that shows nothing of the DSN. */
+static void test_upstream_is_validated(void **state)
+{
+    struct config c;
+    char err[512];
+    static char *bad[] = {"host=h password=Sec ret", "postgresql://u:Sec%ret@h/db",
+                          "postgresql://u:Sec/ret@h/db", "host=h port=Secret"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(LOAD(&c, no_env, err, "--upstream", bad[i]), CONFIG_ERROR);
+        assert_err_line(err, "--upstream", "not shown");
+        assert_null(strstr(err, "Sec"));
+        assert_null(strstr(err, "ret"));
+    }
 }
 
 static void test_load_minimal_keeps_defaults(void **state)
@@ -318,13 +373,13 @@ static void test_flags_bool(void **state)
 {
     struct config c;
     char err[256];
-    assert_int_equal(LOAD(&c, no_env, err, "--upstream=x", "--read-only", "--audit-redact"),
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", "--read-only", "--audit-redact"),
                      CONFIG_OK);
     assert_true(c.read_only);
     assert_true(c.audit_redact);
     assert_true(c.policy_cache);
     config_free(&c);
-    assert_int_equal(LOAD(&c, no_env, err, "--upstream=x", "--read-only=off",
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", "--read-only=off",
                           "--policy-cache=false", "--audit-redact=YES"),
                      CONFIG_OK);
     assert_false(c.read_only);
@@ -332,9 +387,9 @@ static void test_flags_bool(void **state)
     assert_true(c.audit_redact);
     config_free(&c);
     /* a bool flag does not swallow the next argument */
-    assert_int_equal(LOAD(&c, no_env, err, "--read-only", "--upstream", "x"), CONFIG_OK);
+    assert_int_equal(LOAD(&c, no_env, err, "--read-only", "--upstream", "host=x"), CONFIG_OK);
     assert_true(c.read_only);
-    assert_string_equal(c.upstream_dsn, "x");
+    assert_string_equal(c.upstream_dsn, "host=x");
     config_free(&c);
 }
 
@@ -342,7 +397,7 @@ static void test_flags_lists(void **state)
 {
     struct config c;
     char err[256];
-    assert_int_equal(LOAD(&c, no_env, err, "--upstream=x", "--deny", "drop", "--deny=truncate",
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", "--deny", "drop", "--deny=truncate",
                           "--allow", "select"),
                      CONFIG_OK);
     assert_int_equal(c.ndeny, 2);
@@ -360,7 +415,7 @@ static void test_flags_too_many_rules(void **state)
     char *argv[2 * N + 3];
     int argc = 0;
     argv[argc++] = "pgwire-proxy";
-    argv[argc++] = "--upstream=x";
+    argv[argc++] = "--upstream=host=x";
     for (int i = 0; i < N; i++) {
         argv[argc++] = "--deny";
         argv[argc++] = "drop";
@@ -420,7 +475,7 @@ static void test_flags_invalid_values(void **state)
         snprintf(flag, sizeof(flag), "--%s", bad_values[i].flag);
         snprintf(joined, sizeof(joined), "--%s=%s", bad_values[i].flag, bad_values[i].value);
 
-        char *separate[] = {"pgwire-proxy", "--upstream=x", flag, (char *)bad_values[i].value,
+        char *separate[] = {"pgwire-proxy", "--upstream=host=x", flag, (char *)bad_values[i].value,
                             NULL};
         assert_int_equal(config_load(&c, 4, separate, no_env, NULL, err, sizeof(err)),
                          CONFIG_ERROR);
@@ -432,7 +487,7 @@ static void test_flags_invalid_values(void **state)
             assert_non_null(strstr(err, bad_values[i].value));
         }
 
-        char *together[] = {"pgwire-proxy", joined, "--upstream=x", NULL};
+        char *together[] = {"pgwire-proxy", joined, "--upstream=host=x", NULL};
         assert_int_equal(config_load(&c, 3, together, no_env, NULL, err, sizeof(err)),
                          CONFIG_ERROR);
         assert_err_line(err, flag, bad_values[i].form);
@@ -443,9 +498,9 @@ static void test_flags_empty_and_missing_value(void **state)
 {
     struct config c;
     char err[256];
-    assert_int_equal(LOAD(&c, no_env, err, "--upstream=x", "--max-rows="), CONFIG_ERROR);
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", "--max-rows="), CONFIG_ERROR);
     assert_err_line(err, "--max-rows", "a whole number");
-    assert_int_equal(LOAD(&c, no_env, err, "--upstream=x", "--query-timeout"), CONFIG_ERROR);
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", "--query-timeout"), CONFIG_ERROR);
     assert_err_line(err, "--query-timeout", "a duration");
     assert_int_equal(LOAD(&c, no_env, err, "--upstream"), CONFIG_ERROR);
     assert_err_line(err, "--upstream", NULL);
@@ -455,7 +510,8 @@ static void test_flags_value_with_newline(void **state)
 {
     struct config c;
     char err[256];
-    assert_int_equal(LOAD(&c, no_env, err, "--upstream=x", "--max-rows", "1\n2"), CONFIG_ERROR);
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", "--max-rows", "1\n2"),
+                     CONFIG_ERROR);
     assert_err_line(err, "--max-rows", "a whole number");
 }
 
@@ -463,11 +519,11 @@ static void test_flags_unknown(void **state)
 {
     struct config c;
     char err[256];
-    assert_int_equal(LOAD(&c, no_env, err, "--upstream=x", "--max-rowz", "5"), CONFIG_ERROR);
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", "--max-rowz", "5"), CONFIG_ERROR);
     assert_err_line(err, "--max-rowz", "unknown option");
-    assert_int_equal(LOAD(&c, no_env, err, "--upstream=x", "--bogus=1"), CONFIG_ERROR);
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", "--bogus=1"), CONFIG_ERROR);
     assert_err_line(err, "'--bogus'", "unknown option");
-    assert_int_equal(LOAD(&c, no_env, err, "--upstream=x", "stray"), CONFIG_ERROR);
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", "stray"), CONFIG_ERROR);
     assert_err_line(err, "stray", "unexpected argument");
     assert_int_equal(LOAD(&c, no_env, err, "-x"), CONFIG_ERROR);
     assert_err_line(err, "-x", NULL);
@@ -490,17 +546,20 @@ static void test_tls_pairs(void **state)
 {
     struct config c;
     char err[256];
-    assert_int_equal(LOAD(&c, no_env, err, "--upstream=x", "--tls-cert", "c.pem"), CONFIG_ERROR);
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", "--tls-cert", "c.pem"),
+                     CONFIG_ERROR);
     assert_err_line(err, "--tls-key", NULL);
-    assert_int_equal(LOAD(&c, no_env, err, "--upstream=x", "--tls-key", "k.pem"), CONFIG_ERROR);
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", "--tls-key", "k.pem"),
+                     CONFIG_ERROR);
     assert_err_line(err, "--tls-cert", NULL);
-    assert_int_equal(LOAD(&c, no_env, err, "--upstream=x", "--tls-mode", "require"), CONFIG_ERROR);
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", "--tls-mode", "require"),
+                     CONFIG_ERROR);
     assert_err_line(err, "--tls-mode", "--tls-cert");
-    assert_int_equal(LOAD(&c, no_env, err, "--upstream=x", "--tls-cert=c", "--tls-key=k",
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", "--tls-cert=c", "--tls-key=k",
                           "--tls-client-cert", "require"),
                      CONFIG_ERROR);
     assert_err_line(err, "--tls-client-cert", "--tls-ca");
-    assert_int_equal(LOAD(&c, no_env, err, "--upstream=x", "--tls-cert=c", "--tls-key=k",
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", "--tls-cert=c", "--tls-key=k",
                           "--tls-mode=require", "--tls-client-cert=require", "--tls-ca=ca"),
                      CONFIG_OK);
     assert_int_equal(c.tls_mode, CONFIG_TLS_REQUIRE);
@@ -509,7 +568,7 @@ static void test_tls_pairs(void **state)
     assert_string_equal(c.tls_key, "k");
     assert_string_equal(c.tls_ca, "ca");
     config_free(&c);
-    assert_int_equal(LOAD(&c, no_env, err, "--upstream=x", "--metrics-listen", "9187"),
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", "--metrics-listen", "9187"),
                      CONFIG_ERROR);
     assert_err_line(err, "--metrics-listen", "HOST:PORT");
 }
@@ -591,7 +650,7 @@ static void test_env_invalid(void **state)
 {
     struct config c;
     char err[256];
-    char *env[] = {"PGWIRE_PROXY_UPSTREAM=x", "PGWIRE_PROXY_MAX_ROWS=lots", NULL};
+    char *env[] = {"PGWIRE_PROXY_UPSTREAM=host=x", "PGWIRE_PROXY_MAX_ROWS=lots", NULL};
     char *argv[] = {"pgwire-proxy", NULL};
     assert_int_equal(config_load(&c, 1, argv, env, NULL, err, sizeof(err)), CONFIG_ERROR);
     assert_err_line(err, "PGWIRE_PROXY_MAX_ROWS", "a whole number");
@@ -605,7 +664,7 @@ static void test_env_is_only_envp(void **state)
     char err[256];
     setenv("PGWIRE_PROXY_CONFIG", "/nonexistent/pgwire-proxy.ini", 1);
     setenv("PGWIRE_PROXY_MAX_ROWS", "77", 1);
-    enum config_result r = LOAD(&c, no_env, err, "--upstream=x");
+    enum config_result r = LOAD(&c, no_env, err, "--upstream=host=x");
     unsetenv("PGWIRE_PROXY_CONFIG");
     unsetenv("PGWIRE_PROXY_MAX_ROWS");
     assert_int_equal(r, CONFIG_OK);
@@ -680,20 +739,21 @@ static void test_file_errors(void **state)
         const char *line;
         const char *what;
     } cases[] = {
-        {"upstream = x\n\nbogus_key = 1\n", "line 3", "unknown config key 'bogus_key'"},
+        {"upstream = host=x\n\nbogus_key = 1\n", "line 3", "unknown config key 'bogus_key'"},
         {"[pgwire-proxy]\nconfig = other.ini\n", "line 2", "unknown config key 'config'"},
         {"max_rows = lots\n", "line 1", "a whole number"},
-        {"upstream = x\nthis line has no equals sign\n", "line 2", "syntax error"},
+        {"upstream = host=x\nthis line has no equals sign\n", "line 2", "syntax error"},
         /* the first error is reported, with its own line */
-        {"upstream = x\nmax_rows = bad\nbogus = 1\n", "line 2", "max-rows"},
-        {"upstream = x\nno equals\nbogus = 1\n", "line 2", "syntax error"},
-        {"upstream = x\nbogus = 1\nno equals\n", "line 2", "bogus"},
+        {"upstream = host=x\nmax_rows = bad\nbogus = 1\n", "line 2", "max-rows"},
+        {"upstream = host=x\nno equals\nbogus = 1\n", "line 2", "syntax error"},
+        {"upstream = host=x\nbogus = 1\nno equals\n", "line 2", "bogus"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char *path = write_temp(cases[i].text);
         struct config c;
         char err[512];
-        assert_int_equal(LOAD(&c, no_env, err, "--config", path, "--upstream=y"), CONFIG_ERROR);
+        assert_int_equal(LOAD(&c, no_env, err, "--config", path, "--upstream=host=y"),
+                         CONFIG_ERROR);
         assert_err_line(err, path, cases[i].line);
         if (cases[i].what)
             assert_err_line(err, cases[i].what, NULL);
@@ -701,7 +761,7 @@ static void test_file_errors(void **state)
     }
     struct config c;
     char err[512];
-    assert_int_equal(LOAD(&c, no_env, err, "--upstream=x", "--config", "/nonexistent/x.ini"),
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", "--config", "/nonexistent/x.ini"),
                      CONFIG_ERROR);
     assert_err_line(err, "/nonexistent/x.ini", "cannot read");
 }
@@ -728,7 +788,7 @@ static void test_file_long_line(void **state)
     memset(comment, 'x', 500);
     memcpy(comment, "# ", 2);
     memcpy(comment + 300, " = y", 4); /* its tail must not be read as a key */
-    snprintf(comment + 500, 200, "\nupstream = h\nmax_rows = 3\n");
+    snprintf(comment + 500, 200, "\nupstream = host=h\nmax_rows = 3\n");
     path = write_temp(comment);
     assert_int_equal(LOAD(&c, no_env, err, "--config", path), CONFIG_OK);
     assert_int_equal(c.max_rows, 3);
@@ -737,13 +797,13 @@ static void test_file_long_line(void **state)
 
     /* a line that fills inih's buffer exactly (199 bytes + newline) is fine */
     char line[256];
-    int n = snprintf(line, sizeof(line), "upstream = ");
+    int n = snprintf(line, sizeof(line), "upstream = host=");
     memset(line + n, 'h', (size_t)(199 - n));
     line[199] = '\n';
     line[200] = 0;
     path = write_temp(line);
     assert_int_equal(LOAD(&c, no_env, err, "--config", path), CONFIG_OK);
-    assert_int_equal(strlen(c.upstream_dsn), 199 - n);
+    assert_int_equal(strlen(c.upstream_dsn), 199 - n + 5);
     config_free(&c);
     drop_temp(path);
 }
@@ -752,7 +812,7 @@ static void test_file_long_line(void **state)
 
 static void test_precedence(void **state)
 {
-    char *path = write_temp("upstream = file\nmax_rows = 1\nmax_bytes = 1kB\n"
+    char *path = write_temp("upstream = host=file\nmax_rows = 1\nmax_bytes = 1kB\n"
                             "query_timeout = 1s\ndeny = drop, truncate\nallow = select\n");
     struct config c;
     char err[512];
@@ -761,7 +821,7 @@ static void test_precedence(void **state)
 
     /* file only */
     assert_int_equal(LOAD(&c, no_env, err, "--config", path), CONFIG_OK);
-    assert_string_equal(c.upstream_dsn, "file");
+    assert_string_equal(c.upstream_dsn, "host=file");
     assert_int_equal(c.max_rows, 1);
     assert_int_equal(c.ndeny, 2);
     config_free(&c);
@@ -780,9 +840,9 @@ static void test_precedence(void **state)
 
     /* flags over env over file; repeated flags replace the env list */
     assert_int_equal(LOAD(&c, env, err, "--max-rows=3", "--config", path, "--deny", "copy",
-                          "--deny", "alter_system", "--upstream", "flag"),
+                          "--deny", "alter_system", "--upstream", "host=flag"),
                      CONFIG_OK);
-    assert_string_equal(c.upstream_dsn, "flag");
+    assert_string_equal(c.upstream_dsn, "host=flag");
     assert_int_equal(c.max_rows, 3);
     assert_int_equal(c.max_bytes, 2000);
     assert_int_equal(c.ndeny, 2);
@@ -841,23 +901,36 @@ static void test_redact_dsn(void **state)
         const char *out;
         const char *secret; /* must not survive */
     } cases[] = {
-        {"host=h password=x user=u", "host=h password=******** user=u", "=x"},
-        {"host=h password = 'a b\\'c' user=u", "host=h password=******** user=u", "b\\'c"},
+        /* libpq's own reading, in its keyword order: however the password was written */
+        {"host=h password=x user=u", "user=u password=******** host=h", "=x"},
+        {"host=h password = 'a b\\'c' user=u", "user=u password=******** host=h", "b\\'c"},
         {"password=secret", "password=********", "secret"},
-        {"host=h\tpassword=tabbed\tuser=u", "host=h\tpassword=********\tuser=u", "tabbed"},
-        {"host=h password=a\\ b user=u", "host=h password=******** user=u", "b user"},
-        {"password=a&b user=u", "password=******** user=u", "&b"},
+        {"host=h\tpassword=tabbed\tuser=u", "user=u password=******** host=h", "tabbed"},
+        {"host=h password=a\\ b user=u", "user=u password=******** host=h", "b user"},
+        {"password=a&b user=u", "user=u password=********", "&b"},
         {"host=h sslpassword=keypass", "host=h sslpassword=********", "keypass"},
-        {"postgresql://u:secret@h/db", "postgresql://u:********@h/db", "secret"},
-        {"postgres://u:secret@h:5432", "postgres://u:********@h:5432", "secret"},
-        {"postgresql://u@h/db?password=secret", "postgresql://u@h/db?password=********", "secret"},
+        {"postgresql://u:secret@h/db", "user=u password=******** dbname=db host=h", "secret"},
+        {"postgres://u:secret@h:5432", "user=u password=******** host=h port=5432", "secret"},
+        {"postgresql://u@h/db?password=secret", "user=u password=******** dbname=db host=h",
+         "secret"},
         {"postgresql://u@h/db?sslmode=require&password=secret&application_name=a",
-         "postgresql://u@h/db?sslmode=require&password=********&application_name=a", "secret"},
-        {"postgresql://u:p1@h/db?password=p2", "postgresql://u:********@h/db?password=********",
-         "p1"},
-        {"host=h user=u dbname=d", "host=h user=u dbname=d", NULL},
-        {"postgresql://u@h:5432/db", "postgresql://u@h:5432/db", NULL},
-        {"postgresql:///db?host=/run/postgresql", "postgresql:///db?host=/run/postgresql", NULL},
+         "user=u password=******** dbname=db host=h application_name=a sslmode=require", "secret"},
+        {"postgresql://u:p1@h/db?password=p2", "user=u password=******** dbname=db host=h", "p2"},
+        /* a percent-encoded keyword is still the password to libpq */
+        {"postgresql://u@h/db?pass%77ord=secret", "user=u password=******** dbname=db host=h",
+         "secret"},
+        {"postgresql://u:s%65cret@h/db", "user=u password=******** dbname=db host=h", "s%65"},
+        {"host=h user=u dbname=d", "user=u dbname=d host=h", NULL},
+        {"host=h application_name='a b'", "host=h application_name='a b'", NULL},
+        {"postgresql://u@h:5432/db", "user=u dbname=db host=h port=5432", NULL},
+        {"postgresql:///db?host=/run/postgresql", "dbname=db host=/run/postgresql", NULL},
+        /* what libpq cannot parse is not shown at all: its tokens may be the password */
+        {"password=my secret", "(invalid DSN, not shown)", "secret"},
+        {"password='unterminated secret", "(invalid DSN, not shown)", "secret"},
+        {"postgresql://u:se%zzcret@h/db", "(invalid DSN, not shown)", "cret"},
+        {"postgresql://u:se/cret@h/db", "(invalid DSN, not shown)", "cret"},
+        {"postgresql://u:se@cret@h/db", "(invalid DSN, not shown)", "cret"},
+        {"postgresql://u@h/db?password=se&cret", "(invalid DSN, not shown)", "cret"},
         {"", "", NULL},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -907,6 +980,8 @@ int main(void)
         cmocka_unit_test(test_precedence),
         cmocka_unit_test(test_reload),
         cmocka_unit_test(test_redact_dsn),
+        cmocka_unit_test(test_startup_options),
+        cmocka_unit_test(test_upstream_is_validated),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

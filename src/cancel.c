@@ -206,11 +206,11 @@ int cancel_register(struct cancel_table *t, uint32_t pid, uint32_t secret, void 
     return 0;
 }
 
-void cancel_unregister(struct cancel_table *t, uint32_t pid)
+void cancel_unregister(struct cancel_table *t, uint32_t pid, uint32_t secret)
 {
     pthread_mutex_lock(&t->mu);
     struct cancel_entry **pp = &t->buckets[pid % CANCEL_BUCKETS];
-    while (*pp && ((*pp)->pid != pid || (*pp)->removed))
+    while (*pp && ((*pp)->pid != pid || (*pp)->secret != secret || (*pp)->removed))
         pp = &(*pp)->next;
     struct cancel_entry *e = *pp;
     if (e) {
@@ -232,11 +232,21 @@ static struct cancel_entry *pin_entry(struct cancel_table *t, uint32_t pid, uint
                                       bool *client)
 {
     pthread_mutex_lock(&t->mu);
-    struct cancel_entry *e = t->buckets[pid % CANCEL_BUCKETS];
-    while (e && e->pid != pid)
-        e = e->next;
-    /* compare the secret even when the pid is unknown, so timing says nothing about pids */
-    bool same = cancel_secret_equal(e ? e->secret : ~secret, secret);
+    /* keyed by (pid, secret): two upstream hosts can hand out the same pid. Every entry with
+     * this pid is compared, and the secret compared even when the pid is unknown, so timing
+     * says nothing about pids or secrets */
+    struct cancel_entry *e = NULL;
+    bool same = false;
+    for (struct cancel_entry *c = t->buckets[pid % CANCEL_BUCKETS]; c; c = c->next) {
+        if (c->pid != pid || c->removed)
+            continue;
+        bool eq = cancel_secret_equal(c->secret, secret);
+        if (eq && !e)
+            e = c;
+        same |= eq;
+    }
+    if (!e)
+        (void)cancel_secret_equal(~secret, secret);
     if (!e || !same) {
         e = NULL;
     } else if (client && e->client_queued) {

@@ -26,7 +26,7 @@ void cancel_table_free(struct cancel_table *t);
 /* Registers a key; the table takes ownership of the upstream cancel handle and frees it on
  * unregister (later, if a cancel is being forwarded with it right then). */
 int cancel_register(struct cancel_table *t, uint32_t pid, uint32_t secret, void *handle);
-void cancel_unregister(struct cancel_table *t, uint32_t pid);
+void cancel_unregister(struct cancel_table *t, uint32_t pid, uint32_t secret);
 
 enum cancel_result { CANCEL_FORWARDED, CANCEL_UNKNOWN_KEY, CANCEL_FAILED };
 

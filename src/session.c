@@ -464,7 +464,7 @@ void session_free(struct session *s)
     startup_gate_leave(env->admission, &s->acc);
     cancel_ticket_release(s->cancel_ticket);
     if (s->cancel_registered)
-        cancel_unregister(env->cancels, s->upc.pid);
+        cancel_unregister(env->cancels, s->upc.pid, s->secret);
     session_close_upstream(s);
     session_close_client(s);
     if (s->su) {

@@ -53,9 +53,9 @@ static void test_unknown_keys_are_ignored(void **state)
     assert_int_equal(cancel_forward(t, 1235, 42), CANCEL_UNKNOWN_KEY);
     /* right key, but no upstream handle: the forward fails rather than pretending */
     assert_int_equal(cancel_forward(t, 1234, 42), CANCEL_FAILED);
-    cancel_unregister(t, 1234);
+    cancel_unregister(t, 1234, 42);
     assert_int_equal(cancel_forward(t, 1234, 42), CANCEL_UNKNOWN_KEY);
-    cancel_unregister(t, 999); /* unknown pid: no-op */
+    cancel_unregister(t, 999, 1); /* unknown key: no-op */
     cancel_table_free(t);
 }
 
@@ -67,10 +67,29 @@ static void test_many_keys_same_bucket(void **state)
         assert_int_equal(cancel_register(t, 7 + i * 1024, i, NULL), 0);
     for (uint32_t i = 0; i < 10; i++)
         assert_int_equal(cancel_forward(t, 7 + i * 1024, i + 1), CANCEL_UNKNOWN_KEY);
-    cancel_unregister(t, 7 + 5 * 1024);
+    cancel_unregister(t, 7 + 5 * 1024, 5);
     assert_int_equal(cancel_forward(t, 7 + 5 * 1024, 5), CANCEL_UNKNOWN_KEY);
     assert_int_equal(cancel_forward(t, 7 + 6 * 1024, 6), CANCEL_FAILED);
     cancel_table_free(t); /* frees the remaining entries */
+}
+
+/* Two upstream hosts can hand out the same pid: each session's key is its own, and ending one
+ * session must not take away the other's. */
+static void test_same_pid_two_secrets(void **state)
+{
+    (void)state;
+    struct cancel_table *t = cancel_table_new();
+    assert_int_equal(cancel_register(t, 4321, 11, NULL), 0);
+    assert_int_equal(cancel_register(t, 4321, 22, NULL), 0);
+    assert_int_equal(cancel_forward(t, 4321, 11), CANCEL_FAILED); /* found: NULL handle */
+    assert_int_equal(cancel_forward(t, 4321, 22), CANCEL_FAILED);
+    assert_int_equal(cancel_forward(t, 4321, 33), CANCEL_UNKNOWN_KEY);
+    cancel_unregister(t, 4321, 22);
+    assert_int_equal(cancel_forward(t, 4321, 22), CANCEL_UNKNOWN_KEY);
+    assert_int_equal(cancel_forward(t, 4321, 11), CANCEL_FAILED); /* still there */
+    cancel_unregister(t, 4321, 11);
+    assert_int_equal(cancel_forward(t, 4321, 11), CANCEL_UNKNOWN_KEY);
+    cancel_table_free(t);
 }
 
 static void test_session_secret_carries_instance_id(void **state)
@@ -164,7 +183,7 @@ static void test_tracked_cancel_survives_unregister(void **state)
     for (int i = 0; i < 20; i++) {
         assert_int_equal(cancel_register(t, 777, 5, NULL), 0);
         struct cancel_ticket *k = cancel_forward_tracked(t, 777, 5, efd);
-        cancel_unregister(t, 777);
+        cancel_unregister(t, 777, 5);
         for (int n = 0; n < 500 && !cancel_ticket_done(k); n++)
             poll(NULL, 0, 10);
         assert_true(cancel_ticket_done(k));
@@ -320,6 +339,7 @@ int main(void)
         cmocka_unit_test(test_random_secrets_differ),
         cmocka_unit_test(test_unknown_keys_are_ignored),
         cmocka_unit_test(test_many_keys_same_bucket),
+        cmocka_unit_test(test_same_pid_two_secrets),
         cmocka_unit_test(test_session_secret_carries_instance_id),
         cmocka_unit_test(test_parse_peer),
         cmocka_unit_test(test_tracked_cancel_signals_completion),

@@ -97,6 +97,8 @@ static void refuse_limit(struct relay *r, const char *target, const char *what)
     refuse(r, target, &why);
 }
 
+/* rc and why come from a parse call made before this one: the order in which a call's
+ * arguments are evaluated is unspecified, so `why` must not be read in the same call. */
 static bool malformed(struct relay *r, int rc, const char *why)
 {
     if (rc == WIRE_OK)
@@ -109,7 +111,8 @@ static enum fe_msg ext_parse(struct relay *r, uint8_t *msg, size_t total)
 {
     struct wire_parse_msg p;
     const char *why = NULL;
-    if (malformed(r, wire_parse_parse(msg + 5, total - 5, &p, &why), why) || r->x->discard)
+    int rc = wire_parse_parse(msg + 5, total - 5, &p, &why);
+    if (malformed(r, rc, why) || r->x->discard)
         return FE_DONE;
     if (r->st != RS_POLICY)
         r->env->refresh(r->ctx);
@@ -168,7 +171,8 @@ static enum fe_msg ext_bind(struct relay *r, uint8_t *msg, size_t total)
 {
     struct wire_bind_msg b;
     const char *why = NULL;
-    if (malformed(r, wire_parse_bind(msg + 5, total - 5, &b, &why), why) || r->x->discard)
+    int rc = wire_parse_bind(msg + 5, total - 5, &b, &why);
+    if (malformed(r, rc, why) || r->x->discard)
         return FE_DONE;
     if (r->st != RS_POLICY)
         r->env->refresh(r->ctx);
@@ -210,8 +214,8 @@ static enum fe_msg ext_execute(struct relay *r, uint8_t *msg, size_t total, int 
     const char *name;
     uint32_t max_rows;
     const char *why = NULL;
-    if (malformed(r, wire_parse_execute(msg + 5, total - 5, &name, &max_rows, &why), why) ||
-        r->x->discard)
+    int rc = wire_parse_execute(msg + 5, total - 5, &name, &max_rows, &why);
+    if (malformed(r, rc, why) || r->x->discard)
         return FE_DONE;
     int portal = ext_portal_find(r->x, name);
     if (portal < 0) /* a cursor from DECLARE, or a portal that does not exist */

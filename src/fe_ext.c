@@ -74,12 +74,24 @@ static void refuse(struct relay *r, const char *target, const struct ext_refusal
     r->x->discard = true;
 }
 
+static struct audit_param *params_of(const struct wire_bind_msg *b, size_t *bytes);
+
+/* bind: the Bind refused when its statement was decided again after a reload (its parameters
+ * go into the audit record), NULL for a Parse */
 static void refuse_decision(struct relay *r, const char *target, const char *sql, size_t len,
-                            const struct guard_decision *d, const char *stmt_name)
+                            const struct guard_decision *d, const char *stmt_name,
+                            const struct wire_bind_msg *bind)
 {
     struct relay_run_info info = {.protocol = "extended", .statement_name = stmt_name};
     struct ext_refusal why;
+    size_t bytes = 0;
+    struct audit_param *params = NULL;
+    if (bind && r->audit_params && bind->nparams && (params = params_of(bind, &bytes))) {
+        info.params = params;
+        info.nparams = bind->nparams;
+    }
     relay_record_refusal(r, sql, len, d, &info);
+    free(params);
     relay_refusal_of(d, &why);
     refuse(r, target, &why);
 }
@@ -123,7 +135,7 @@ static enum fe_msg ext_parse(struct relay *r, uint8_t *msg, size_t total)
     }
     r->st = RS_IDLE;
     if (d.verdict != GUARD_ALLOW) {
-        refuse_decision(r, p.name, p.query, p.query_len, &d, p.name);
+        refuse_decision(r, p.name, p.query, p.query_len, &d, p.name, NULL);
         return FE_DONE;
     }
     if (ext_stmt_put(r->x, p.name, p.query, p.query_len, r->gen)) {
@@ -186,7 +198,7 @@ static enum fe_msg ext_bind(struct relay *r, uint8_t *msg, size_t total)
         }
         r->st = RS_IDLE;
         if (d.verdict != GUARD_ALLOW) {
-            refuse_decision(r, EXT_DENIED_NAME, st->text->data, st->text->len, &d, b.stmt);
+            refuse_decision(r, EXT_DENIED_NAME, st->text->data, st->text->len, &d, b.stmt, &b);
             return FE_DONE;
         }
         st->policy_gen = r->gen;

@@ -380,6 +380,36 @@ def test_17_limit_tripped_before_sync_rolls_back_what_follows(start_proxy, direc
     assert table_rows(dconn, "ext_t") == []
 
 
+def test_17b_trip_then_a_client_slow_to_sync_keeps_its_session(start_proxy, direct):
+    """After the tripped run's terminator the statement is over upstream: a client that reads
+    the 54000 and sends its Sync only later (pg 8 `rows`, pg-cursor) is not ended by the
+    cancel grace, which is for a statement still running. PostgreSQL's own error at the same
+    row (a division by zero there) is what the direct replay gets."""
+    p = start_proxy(*EXT, "--max-rows", "100", "--cancel-grace", "1s")
+
+    def script(c, proxied):
+        c.parse("select g from generate_series(1, 1000) g" if proxied else
+                "select 1 / (g - 101) from generate_series(1, 1000) g")
+        c.bind()
+        c.execute(max_rows=50)
+        c.flush()
+        out = c.read_until("sE")
+        c.execute(max_rows=50)
+        c.flush()
+        out += c.read_until("sE")
+        c.execute(max_rows=50)
+        c.flush()
+        out += c.read_until("sE")
+        more, closed = c.read_all(timeout=3)  # three cancel graces: nothing may come
+        assert (more, closed) == ([], False), more
+        c.sync()
+        return out + c.read_until_rfq() + c.query("select 'still here'")
+    got, want = both(p, direct, script)
+    assert shape(got) == "12DsDsEZTDCZ", shape(got)
+    assert_refused(only_error(got), code="54000", rule="max-rows")
+    assert rows(got)[-1] == ("still here",) and len(rows(got)) == 101
+
+
 def test_18_limit_tripped_after_an_insert_rolls_it_back(start_proxy, direct, dconn, ext_t):
     p = start_proxy(*EXT)
 

@@ -95,33 +95,32 @@ def test_psycopg3_default_settings_same_as_direct(ext, direct, dconn):
 
 
 def pipeline_flow(target, second):
-    """Three statements in one pipeline segment, the second failing; what each fetch raises."""
+    """Three statements in one pipeline segment, the second failing: the error psycopg raises
+    (at an execute() that finds it already fetched, or when the pipeline ends: that depends on
+    timing, directly too) and the rows left afterwards."""
     seen = []
     with psycopg.connect(target.dsn(), autocommit=True) as conn:
-        with conn.pipeline():
-            conn.execute("insert into p3_pipe values (%s)", (1,))
-            c2 = conn.execute(second)
-            c3 = conn.execute("insert into p3_pipe values (%s)", (2,))
-            for c in (c3, c2):
-                try:
-                    c.fetchone()
-                except psycopg.Error as e:
-                    seen.append((type(e).__name__, e.sqlstate))
+        try:
+            with conn.pipeline():
+                conn.execute("insert into p3_pipe values (%s)", (1,))
+                conn.execute(second)
+                conn.execute("insert into p3_pipe values (%s)", (2,))
+        except psycopg.Error as e:
+            seen.append((type(e).__name__, e.sqlstate))
         seen.append(conn.execute("select count(*) from p3_pipe").fetchone()[0])
     return seen
 
 
 def test_30_psycopg3_pipeline_with_a_denied_statement(start_proxy, direct, dconn):
-    """The denied statement fails where PostgreSQL's own error would (psycopg 3.1 raises it
-    at the first fetch after it; the later statement never ran) and statement 1 rolls back
-    with the segment."""
+    """The denied statement fails where PostgreSQL's own error would (the later statement
+    never runs) and statement 1 rolls back with the segment."""
     p = start_proxy(*EXT, "--deny", "drop")
     recreate(dconn, "p3_pipe", "(id int)")
     want = pipeline_flow(direct, "drop tabel p3_pipe")
     recreate(dconn, "p3_pipe", "(id int)")
     got = pipeline_flow(p, "drop table p3_pipe")
-    assert want == [("SyntaxError", "42601"), ("ProgrammingError", None), 0], want
-    assert got == [("InsufficientPrivilege", "42501"), ("ProgrammingError", None), 0], got
+    assert want == [("SyntaxError", "42601"), 0], want
+    assert got == [("InsufficientPrivilege", "42501"), 0], got
     assert table_rows(dconn, "p3_pipe") == []
 
 

@@ -302,8 +302,14 @@ enum be_action be_ext_message(struct relay *r, struct fwd *f, size_t at, char ty
             return FORWARD;
     }
     *handled = true;
-    if (type == 'Z')
+    if (type == 'Z') {
+        /* Z answers the first Sync: requests forwarded after the backend had already reported
+         * an error were skipped by it, unanswered, and must not stay in the FIFO */
+        if (e->kind != EXT_SYNC && r->x->nsync)
+            skip_to_sync(r);
+        e = ext_head(r->x);
         return e->kind == EXT_SYNC ? sync_answer(r, f, at, body, blen) : FORWARD;
+    }
     struct relay_abort *a = &r->ab;
     if (a->active && a->ext) {
         bool tripped = e->kind == EXT_EXECUTE && e->run == a->run && !a->delivered && !a->held &&

@@ -74,12 +74,24 @@ static void refuse(struct relay *r, const char *target, const struct ext_refusal
     r->x->discard = true;
 }
 
+static struct audit_param *params_of(const struct wire_bind_msg *b, size_t *bytes);
+
+/* bind: the Bind refused when its statement was decided again after a reload (its parameters
+ * go into the audit record), NULL for a Parse */
 static void refuse_decision(struct relay *r, const char *target, const char *sql, size_t len,
-                            const struct guard_decision *d, const char *stmt_name)
+                            const struct guard_decision *d, const char *stmt_name,
+                            const struct wire_bind_msg *bind)
 {
     struct relay_run_info info = {.protocol = "extended", .statement_name = stmt_name};
     struct ext_refusal why;
+    size_t bytes = 0;
+    struct audit_param *params = NULL;
+    if (bind && r->audit_params && bind->nparams && (params = params_of(bind, &bytes))) {
+        info.params = params;
+        info.nparams = bind->nparams;
+    }
     relay_record_refusal(r, sql, len, d, &info);
+    free(params);
     relay_refusal_of(d, &why);
     refuse(r, target, &why);
 }
@@ -97,6 +109,8 @@ static void refuse_limit(struct relay *r, const char *target, const char *what)
     refuse(r, target, &why);
 }
 
+/* rc and why come from a parse call made before this one: the order in which a call's
+ * arguments are evaluated is unspecified, so `why` must not be read in the same call. */
 static bool malformed(struct relay *r, int rc, const char *why)
 {
     if (rc == WIRE_OK)
@@ -109,7 +123,8 @@ static enum fe_msg ext_parse(struct relay *r, uint8_t *msg, size_t total)
 {
     struct wire_parse_msg p;
     const char *why = NULL;
-    if (malformed(r, wire_parse_parse(msg + 5, total - 5, &p, &why), why) || r->x->discard)
+    int rc = wire_parse_parse(msg + 5, total - 5, &p, &why);
+    if (malformed(r, rc, why) || r->x->discard)
         return FE_DONE;
     if (r->st != RS_POLICY)
         r->env->refresh(r->ctx);
@@ -120,7 +135,7 @@ static enum fe_msg ext_parse(struct relay *r, uint8_t *msg, size_t total)
     }
     r->st = RS_IDLE;
     if (d.verdict != GUARD_ALLOW) {
-        refuse_decision(r, p.name, p.query, p.query_len, &d, p.name);
+        refuse_decision(r, p.name, p.query, p.query_len, &d, p.name, NULL);
         return FE_DONE;
     }
     if (ext_stmt_put(r->x, p.name, p.query, p.query_len, r->gen)) {
@@ -168,7 +183,8 @@ static enum fe_msg ext_bind(struct relay *r, uint8_t *msg, size_t total)
 {
     struct wire_bind_msg b;
     const char *why = NULL;
-    if (malformed(r, wire_parse_bind(msg + 5, total - 5, &b, &why), why) || r->x->discard)
+    int rc = wire_parse_bind(msg + 5, total - 5, &b, &why);
+    if (malformed(r, rc, why) || r->x->discard)
         return FE_DONE;
     if (r->st != RS_POLICY)
         r->env->refresh(r->ctx);
@@ -182,7 +198,7 @@ static enum fe_msg ext_bind(struct relay *r, uint8_t *msg, size_t total)
         }
         r->st = RS_IDLE;
         if (d.verdict != GUARD_ALLOW) {
-            refuse_decision(r, EXT_DENIED_NAME, st->text->data, st->text->len, &d, b.stmt);
+            refuse_decision(r, EXT_DENIED_NAME, st->text->data, st->text->len, &d, b.stmt, &b);
             return FE_DONE;
         }
         st->policy_gen = r->gen;
@@ -210,8 +226,8 @@ static enum fe_msg ext_execute(struct relay *r, uint8_t *msg, size_t total, int 
     const char *name;
     uint32_t max_rows;
     const char *why = NULL;
-    if (malformed(r, wire_parse_execute(msg + 5, total - 5, &name, &max_rows, &why), why) ||
-        r->x->discard)
+    int rc = wire_parse_execute(msg + 5, total - 5, &name, &max_rows, &why);
+    if (malformed(r, rc, why) || r->x->discard)
         return FE_DONE;
     int portal = ext_portal_find(r->x, name);
     if (portal < 0) /* a cursor from DECLARE, or a portal that does not exist */

@@ -167,6 +167,13 @@ static inline bool relay_busy(const struct relay *r)
     return r->st == RS_QUERY || r->st == RS_POLICY || r->internal != RI_NONE;
 }
 
+/* An abort still waits for the upstream to end its statement (the cancel grace runs): not
+ * once a tripped portal run's terminator has arrived, when only the client's Sync is due. */
+static inline bool relay_abort_waits_upstream(const struct relay *r)
+{
+    return r->ab.active && !(r->ab.ext && (r->ab.delivered || r->ab.held));
+}
+
 /* What became of a client message: handled (the caller drops it), or kept at the front of
  * the buffer (a forwarded Query until its ReadyForQuery, a message waiting for its decision,
  * for the proxy's own statement, or for the pipeline's answers). */

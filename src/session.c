@@ -130,7 +130,7 @@ static void relay_timers(struct session *s, int64_t now)
 {
     struct relay *r = &s->relay;
     relay_check_deadline(r, now);
-    if (r->ab.active && now >= r->ab.started_ms + session_grace_ms(s)) {
+    if (relay_abort_waits_upstream(r) && now >= r->ab.started_ms + session_grace_ms(s)) {
         session_fatal(s, "08006",
                       "terminating connection: the upstream server did not end the canceled "
                       "statement",
@@ -204,7 +204,7 @@ static int64_t next_deadline(const struct session *s)
     if (s->phase == PH_RELAY) {
         if (r->st == RS_QUERY && r->stmt.active && !r->ab.active)
             t = earliest(t, r->stmt.deadline_ms);
-        if (r->ab.active)
+        if (relay_abort_waits_upstream(r))
             t = earliest(t, r->ab.started_ms + session_grace_ms(s));
         uint64_t wt = s->cfg->client_write_timeout_ms;
         if (wt && conn_send_pending(&s->cli))

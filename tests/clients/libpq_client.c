@@ -1,6 +1,6 @@
 /* A small libpq client for the client-compatibility tests (tests/integration/test_clients.py).
  *
- * Usage: libpq_client CONNINFO
+ * Usage: libpq_client CONNINFO [extended]
  *
  * Runs the compatibility script with PQexec (simple query protocol) and prints one line per
  * observation, which the test asserts on:
@@ -12,6 +12,13 @@
  *   count_after_rollback <n>
  *   count_after_commit <n>
  *   cancel <sqlstate> <ms>            (PQcancel from this process while pg_sleep runs)
+ *   done
+ * With "extended" it runs libpq's extended-protocol calls instead and prints:
+ *   exec_params <values>              (PQexecParams, a NULL parameter)
+ *   prepared <values>                 (PQprepare once, PQexecPrepared three times)
+ *   prepared_error <sqlstate>         (PQexecPrepared of a statement that fails)
+ *   pipeline <tuples> <sqlstate> <status> sync <count>   (pipeline mode: an insert, a
+ *                                     duplicate, an insert skipped after it, the count after)
  *   done
  * Exit status 0 when every step could run, 1 otherwise (the reason on stderr). */
 #include <libpq-fe.h>
@@ -171,10 +178,106 @@ static int cancel(PGconn *c, const char *conninfo)
     return 1;
 }
 
+static int exec_params(PGconn *c)
+{
+    const char *values[3] = {"41", "it's", NULL};
+    PGresult *r =
+        PQexecParams(c, "select $1::int + 1, $2::text, $3::text", 3, NULL, values, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "PQexecParams: %s", PQerrorMessage(c));
+        PQclear(r);
+        return 0;
+    }
+    printf("exec_params %s %s %s\n", PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1),
+           PQgetisnull(r, 0, 2) ? "NULL" : PQgetvalue(r, 0, 2));
+    PQclear(r);
+    return 1;
+}
+
+static int prepared(PGconn *c)
+{
+    PGresult *r = PQprepare(c, "dbl", "select $1::int * 2", 1, NULL);
+    int good = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    if (!good)
+        return fprintf(stderr, "PQprepare: %s", PQerrorMessage(c)), 0;
+    printf("prepared");
+    for (int i = 1; i <= 3; i++) {
+        char v[8];
+        const char *values[1] = {v};
+        snprintf(v, sizeof(v), "%d", i);
+        r = PQexecPrepared(c, "dbl", 1, values, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK)
+            return fprintf(stderr, "PQexecPrepared: %s", PQerrorMessage(c)), PQclear(r), 0;
+        printf(" %s", PQgetvalue(r, 0, 0));
+        PQclear(r);
+    }
+    printf("\n");
+    r = PQprepare(c, "div", "select 1 / $1::int", 1, NULL);
+    PQclear(r);
+    const char *zero[1] = {"0"};
+    r = PQexecPrepared(c, "div", 1, zero, NULL, NULL, 0);
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    printf("prepared_error %s\n", state ? state : "-");
+    PQclear(r);
+    return 1;
+}
+
+/* The results of one pipelined query: its tuples, SQLSTATE or status word. */
+static void pipeline_result(PGconn *c, char *out, size_t len)
+{
+    PGresult *r = PQgetResult(c);
+    ExecStatusType st = PQresultStatus(r);
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    size_t n = strlen(out);
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+        snprintf(out + n, len - n, " %s",
+                 st == PGRES_TUPLES_OK ? PQgetvalue(r, 0, 0) : PQcmdTuples(r));
+    else if (st == PGRES_PIPELINE_SYNC)
+        snprintf(out + n, len - n, " sync");
+    else
+        snprintf(out + n, len - n, " %s", state ? state : PQresStatus(st) + 6);
+    PQclear(r);
+    if (st != PGRES_PIPELINE_SYNC)
+        PQclear(PQgetResult(c)); /* the NULL that ends each query's results */
+}
+
+static int pipeline(PGconn *c)
+{
+    if (!ok(c, "create temp table libpq_pipe (id int primary key)", PGRES_COMMAND_OK))
+        return 0;
+    if (!PQenterPipelineMode(c))
+        return fprintf(stderr, "PQenterPipelineMode: %s", PQerrorMessage(c)), 0;
+    const char *one[1] = {"1"}, *two[1] = {"2"};
+    const char *ins = "insert into libpq_pipe values ($1::int)";
+    if (!PQsendQueryParams(c, ins, 1, NULL, one, NULL, NULL, 0) ||
+        !PQsendQueryParams(c, ins, 1, NULL, one, NULL, NULL, 0) ||
+        !PQsendQueryParams(c, ins, 1, NULL, two, NULL, NULL, 0) || !PQpipelineSync(c) ||
+        !PQsendQueryParams(c, "select count(*) from libpq_pipe", 0, NULL, NULL, NULL, NULL, 0) ||
+        !PQpipelineSync(c))
+        return fprintf(stderr, "pipeline send: %s", PQerrorMessage(c)), 0;
+    char out[256] = "";
+    for (int i = 0; i < 6; i++)
+        pipeline_result(c, out, sizeof(out));
+    if (!PQexitPipelineMode(c))
+        return fprintf(stderr, "PQexitPipelineMode: %s", PQerrorMessage(c)), 0;
+    /* " 1 23505 PIPELINE_ABORTED sync 0 sync": the last sync ends the line */
+    size_t n = strlen(out);
+    if (n > 5 && strcmp(out + n - 5, " sync") == 0)
+        out[n - 5] = 0;
+    printf("pipeline%s\n", out);
+    return 1;
+}
+
+static int extended(PGconn *c)
+{
+    return exec_params(c) && prepared(c) && pipeline(c);
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s CONNINFO\n", argv[0]);
+    if (argc != 2 && !(argc == 3 && strcmp(argv[2], "extended") == 0)) {
+        fprintf(stderr, "usage: %s CONNINFO [extended]\n", argv[0]);
         return 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -182,6 +285,13 @@ int main(int argc, char **argv)
     int rc = 1;
     if (PQstatus(c) != CONNECTION_OK) {
         fprintf(stderr, "connect: %s", PQerrorMessage(c));
+        goto out;
+    }
+    if (argc == 3) {
+        if (extended(c)) {
+            printf("done\n");
+            rc = 0;
+        }
         goto out;
     }
     printf("connected %d\n", PQserverVersion(c));

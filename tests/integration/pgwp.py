@@ -463,21 +463,63 @@ class RawClient:
         self.send("P", cstr(name) + cstr(sql) + struct.pack("!H", len(types)) +
                   b"".join(struct.pack("!I", t) for t in types))
 
-    def bind(self, portal="", stmt="", params=()):
-        p = b"".join(struct.pack("!i", -1) if v is None else struct.pack("!I", len(v)) + v
-                     for v in (x if x is None or isinstance(x, bytes) else str(x).encode()
-                               for x in params))
-        self.send("B", cstr(portal) + cstr(stmt) + struct.pack("!H", 0) +
-                  struct.pack("!H", len(params)) + p + struct.pack("!H", 0))
+    def bind(self, portal="", stmt="", params=(), formats=(), result_formats=()):
+        """Bind; params are str/int (sent as text), bytes (as given) or None (NULL); formats
+        and result_formats are the format-code lists (0 text, 1 binary), sent as given."""
+        self.send("B", bind_body(portal, stmt, params, formats, result_formats))
 
     def describe_portal(self, portal=""):
         self.send("D", b"P" + cstr(portal))
 
+    def describe_statement(self, name=""):
+        self.send("D", b"S" + cstr(name))
+
+    def close_portal(self, name=""):
+        self.send("C", b"P" + cstr(name))
+
+    def close_statement(self, name=""):
+        self.send("C", b"S" + cstr(name))
+
     def execute(self, portal="", max_rows=0):
         self.send("E", cstr(portal) + struct.pack("!I", max_rows))
 
+    def flush(self):
+        self.send("H")
+
     def sync(self):
         self.send("S")
+
+    def copy_data(self, data):
+        self.send("d", data)
+
+    def copy_done(self):
+        self.send("c")
+
+    def copy_fail(self, message):
+        self.send("f", cstr(message))
+
+    def ext_query(self, sql, params=(), name="", max_rows=0):
+        """Parse/Bind/Describe(P)/Execute/Sync of one statement; returns the answers up to
+        ReadyForQuery (libpq's PQexecParams sends the same)."""
+        self.parse(sql, name=name)
+        self.bind(stmt=name, params=params)
+        self.describe_portal()
+        self.execute(max_rows=max_rows)
+        self.sync()
+        return self.read_until_rfq()
+
+    def read_until(self, types):
+        """Messages up to and including the first whose type is in `types` (a string), or up
+        to a connection close."""
+        msgs = []
+        while True:
+            try:
+                m = self.read_msg()
+            except Closed:
+                return msgs
+            msgs.append(m)
+            if m.type in types:
+                return msgs
 
     def terminate(self):
         self.send("X")
@@ -632,6 +674,166 @@ def query_message(sql):
     """The bytes of a Query message: for pipelining several before reading any answer."""
     body = cstr(sql) if isinstance(sql, str) else sql + b"\0"
     return b"Q" + struct.pack("!I", len(body) + 4) + body
+
+
+def bind_body(portal="", stmt="", params=(), formats=(), result_formats=()):
+    """The body of a Bind message (see RawClient.bind)."""
+    vals = [x if x is None or isinstance(x, bytes) else str(x).encode() for x in params]
+    p = b"".join(struct.pack("!i", -1) if v is None else struct.pack("!I", len(v)) + v
+                 for v in vals)
+    return (cstr(portal) + cstr(stmt) + struct.pack("!H", len(formats)) +
+            b"".join(struct.pack("!H", f) for f in formats) + struct.pack("!H", len(vals)) + p +
+            struct.pack("!H", len(result_formats)) +
+            b"".join(struct.pack("!H", f) for f in result_formats))
+
+
+def frame(type_, payload=b""):
+    """The bytes of one frontend message: for pipelines built before any is sent."""
+    return type_.encode() + struct.pack("!I", len(payload) + 4) + payload
+
+
+def parse_message(sql, name="", types=()):
+    return frame("P", cstr(name) + cstr(sql) + struct.pack("!H", len(types)) +
+                 b"".join(struct.pack("!I", t) for t in types))
+
+
+def bind_message(portal="", stmt="", params=()):
+    return frame("B", bind_body(portal, stmt, params))
+
+
+def execute_message(portal="", max_rows=0):
+    return frame("E", cstr(portal) + struct.pack("!I", max_rows))
+
+
+SYNC = frame("S")
+FLUSH = frame("H")
+
+
+def send_in_thread(c, data, chunk=1 << 16):
+    """Sends `data` on RawClient c from a thread, so the caller can read the answers while a
+    long pipeline is still going out (neither side then blocks on a full socket buffer).
+    Returns the thread; join it (bounded) after reading."""
+    def go():
+        try:
+            for i in range(0, len(data), chunk):
+                c.sock.sendall(data[i:i + chunk])
+        except OSError:
+            pass  # the reader sees what the server made of it
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    return t
+
+
+def types(msgs):
+    """The message types of msgs as one string, e.g. '12TDCZ'."""
+    return "".join(m.type for m in msgs)
+
+
+def shape(msgs):
+    """types(msgs) with each run of DataRows as one 'D', e.g. '12TDCZ' for 10,000 rows."""
+    out = []
+    for m in msgs:
+        if not (m.type == "D" and out and out[-1] == "D"):
+            out.append(m.type)
+    return "".join(out)
+
+
+def is_proxy_message(m):
+    """An ErrorResponse or NoticeResponse the proxy made: a guardrail's, with `rule: <id>` in
+    DETAIL (PostgreSQL's own messages never carry one)."""
+    return m.type in "EN" and m.fields.get("D", "").startswith("rule:")
+
+
+def assert_same_types(got, want):
+    """Asserts that the proxy's answers `got` have the message-type sequence of PostgreSQL's
+    answers `want` to the same client messages, proxy errors aside:
+
+    * a run of DataRows counts as one 'D' (row counts are asserted by the caller: a limit ends
+      a result early, truncation shortens it);
+    * a guardrail NoticeResponse of the proxy (DETAIL `rule: ...`, e.g. truncation's WARNING)
+      is skipped;
+    * a guardrail ErrorResponse of the proxy may stand where PostgreSQL had a different
+      ErrorResponse (then both move on) or none: PostgreSQL's messages are then skipped up to
+      the next ReadyForQuery (or, when the proxy's error was FATAL, to the end), because after
+      an error the backend skips the rest of the segment, and a FATAL ends the session.
+
+    Everything else must match type for type, in order, including how many ReadyForQuery."""
+    def squeeze(msgs):
+        out = []
+        for m in msgs:
+            if m.type == "D" and out and out[-1].type == "D":
+                continue
+            out.append(m)
+        return out
+    g, w = squeeze(got), squeeze(want)
+    i = j = 0
+    where = lambda: (f"\nproxy:  {types(g)}\ndirect: {types(w)}\nat proxy #{i}, direct #{j}:"
+                     f" {g[i:i + 3]} vs {w[j:j + 3]}")
+    while i < len(g):
+        m = g[i]
+        if m.type == "N" and is_proxy_message(m):
+            i += 1
+            continue
+        if m.type == "E" and is_proxy_message(m):
+            fatal = m.fields.get("S") == "FATAL"
+            if j < len(w) and w[j].type == "E":
+                j += 1
+            elif fatal:
+                j = len(w)
+            else:
+                while j < len(w) and w[j].type != "Z":
+                    j += 1
+            i += 1
+            continue
+        assert j < len(w) and w[j].type == m.type, "message types differ" + where()
+        i += 1
+        j += 1
+    assert j == len(w), "PostgreSQL sent more" + where()
+
+
+def both(target, direct, script, setup=None, same=True):
+    """Runs script(c, proxied) on a RawClient of `target` and on one of PostgreSQL itself
+    (`direct`), PostgreSQL first; setup() (if given) runs before each. Returns (got, want), what
+    script returned on each, after assert_same_types(got, want). `proxied` tells the script
+    which side it talks to, so that a text the proxy refuses can be replaced by one PostgreSQL
+    itself fails at the same message (a syntax error at Parse, as the proxy's own failing Parse
+    does), or a guardrail's side effect be left out. same=False: the caller compares (for a
+    documented difference)."""
+    out = []
+    for t, proxied in ((direct, False), (target, True)):
+        if setup:
+            setup()
+        with t.raw() as c:
+            out.append(script(c, proxied))
+    want, got = out
+    if same:
+        assert_same_types(got, want)
+    return got, want
+
+
+def cancel_request(target, key):
+    """Sends a CancelRequest with key (pid, secret) to target on a new connection and waits
+    until the server closes it (it answers nothing)."""
+    s = socket.create_connection((target.host, target.port), timeout=BOUND)
+    try:
+        s.sendall(struct.pack("!III", 16, CANCEL_REQUEST, key[0]) + struct.pack("!I", key[1]))
+        wait_peer_closed(s)
+    finally:
+        s.close()
+
+
+def audit_lines(path, n):
+    """Polls until the audit file holds at least n lines; returns them parsed."""
+    import json
+
+    def ready():
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            lines = f.read().splitlines()
+        return lines if len(lines) >= n else None
+    lines = poll(ready, what=f"{n} audit lines in {path}")
+    return [json.loads(line) for line in lines]
 
 
 def tags(msgs):

@@ -1,30 +1,16 @@
 """The audit trail: one JSON line per statement, literal redaction, and the upstream's
 application_name naming the real client."""
-import json
-import os
 import uuid
 
 
 from pgwp import marker
-from pgwp import errors, only_error, poll, proxy_only, rows
+from pgwp import audit_lines, errors, only_error, proxy_only, rows
 
 pytestmark = proxy_only
 
 FIELDS = {"session", "client", "user", "database", "application", "statement", "duration_ms",
           "rows", "bytes", "outcome"}
 
-
-
-def audit_lines(path, n):
-    """Polls until the file holds at least n lines; returns them parsed."""
-    def ready():
-        if not os.path.exists(path):
-            return None
-        with open(path) as f:
-            lines = f.read().splitlines()
-        return lines if len(lines) >= n else None
-    lines = poll(ready, what=f"{n} audit lines in {path}")
-    return [json.loads(line) for line in lines]
 
 
 def test_one_json_line_per_statement(start_proxy, tmp_path):

@@ -25,10 +25,10 @@ struct stmt *be_current(struct relay *r)
 }
 
 /* An Execute at the head starts its query-timeout clock (its own, not the pipeline's). */
+/* An Execute's answer ended: the next Execute, which runs upstream from now, starts its clock. */
 static void arm(struct relay *r)
 {
-    struct ext_entry *e = ext_head(r->x);
-    r->x->exec_deadline_ms = e && e->kind == EXT_EXECUTE && r->cfg->query_timeout_ms
+    r->x->exec_deadline_ms = r->x->nexec && r->cfg->query_timeout_ms
                                  ? netio_now_ms() + (int64_t)r->cfg->query_timeout_ms
                                  : 0;
 }
@@ -36,8 +36,10 @@ static void arm(struct relay *r)
 /* The head's answer is complete: the next request becomes the head. */
 static void pop_head(struct relay *r, struct ext_refusal *rewrite)
 {
+    bool execute = ext_head(r->x)->kind == EXT_EXECUTE;
     ext_pop(r->x, rewrite);
-    arm(r);
+    if (execute)
+        arm(r);
 }
 
 /* An Execute the backend skipped after an error: its portal run ends, discarded. */
@@ -311,7 +313,9 @@ enum be_action be_ext_message(struct relay *r, struct fwd *f, size_t at, char ty
         return e->kind == EXT_SYNC ? sync_answer(r, f, at, body, blen) : FORWARD;
     }
     struct relay_abort *a = &r->ab;
-    if (a->active && a->ext) {
+    if (a->active && a->ext && !a->reached && e->kind == EXT_EXECUTE && e->run == a->run)
+        a->reached = true; /* the answers owed before the tripped Execute have gone out */
+    if (a->active && a->ext && a->reached) {
         bool tripped = e->kind == EXT_EXECUTE && e->run == a->run && !a->delivered && !a->held &&
                        !a->completed && !a->saw_error;
         if (tripped && (type == 'C' || type == 's' || type == 'I' || type == 'E'))

@@ -112,8 +112,10 @@ int be_emit_truncated_complete(struct relay *r, struct fwd *f, size_t at, const 
                       "rule: max-rows/max-bytes (--on-limit truncate)",
                       "Add a LIMIT clause to see a complete result."))
         return -1;
-    if (strncmp(tag, "SELECT ", 7) == 0)
-        snprintf(newtag, sizeof(newtag), "SELECT %llu", (unsigned long long)st->budget.rows);
+    /* a truncated COPY is a COPY TO STDOUT: COPY FROM sends the client no rows */
+    if (strncmp(tag, "SELECT ", 7) == 0 || strncmp(tag, "COPY ", 5) == 0)
+        snprintf(newtag, sizeof(newtag), "%.*s %llu", tag[0] == 'S' ? 6 : 4, tag,
+                 (unsigned long long)st->budget.rows);
     else
         snprintf(newtag, sizeof(newtag), "%s", tag);
     uint8_t buf[128];

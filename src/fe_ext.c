@@ -46,7 +46,8 @@ static void forward(struct relay *r, const uint8_t *msg, size_t total, enum ext_
     if (push(r, kind, EXT_FORWARD, run) || send_up(r, msg, total))
         return;
     x->seg_open = true;
-    if (kind == EXT_EXECUTE && x->fcount == 1 && r->cfg->query_timeout_ms)
+    /* the first Execute in flight runs upstream from now on: its query timeout starts */
+    if (kind == EXT_EXECUTE && x->nexec == 1 && r->cfg->query_timeout_ms)
         x->exec_deadline_ms = netio_now_ms() + (int64_t)r->cfg->query_timeout_ms;
 }
 

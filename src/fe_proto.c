@@ -239,6 +239,8 @@ static bool copy_in_message(struct relay *r, uint8_t *msg, size_t total, enum fe
     }
     case 'c':
     case 'f':
+        /* the client's COPY is over: what it sends next (libpq's Sync) is ordinary again */
+        r->copy_in = false;
         if (r->copy_tripped)
             return true;
         break;

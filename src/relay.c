@@ -210,12 +210,14 @@ void relay_start_abort(struct relay *r, const char *code, const char *message, c
     a->copy_out = r->copy_out;
     if (rule)
         metrics_guardrail(rule);
-    struct ext_entry *head = r->x ? ext_head(r->x) : NULL;
-    if (head && head->kind == EXT_EXECUTE) {
+    /* the Execute running upstream: the first in the FIFO, answers before it still owed */
+    struct ext_entry *head = r->x ? ext_first_execute(r->x) : NULL;
+    if (head) {
         /* a portal run: answered where it tripped; the client's messages of this segment are
          * dropped until its Sync, before which a failing Parse rolls the segment back — unless
          * the Sync is upstream already, and the answer then waits for its ReadyForQuery */
         a->ext = true;
+        a->reached = head == ext_head(r->x);
         a->run = head->run;
         if (a->run)
             a->run->refs++;
@@ -268,8 +270,12 @@ void relay_statement_end(struct relay *r, enum stmt_outcome o)
 
 void relay_check_deadline(struct relay *r, int64_t now)
 {
-    if (r->st != RS_QUERY || !r->stmt.active || !r->stmt.deadline_ms || now < r->stmt.deadline_ms ||
-        r->ab.active || r->internal != RI_NONE)
+    if (r->ab.active || r->internal != RI_NONE)
+        return;
+    bool ext_due = r->x && r->x->exec_deadline_ms && now >= r->x->exec_deadline_ms;
+    bool simple_due =
+        r->st == RS_QUERY && r->stmt.active && r->stmt.deadline_ms && now >= r->stmt.deadline_ms;
+    if (!ext_due && !simple_due)
         return;
     char det[128];
     snprintf(det, sizeof(det), "rule: query-timeout (pgwire-proxy --query-timeout %llums)",

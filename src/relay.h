@@ -60,6 +60,7 @@ struct relay_abort {
     bool hold_overflow;
     bool parse_injected; /* the failing Parse before its segment's Sync went out */
     bool copy_out;       /* it tripped in COPY TO STDOUT: a read, whatever its tag says */
+    bool reached;        /* the tripped Execute is the FIFO's head: answers before it went out */
 };
 
 /* What an audit record adds for a portal run. */

@@ -73,7 +73,19 @@ int ext_push(struct ext_state *x, enum ext_kind kind, enum ext_action action, st
     x->fcount++;
     if (kind == EXT_SYNC)
         x->nsync++;
+    if (kind == EXT_EXECUTE)
+        x->nexec++;
     return 0;
+}
+
+struct ext_entry *ext_first_execute(struct ext_state *x)
+{
+    for (size_t i = 0; x && x->nexec && i < x->fcount; i++) {
+        struct ext_entry *e = &x->fifo[(x->fhead + i) % x->fcap];
+        if (e->kind == EXT_EXECUTE)
+            return e;
+    }
+    return NULL;
 }
 
 void ext_pop(struct ext_state *x, struct ext_refusal *rewrite)
@@ -83,6 +95,8 @@ void ext_pop(struct ext_state *x, struct ext_refusal *rewrite)
     struct ext_entry *e = &x->fifo[x->fhead];
     if (e->kind == EXT_SYNC)
         x->nsync--;
+    if (e->kind == EXT_EXECUTE)
+        x->nexec--;
     if (e->action == EXT_REWRITE) {
         struct ext_refusal unused;
         ext_rewrite_pop(x, rewrite ? rewrite : &unused);

@@ -96,16 +96,20 @@ struct ext_state {
     struct ext_entry *fifo;
     size_t fhead, fcount, fcap;
     size_t nsync;           /* Sync entries in the FIFO */
+    size_t nexec;           /* Execute entries in the FIFO */
     struct ext_refusal *rw; /* errors of pending EXT_REWRITE entries, in order */
     size_t rhead, rcount, rcap;
     struct ext_stmt *stmts; /* open addressing by name */
     size_t scap, nstmts;
     struct ext_portal *portals[EXT_MAX_PORTALS];
-    size_t bytes;             /* statement texts and names held */
-    size_t param_bytes;       /* parameters kept for the audit, portals and runs together */
-    bool discard;             /* dropping client messages until Sync */
-    bool seg_open;            /* requests forwarded since the last Sync */
-    int64_t exec_deadline_ms; /* the head Execute's query timeout, 0 = none */
+    size_t bytes;       /* statement texts and names held */
+    size_t param_bytes; /* parameters kept for the audit, portals and runs together */
+    bool discard;       /* dropping client messages until Sync */
+    bool seg_open;      /* requests forwarded since the last Sync */
+    /* the query timeout of the first Execute in the FIFO: from its forwarding, or from the
+     * previous Execute's answer, whichever is later (PostgreSQL holds the answers before it
+     * until a Flush, so it need not be the head); 0 = none */
+    int64_t exec_deadline_ms;
 };
 
 struct ext_state *ext_new(void);
@@ -130,6 +134,8 @@ static inline struct ext_entry *ext_head(struct ext_state *x)
 {
     return x && x->fcount ? &x->fifo[x->fhead] : NULL;
 }
+/* The first Execute in the FIFO (the one running upstream), or NULL. */
+struct ext_entry *ext_first_execute(struct ext_state *x);
 /* Pops the head; the error of a popped failing Parse goes to *rewrite (NULL: dropped). */
 void ext_pop(struct ext_state *x, struct ext_refusal *rewrite);
 /* Drops entries up to (not including) the next Sync: the backend skips them after an error. */

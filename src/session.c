@@ -204,6 +204,8 @@ static int64_t next_deadline(const struct session *s)
     if (s->phase == PH_RELAY) {
         if (r->st == RS_QUERY && r->stmt.active && !r->ab.active)
             t = earliest(t, r->stmt.deadline_ms);
+        if (r->x && !r->ab.active)
+            t = earliest(t, r->x->exec_deadline_ms);
         if (relay_abort_waits_upstream(r))
             t = earliest(t, r->ab.started_ms + session_grace_ms(s));
         uint64_t wt = s->cfg->client_write_timeout_ms;

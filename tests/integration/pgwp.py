@@ -730,10 +730,11 @@ def types(msgs):
 
 
 def shape(msgs):
-    """types(msgs) with each run of DataRows as one 'D', e.g. '12TDCZ' for 10,000 rows."""
+    """types(msgs) with each run of DataRows (or of CopyData) as one 'D' (one 'd'), e.g.
+    '12TDCZ' for 10,000 rows."""
     out = []
     for m in msgs:
-        if not (m.type == "D" and out and out[-1] == "D"):
+        if not (m.type in "Dd" and out and out[-1] == m.type):
             out.append(m.type)
     return "".join(out)
 

@@ -93,7 +93,7 @@ def test_32_copy_out_truncated(start_proxy, direct, big):
 
     def script(c, proxied):
         return c.query(f"copy {big} to stdout")
-    got, want = both(p, direct, script)
+    got, want = both(p, direct, script, same=False)  # the truncation is the difference
     assert shape(got) == "HdcNCZ", shape(got)
     assert len(copy_data_rows(got)) == 10000
     assert copy_data_rows(got) == copy_data_rows(want)[:10000]
@@ -171,7 +171,8 @@ def test_33_copy_to_a_missing_table_in_the_extended_protocol(start_proxy, direct
         c.sync()
         return c.read_until_rfq() + c.ext_query("select 'next'")
     got, want = both(p, direct, script)
-    assert types(got) == "EZ12TDCZ", got
+    # PostgreSQL looks the table up when the COPY executes: Parse and Bind succeed
+    assert types(got) == "12EZ12TDCZ", got
     assert errors(got)[0]["C"] == "42P01"
 
 

@@ -11,7 +11,8 @@
 # Environment:
 #   BENCH_T=10          pgbench -T seconds           BENCH_REPS=3   repetitions (median)
 #   BENCH_QUICK=1       smoke test: -T 3, 1 rep, results not written to RESULTS.md
-#   BENCH_CASES="a b c d e"   subset of cases to run (f is measured during a)
+#   BENCH_CASES="a b x c d e" subset of cases to run (f is measured during a; x is the
+#                       extended protocol: select-only with -M extended and -M prepared)
 #   BENCH_IDLE_SESSIONS=1000  sessions for case e
 #   BENCH_RESULTS=path  where to write the "Latest run" section (default bench/RESULTS.md
 #                       for full runs, nothing for quick runs; set to "" to skip)
@@ -37,7 +38,7 @@ else
     REPS=${BENCH_REPS:-3}
     RESULTS=${BENCH_RESULTS-$HERE/RESULTS.md}
 fi
-CASES=" ${BENCH_CASES:-a b c d e} "
+CASES=" ${BENCH_CASES:-a b x c d e} "
 IDLE_N=${BENCH_IDLE_SESSIONS:-1000}
 read -r -a EXTRA_PROXY_FLAGS <<<"${BENCH_PROXY_FLAGS:-}"
 
@@ -477,6 +478,23 @@ if has_case b; then
     stop_target floor
 fi
 
+if has_case x; then
+    start_floor floor
+    start_proxy proxy_ext --extended-protocol allow
+    start_proxy proxy_ext_policy --extended-protocol allow --deny alter_system
+    for ((r = 1; r <= REPS; r++)); do
+        for mode in extended prepared; do
+            for tg in direct pgbouncer floor proxy_ext proxy_ext_policy; do
+                log "x. select-only -M $mode: $tg rep $r/$REPS (${T}s)"
+                run_pgbench "$tg" "x_$mode" -n -S -M "$mode" -c 16 -j 2
+            done
+        done
+    done
+    stop_target proxy_ext
+    stop_target proxy_ext_policy
+    stop_target floor
+fi
+
 if has_case c; then
     start_proxy proxy --max-rows 0 --max-bytes 0
     log "c. warm-up (direct, untimed)"
@@ -588,6 +606,18 @@ if has_case b; then
     row "b. tpcb-like \`-c8 -j2\`" "TPS (higher is better)" "$(fmt "$d" 0)" "$(fmt "$b" 0)" "$(fmt "$p" 0)" \
         "$rp" "$(ratio "$b" "$d")" "≥ 0.95×" "$(meets "$rp" '>=' 0.95)"
 fi
+if has_case x; then
+    for mode in extended prepared; do
+        d=$(median "x_${mode}_tps:direct") b=$(median "x_${mode}_tps:pgbouncer") p=$(median "x_${mode}_tps:proxy_ext")
+        q=$(median "x_${mode}_tps:proxy_ext_policy")
+        rp=$(ratio "$p" "$d")
+        gtb=$(awk -v p="$p" -v b="$b" 'BEGIN { if (p == "n/a" || b == "n/a") print "n/a"; else print (p > b) ? "yes" : "no" }')
+        row "x. select-only \`-S -M $mode -c16 -j2\` (\`--extended-protocol allow\`)" "TPS" "$(fmt "$d" 0)" "$(fmt "$b" 0)" \
+            "$(fmt "$p" 0)" "$rp" "$(ratio "$b" "$d")" "≥ 0.90× and > PgBouncer" "$(both "$(meets "$rp" '>=' 0.90)" "$gtb")"
+        row "x. same, policy parsing on (\`--deny alter_system\`)" "TPS" "$(fmt "$d" 0)" "—" "$(fmt "$q" 0)" \
+            "$(ratio "$q" "$d")" "—" "≥ 0.90× (on ÷ off: $(ratio "$q" "$p"))" "$(meets "$(ratio "$q" "$d")" '>=' 0.90)"
+    done
+fi
 if has_case c; then
     d=$(median c1:direct) b=$(median c1:pgbouncer) p=$(median c1:proxy)
     rp=$(ratio "$d" "$p")
@@ -667,6 +697,12 @@ if has_case a; then
     floor_tps_row "a. select-only over TCP, TPS" a floor_tcp proxy_tcp "" pgbouncer_tcp
     floor_cpu_row "a. select-only over TCP, CPU s per 100,000" a floor_tcp proxy_tcp "" pgbouncer_tcp
 fi
+if has_case x; then
+    for mode in extended prepared; do
+        floor_tps_row "x. select-only -M $mode, TPS" "x_$mode" floor proxy_ext proxy_ext_policy pgbouncer
+        floor_cpu_row "x. select-only -M $mode, CPU s per 100,000 queries" "x_$mode" floor proxy_ext proxy_ext_policy pgbouncer
+    done
+fi
 if has_case b; then
     floor_tps_row "b. tpcb-like, TPS" b floor proxy proxy_policy pgbouncer
     floor_cpu_row "b. tpcb-like, CPU s per 100,000 transactions" b floor proxy proxy_policy pgbouncer
@@ -675,8 +711,9 @@ fi
 # Per-repetition raw values, so noise is visible.
 RAW="| measurement | target | values per repetition |
 |---|---|---|"
-for key in a_tps a_lat a_cpu b_tps b_lat b_cpu c1 c2 d_tps e_rss0 e_rss1 e_mem e_sel e_sel2 e_open; do
-    for tg in direct pgbouncer floor proxy proxy_policy pgbouncer_tcp floor_tcp proxy_tcp; do
+for key in a_tps a_lat a_cpu b_tps b_lat b_cpu x_extended_tps x_extended_cpu x_prepared_tps x_prepared_cpu \
+    c1 c2 d_tps e_rss0 e_rss1 e_mem e_sel e_sel2 e_open; do
+    for tg in direct pgbouncer floor proxy proxy_policy proxy_ext proxy_ext_policy pgbouncer_tcp floor_tcp proxy_tcp; do
         [[ -n ${R[$key:$tg]:-} ]] && RAW+=$'\n'"| $key | $tg | ${R[$key:$tg]% } |"
     done
 done

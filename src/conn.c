@@ -203,7 +203,7 @@ int conn_flush(struct conn *c)
 int conn_send(struct conn *c, const void *p, size_t n)
 {
     const uint8_t *b = p;
-    if (!conn_send_pending(c)) {
+    if (!conn_send_pending(c) && !c->corked) {
         ssize_t w = write_some(c, b, n);
         if (w < 0)
             return -1;
@@ -227,6 +227,11 @@ int conn_send_ref(struct conn *c, const void *p, size_t n)
 {
     if (conn_send_pending(c))
         return conn_send(c, p, n);
+    if (c->corked) {
+        c->ref = p;
+        c->nref = n;
+        return 0;
+    }
     ssize_t w = write_some(c, p, n);
     if (w < 0)
         return -1;

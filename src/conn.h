@@ -38,6 +38,7 @@ struct conn {
     struct netio io;
     enum conn_side side;
     bool can_read, can_write, peer_closed;
+    bool corked; /* output is only queued (conn_cork) until conn_uncork writes it at once */
 
     uint8_t *rbuf;
     size_t rlen, rcap, rcap_base;
@@ -77,6 +78,17 @@ int conn_send(struct conn *c, const void *p, size_t n);
 int conn_send_ref(struct conn *c, const void *p, size_t n);
 /* Writes queued output while the socket takes it. 0 (maybe still pending) or -1. */
 int conn_flush(struct conn *c);
+/* Between cork and uncork, sends are queued, not written: the messages one client read
+ * produced (a pipeline's Bind, Execute and Sync) leave in one write instead of one each. */
+static inline void conn_cork(struct conn *c)
+{
+    c->corked = true;
+}
+static inline int conn_uncork(struct conn *c)
+{
+    c->corked = false;
+    return conn_flush(c);
+}
 
 static inline bool conn_send_pending(const struct conn *c)
 {

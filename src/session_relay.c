@@ -330,8 +330,10 @@ static enum session_end reserve_client(struct session *s, size_t need)
  * announced. */
 static enum session_end process_client(struct session *s)
 {
+    conn_cork(&s->up);
     size_t n = fe_proto_process(&s->relay, s->cli.rbuf, s->cli.rlen, &s->cli_need);
     conn_consume(&s->cli, n);
+    conn_uncork(&s->up); /* a failure is recorded in err_dir */
     if (s->relay.end != SE_NONE || s->cli.err_dir || s->up.err_dir)
         return relay_end(s);
     return SE_NONE;

@@ -15,10 +15,12 @@ struct audit_log {
     int fd;
     bool own_fd;
     bool redact;
+    size_t max_parse; /* redaction parses: bounded like every parse */
     pthread_mutex_t mu;
 };
 
-struct audit_log *audit_open(const char *path, bool redact, char *err, size_t errlen)
+struct audit_log *audit_open(const char *path, bool redact, size_t max_parse, char *err,
+                             size_t errlen)
 {
     struct audit_log *a = calloc(1, sizeof(*a));
     if (!a) {
@@ -26,6 +28,7 @@ struct audit_log *audit_open(const char *path, bool redact, char *err, size_t er
         return NULL;
     }
     a->redact = redact;
+    a->max_parse = max_parse;
     if (strcmp(path, "-") == 0) {
         a->fd = STDERR_FILENO;
     } else {
@@ -70,7 +73,7 @@ void audit_write(struct audit_log *a, const struct audit_record *r)
     size_t sql_len = r->sql_len;
     char *redacted = NULL;
     if (a->redact) {
-        redacted = guard_redact(r->sql, r->sql_len, 0);
+        redacted = guard_redact(r->sql, r->sql_len, a->max_parse);
         if (redacted) {
             sql = redacted;
             sql_len = strlen(sql);

@@ -24,8 +24,10 @@ struct audit_record {
     const char *rule;     /* guardrail rule, or NULL */
 };
 
-/* path "-" = stderr. redact: literals replaced by $n (libpg_query normalize). NULL on error. */
-struct audit_log *audit_open(const char *path, bool redact, char *err, size_t errlen);
+/* path "-" = stderr. redact: literals replaced by $n (guard_redact, texts up to max_parse
+ * bytes). NULL on error. */
+struct audit_log *audit_open(const char *path, bool redact, size_t max_parse, char *err,
+                             size_t errlen);
 void audit_close(struct audit_log *a);
 void audit_write(struct audit_log *a, const struct audit_record *r);
 

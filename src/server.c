@@ -35,9 +35,9 @@ struct runtime *server_runtime_new(struct config *cfg, char *err, size_t errlen)
     rt->cfg = *cfg;
     memset(cfg, 0, sizeof(*cfg)); /* ownership moved */
     atomic_init(&rt->refs, 1);
-    rt->policy = guard_policy_new((const char *const *)rt->cfg.deny, rt->cfg.ndeny,
-                                  (const char *const *)rt->cfg.allow, rt->cfg.nallow,
-                                  rt->cfg.read_only, err, errlen);
+    struct guard_rules rules;
+    config_guard_rules(&rt->cfg, &rules);
+    rt->policy = guard_policy_compile(&rules, err, errlen);
     if (!rt->policy)
         goto fail;
     if (rt->cfg.tls_cert) {
@@ -46,7 +46,8 @@ struct runtime *server_runtime_new(struct config *cfg, char *err, size_t errlen)
             goto fail;
     }
     if (rt->cfg.audit_log) {
-        rt->audit = audit_open(rt->cfg.audit_log, rt->cfg.audit_redact, err, errlen);
+        rt->audit = audit_open(rt->cfg.audit_log, rt->cfg.audit_redact,
+                               (size_t)rt->cfg.max_parse_size, err, errlen);
         if (!rt->audit)
             goto fail;
     }
@@ -140,6 +141,18 @@ static void start_shutdown(struct server *srv, int *lfds, int *nl, bool immediat
     (void)w;
 }
 
+/* Parser stacks were sized from --max-parse-size at start: a reload keeps it. */
+static void keep_start_only_options(struct server *srv, struct config *cfg)
+{
+    pthread_mutex_lock(&srv->rt_mu);
+    uint64_t running = srv->rt->cfg.max_parse_size;
+    pthread_mutex_unlock(&srv->rt_mu);
+    if (cfg->max_parse_size != running)
+        LOG_WARN(0, "reload_partial", "--max-parse-size changes need a restart; still %llu bytes",
+                 (unsigned long long)running);
+    cfg->max_parse_size = running;
+}
+
 static void reload(struct server *srv)
 {
     struct config cfg;
@@ -148,6 +161,7 @@ static void reload(struct server *srv)
         LOG_ERROR(0, "reload_failed", "keeping the running configuration: %s", err);
         return;
     }
+    keep_start_only_options(srv, &cfg);
     struct runtime *rt = server_runtime_new(&cfg, err, sizeof(err));
     if (!rt) {
         config_free(&cfg);

@@ -1,4 +1,5 @@
 #include "worker.h"
+#include "guard.h"
 #include "log.h"
 #include "netio.h"
 #include "server.h"
@@ -12,9 +13,8 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#define MAX_EVENTS        256
-#define TICK_MS           100 /* timer scan period: deadlines are checked at this granularity */
-#define WORKER_STACK_SIZE (64u << 20)
+#define MAX_EVENTS 256
+#define TICK_MS    100 /* timer scan period: deadlines are checked at this granularity */
 
 /* epoll data: the session pointer with the low bit telling client (0) from upstream (1);
  * the worker's wake-up eventfd and the shutdown eventfd use sentinel values. */
@@ -227,11 +227,11 @@ int worker_pool_start(struct server *srv, int n)
         /* edge-triggered: the shutdown eventfd stays readable, each worker sees it once */
         struct epoll_event sev = {.events = EPOLLIN | EPOLLET, .data.u64 = TAG_SHUTDOWN};
         epoll_ctl(w->epfd, EPOLL_CTL_ADD, srv->shutdown_efd, &sev);
-        /* libpg_query's tree output recurses per nesting level: a generous stack backs up the
-         * guard's depth limit (virtual memory; only touched pages count) */
+        /* libpg_query's tree output recurses per nesting level: the stack is sized for the
+         * largest text the guard parses (virtual memory; only touched pages count) */
         pthread_attr_t attr;
         pthread_attr_init(&attr);
-        pthread_attr_setstacksize(&attr, WORKER_STACK_SIZE);
+        pthread_attr_setstacksize(&attr, guard_parse_stack_bytes(srv->rt->cfg.max_parse_size));
         int rc = pthread_create(&w->th, &attr, worker_main, w);
         pthread_attr_destroy(&attr);
         if (rc)

@@ -497,7 +497,7 @@ bool guard_scan_stmt_end(struct guard_scan *sc)
 
 void guard_buf_add(struct guard_buf *b, const void *data, size_t n)
 {
-    if (b->oom)
+    if (b->oom || n == 0)
         return;
     if (b->n + n > b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 256;

@@ -425,6 +425,11 @@ static const struct policy_case by_function[] = {
     {NULL, "select", false, "SELECT pg_notify('c', 'x')", DENY, "allow"},
     {"notify", NULL, false, "SELECT pg_notify('c', 'x')", DENY, "deny:notify"},
     {NULL, NULL, true, "SELECT pg_notify('c', 'x')", RO, "read-only"},
+    /* the try-variants take the lock too (found by test_policy_classes.py) */
+    {NULL, NULL, true, "SELECT pg_try_advisory_lock(4711)", RO, "read-only"},
+    {NULL, NULL, true, "SELECT pg_try_advisory_xact_lock_shared(1, 2)", RO, "read-only"},
+    {"group:advisory_lock", NULL, false, "SELECT pg_try_advisory_lock(4711)", DENY,
+     "deny:group:advisory_lock"},
 };
 
 /* Texts with a backslash inside a string are decided under both readings. */
@@ -437,6 +442,10 @@ static const struct policy_case two_readings[] = {
     {TB, NULL, false, "select '\\'; select 1; --'", DENY, "standard_conforming_strings"},
     {TB, NULL, false, "select 'a\\'' , now() --'", DENY, "standard_conforming_strings"},
     {TB, NULL, false, "select 'x\\' , 1 --'", NONE, ""},
+    {TB, NULL, false, "select 'x\\'' ; insert into t values (3, null) --'", DENY,
+     "standard_conforming_strings"},
+    /* with it off this is a syntax error: PostgreSQL runs nothing of it in that mode */
+    {TB, NULL, false, "select 'x\\'; insert into t values (3, 'x'); --'", NONE, ""},
     {TB, NULL, false, "select 'C:\\path\\file'", NONE, ""},
     {TB, NULL, false, "select E'a\\'b', 'c\\\\d'", NONE, ""},
     {TB, NULL, false, "select U&'\\0041'", NONE, ""},

@@ -247,7 +247,7 @@ static char *redact_text(const char *sql, size_t len, bool scs, int depth, bool 
     struct tokens ts = {0};
     struct inners in = {0};
     struct guard_buf b = {0};
-    long param = 0;
+    unsigned long param = 0;
     bool want_inner = false;
 
     if (!scan(sql, len, scs, &ts))
@@ -255,7 +255,9 @@ static char *redact_text(const char *sql, size_t len, bool scs, int depth, bool 
     for (size_t i = 0; i < ts.n; i++) {
         const struct token *t = &ts.v[i];
         if (t->tok == TOK_PARAM) {
-            long v = strtol(sql + t->start + 1, NULL, 10);
+            /* $n beyond an int is an error to PostgreSQL; numbering goes on after the cap */
+            unsigned long v = strtoul(sql + t->start + 1, NULL, 10);
+            v = v > INT32_MAX ? INT32_MAX : v;
             param = v > param ? v : param;
         }
         want_inner |= t->tok == TOK_IDENT && depth < MAX_INNER && names_sql_text(sql, t);
@@ -278,7 +280,7 @@ static char *redact_text(const char *sql, size_t len, bool scs, int depth, bool 
             continue;
         }
         char num[32];
-        snprintf(num, sizeof num, "$%ld", ++param);
+        snprintf(num, sizeof num, "$%lu", ++param);
         add_str(&b, num);
         for (size_t k = 0; k < in.n; k++) {
             if (in.v[k].loc != t->start || !is_sql(in.v[k].text))

@@ -38,6 +38,10 @@ static __thread bool stack_known;
 
 static bool stack_low_end(uintptr_t *lo)
 {
+    /* The main thread's "stack" is its rlimit, which may be unlimited and hold other
+     * mappings below what it really uses: only threads with their own stacks are trimmed. */
+    if (gettid() == getpid())
+        return false;
     if (!stack_known) {
         pthread_attr_t attr;
         void *addr;

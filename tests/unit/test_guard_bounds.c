@@ -5,6 +5,7 @@
  * crash is a result, not the end of the test program. */
 #include <pg_query.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -222,6 +223,56 @@ static void test_linear_walk(void **state)
         fail_msg("%s", failure);
 }
 
+struct given_back {
+    const struct guard_stack *s;
+    size_t resident_before, resident_after; /* pages of the stack's deep part */
+};
+
+static size_t resident_pages(const struct guard_stack *s, size_t len)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), n = len / page, count = 0;
+    unsigned char *vec = malloc(n);
+    char *lo = (char *)s->map + (s->map_len - s->size);
+    if (mincore(lo, n * page, vec) == 0)
+        for (size_t i = 0; i < n; i++)
+            count += vec[i] & 1;
+    free(vec);
+    return count;
+}
+
+static void *decide_big(void *arg)
+{
+    struct given_back *g = arg;
+    struct guard_policy *p = gt_policy("drop", NULL, NULL, false);
+    char *q = gt_repeat("select 1", "+1", 400000, "");
+    /* the deep end: the lowest 16 MB of a stack the parse needs ~50 MB of */
+    g->resident_before = resident_pages(g->s, (size_t)16 << 20);
+    struct guard_decision d;
+    guard_check(p, NULL, q, strlen(q), &d);
+    g->resident_after = resident_pages(g->s, (size_t)16 << 20);
+    free(q);
+    guard_policy_free(p);
+    return NULL;
+}
+
+/* After a big parse the deep part of the thread's stack is given back, not left resident. */
+static void test_stack_given_back(void **state)
+{
+    (void)state;
+    struct guard_stack s;
+    pthread_t th;
+    size_t need = guard_parse_stack_bytes(1000000);
+    assert_int_equal(guard_stack_alloc(&s, need), 0);
+    /* touch all of it first, as a parse that went deep would have */
+    memset((char *)s.map + (s.map_len - s.size), 1, s.size - ((size_t)1 << 20));
+    struct given_back g = {&s, 0, 0};
+    assert_int_equal(guard_thread_start(&th, &s, decide_big, &g), 0);
+    pthread_join(th, NULL);
+    guard_stack_free(&s);
+    assert_true(g.resident_before > 1000);
+    assert_int_equal(g.resident_after, 0);
+}
+
 static long max_rss_kb(void)
 {
     struct rusage u;
@@ -277,6 +328,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_linear_walk),
         cmocka_unit_test(test_memory_factor),
+        cmocka_unit_test(test_stack_given_back),
         cmocka_unit_test(test_stack_bound),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -33,10 +33,10 @@ struct guard_decision {
 };
 
 /* Compiles rules (grammar in docs/policy.md). deny/allow entries: a statement kind ("drop",
- * "select", ...), a family ("alter", "create", "drop", "copy"), "function:NAME" or
- * "group:NAME". permit entries name exceptions to the always-refused classes:
- * "function:NAME", "group:NAME" or "do". "shadow:" entries are reserved. max_parse 0 means
- * GUARD_DEFAULT_MAX_PARSE. Errors name the entry (err); NULL then. */
+ * "select", ...), a family ("alter", "create", "drop"), "function:NAME" or "group:NAME". permit
+ * entries name exceptions to the always-refused classes: "function:NAME", "group:NAME" or "do".
+ * "shadow:" entries are reserved. max_parse 0 means GUARD_DEFAULT_MAX_PARSE. Errors name the entry
+ * (err); NULL then. */
 struct guard_rules {
     const char *const *deny;
     size_t ndeny;

@@ -81,6 +81,14 @@ static void end_stmt(struct guard_scan *sc, size_t f)
     }
 }
 
+/* Gives frame f a slot of its own, popped with it (none when out of memory: sc->oom says so). */
+static void own_slot(struct guard_scan *sc, struct guard_frame *f)
+{
+    f->slot = guard_scan_slot(sc);
+    if (f->slot != GUARD_NONE)
+        f->flags |= GUARD_FR_OWNS;
+}
+
 static void begin_stmt(struct guard_scan *sc, size_t f)
 {
     struct guard_frame *b = fr(sc, f);
@@ -98,10 +106,8 @@ static void begin_stmt(struct guard_scan *sc, size_t f)
         b->flags |= GUARD_FR_TOP;
     if (b->special == GUARD_NODE_VACUUM)
         b->kind = GUARD_K_ANALYZE; /* until is_vacuumcmd says otherwise */
-    if (top && (b->special == GUARD_NODE_SET || b->special == GUARD_NODE_TXN)) {
-        b->slot = guard_scan_slot(sc);
-        b->flags |= GUARD_FR_OWNS;
-    }
+    if (top && (b->special == GUARD_NODE_SET || b->special == GUARD_NODE_TXN))
+        own_slot(sc, b);
 }
 
 static void stmt_scalar(struct guard_scan *sc, struct guard_frame *b, struct guard_span v)
@@ -299,8 +305,8 @@ static void objfunc_body(struct guard_scan *sc, size_t f, const struct site *st)
                (o->node == GN_CREATEOPCLASSITEM && o->aux == 2); /* OPCLASS_ITEM_FUNCTION */
     if (!ref)
         return;
-    b->flags |= GUARD_FR_FUNCREF | GUARD_FR_OWNS;
-    b->slot = guard_scan_slot(sc);
+    b->flags |= GUARD_FR_FUNCREF;
+    own_slot(sc, b);
 }
 
 void guard_scan_body(struct guard_scan *sc, size_t f)
@@ -315,8 +321,7 @@ void guard_scan_body(struct guard_scan *sc, size_t f)
         break;
     case GN_FUNCCALL:
     case GN_DEFELEM:
-        b->slot = guard_scan_slot(sc);
-        b->flags |= GUARD_FR_OWNS;
+        own_slot(sc, b);
         break;
     case GN_STRING:
         string_body(sc, f, &st);
@@ -436,8 +441,8 @@ void guard_scan_list(struct guard_scan *sc, size_t f)
         a->flags |= GUARD_FR_NAME;
         a->slot = o->slot;
     } else if (o->node == GN_STMT && o->special == GUARD_NODE_FUNCLIST && funclist_key(a->key)) {
-        a->flags |= GUARD_FR_NAME | GUARD_FR_OWNS;
-        a->slot = guard_scan_slot(sc);
+        a->flags |= GUARD_FR_NAME;
+        own_slot(sc, a);
     } else if ((o->node == GN_OBJECTWITHARGS && (o->flags & GUARD_FR_FUNCREF) &&
                 a->key == GK_OBJNAME) ||
                ((o->node == GN_TYPENAME || o->node == GN_LIST) && (o->flags & GUARD_FR_NAME))) {

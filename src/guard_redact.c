@@ -224,6 +224,8 @@ static void add_str(struct guard_buf *b, const char *s)
     guard_buf_add(b, s, strlen(s));
 }
 
+static char *redact_text(const char *sql, size_t len, bool scs, int depth, bool in_comment);
+
 /* Text that goes inside an annotation: an operator or a quoted name may hold the two
  * characters that would close the comment early. (Annotations themselves nest, as PostgreSQL's
  * block comments do.) */
@@ -237,6 +239,27 @@ static void add_text(struct guard_buf *b, const char *s, size_t n, bool in_comme
         guard_buf_add(b, s + i, 1);
         if (s[i] == '*' && i + 1 < n && s[i + 1] == '/')
             guard_buf_add(b, " ", 1);
+    }
+}
+
+/* The literal at loc became $num: when it is SQL passed to an SQL-text function, its redacted
+ * text goes into the notes shown after the statement. */
+static void annotate(struct guard_buf *notes, const struct inners *in, int loc, const char *num,
+                     int depth)
+{
+    for (size_t k = 0; k < in->n; k++) {
+        if (in->v[k].loc != loc || !is_sql(in->v[k].text))
+            continue;
+        char *r = redact_text(in->v[k].text, strlen(in->v[k].text), true, depth + 1, true);
+        if (r) {
+            add_str(notes, " /* ");
+            add_str(notes, num);
+            add_str(notes, ": ");
+            add_str(notes, r);
+            add_str(notes, " */");
+        }
+        free(r);
+        return;
     }
 }
 
@@ -282,20 +305,7 @@ static char *redact_text(const char *sql, size_t len, bool scs, int depth, bool 
         char num[32];
         snprintf(num, sizeof num, "$%lu", ++param);
         add_str(&b, num);
-        for (size_t k = 0; k < in.n; k++) {
-            if (in.v[k].loc != t->start || !is_sql(in.v[k].text))
-                continue;
-            char *r = redact_text(in.v[k].text, strlen(in.v[k].text), true, depth + 1, true);
-            if (r) {
-                add_str(&notes, " /* ");
-                add_str(&notes, num);
-                add_str(&notes, ": ");
-                add_str(&notes, r);
-                add_str(&notes, " */");
-            }
-            free(r);
-            break;
-        }
+        annotate(&notes, &in, t->start, num, depth);
     }
     guard_buf_add(&b, sql + prev, len - (size_t)prev);
     if (notes.n)

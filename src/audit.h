@@ -26,8 +26,6 @@ struct audit_log;
 #define AUDIT_RETRY_MS 5000
 /* At exit, closed logs get this long to write what they hold. */
 #define AUDIT_CLOSE_WAIT_MS 5000
-/* --max-parse-size does not exist yet: until it does, redaction parses at most this much. */
-#define AUDIT_MAX_PARSE_DEFAULT ((size_t)1 << 20)
 
 enum audit_param_kind { AUDIT_PARAM_NULL, AUDIT_PARAM_TEXT, AUDIT_PARAM_BINARY };
 
@@ -75,8 +73,8 @@ struct audit_limits {
     unsigned retry_ms;
 };
 
-/* path "-" = stderr. redact: literals replaced by $n (libpg_query normalize, at most max_parse
- * bytes). Starts the writer thread. NULL on error (err says why). */
+/* path "-" = stderr. redact: literals replaced by $n (guard_redact, texts up to max_parse bytes,
+ * 0 = the default --max-parse-size). Starts the writer thread. NULL on error (err says why). */
 struct audit_log *audit_open(const char *path, bool redact, size_t max_parse, char *err,
                              size_t errlen);
 struct audit_log *audit_open_limits(const char *path, bool redact, size_t max_parse,

@@ -340,6 +340,20 @@ enum be_action be_ext_message(struct relay *r, struct fwd *f, size_t at, char ty
         }
         return FORWARD;
     }
+    if (e->flags & EXT_COPY_REFUSED) {
+        if (type == 'd' || type == 'c')
+            return DROP; /* the refused COPY TO STDOUT's data, until our cancel ends it */
+        if (type == 'C') {
+            /* It completed before the cancel: PostgreSQL goes on with the pipeline the client
+             * would believe failed. Only ending the session keeps the two in step. */
+            if (be_flush_span(r, f, at))
+                be_io_failed(r);
+            relay_send_fatal(r, "0A000", "COPY is not supported through pgwire-proxy",
+                             "rule: copy-protocol");
+            r->end = SE_GUARDRAIL;
+            return DROP;
+        }
+    }
     if (type == 'd' && e->kind == EXT_EXECUTE)
         return be_charge(r, e->run ? &e->run->st : NULL, mlen + 5, true);
     if (type == 'c')

@@ -90,9 +90,13 @@ static const struct opt opts[] = {
     {"on-limit", OPT_ENUM, OFF(on_limit), on_limit_choices, 0, 0, "error|truncate",
      "what a row/byte limit does: fail the statement, or deliver the first rows and warn"},
     {"deny", OPT_LIST, OFF(deny), NULL, 0, 0, "RULE",
-     "deny a statement kind (drop, truncate, ...) or function:NAME; repeatable"},
+     "deny a statement kind (drop, truncate, ...), function:NAME or group:NAME; repeatable"},
     {"allow", OPT_LIST, OFF(allow), NULL, 0, 0, "RULE",
-     "allow only these statement kinds / functions; repeatable"},
+     "allow only these statement kinds / functions / group:NAME; repeatable"},
+    {"permit", OPT_LIST, OFF(permit), NULL, 0, 0, "RULE",
+     "function:NAME, group:NAME or do: an exception to the always-refused classes; repeatable"},
+    {"max-parse-size", OPT_SIZE, OFF(max_parse_size), NULL, 0, 0, "SIZE",
+     "largest statement text the policy parses; larger ones get 54001 (default 1MB)"},
     {"peer-id", OPT_INT, OFF(peer_id), NULL, 0, 255, "N",
      "this instance's id (1-255) in cancel keys, for cancel routing between instances"},
     {"peer", OPT_LIST, OFF(peers), NULL, 0, 0, "ID=HOST:PORT",
@@ -169,6 +173,7 @@ void config_defaults(struct config *c)
     c->max_message_bytes = 64ull * 1000 * 1000;
     c->on_limit = CONFIG_ON_LIMIT_ERROR;
     c->policy_cache = true;
+    c->max_parse_size = GUARD_DEFAULT_MAX_PARSE;
     c->tls_mode = CONFIG_TLS_ALLOW;
     c->tls_min_version = 0; /* index into tls_ver_choices: 1.2 */
     c->log_level = LOGL_INFO;
@@ -193,7 +198,11 @@ static size_t *list_count(struct config *c, const struct opt *o)
 {
     if (o->off == OFF(proxy_protocol_from))
         return &c->nproxy_protocol_from;
-    return o->off == OFF(deny) ? &c->ndeny : o->off == OFF(peers) ? &c->npeers : &c->nallow;
+    if (o->off == OFF(deny))
+        return &c->ndeny;
+    if (o->off == OFF(peers))
+        return &c->npeers;
+    return o->off == OFF(permit) ? &c->npermit : &c->nallow;
 }
 
 void config_free(struct config *c)
@@ -700,6 +709,20 @@ static enum config_result validate_proxy_from(struct loader *l)
     return CONFIG_OK;
 }
 
+void config_guard_rules(const struct config *c, struct guard_rules *r)
+{
+    memset(r, 0, sizeof *r);
+    r->deny = (const char *const *)c->deny;
+    r->ndeny = c->ndeny;
+    r->allow = (const char *const *)c->allow;
+    r->nallow = c->nallow;
+    r->permit = (const char *const *)c->permit;
+    r->npermit = c->npermit;
+    r->read_only = c->read_only;
+    r->relay_copy = c->copy == CONFIG_ALLOW;
+    r->max_parse = (size_t)c->max_parse_size;
+}
+
 static enum config_result validate(struct loader *l)
 {
     struct config *c = l->c;
@@ -742,11 +765,16 @@ static enum config_result validate(struct loader *l)
         fail(l, "--tls-client-cert require needs --tls-ca");
         return CONFIG_ERROR;
     }
+    if (c->max_parse_size < GUARD_MIN_MAX_PARSE || c->max_parse_size > GUARD_MAX_MAX_PARSE) {
+        fail(l, "invalid value %llu bytes for --max-parse-size: expected a size from 1kB to 16MB",
+             (unsigned long long)c->max_parse_size);
+        return CONFIG_ERROR;
+    }
     /* rules are checked here, so an unknown kind exits 2 like any invalid value */
     char gerr[256];
-    struct guard_policy *policy =
-        guard_policy_new((const char *const *)c->deny, c->ndeny, (const char *const *)c->allow,
-                         c->nallow, c->read_only, gerr, sizeof(gerr));
+    struct guard_rules rules;
+    config_guard_rules(c, &rules);
+    struct guard_policy *policy = guard_policy_compile(&rules, gerr, sizeof(gerr));
     if (!policy) {
         fail(l, "%s", gerr);
         return CONFIG_ERROR;

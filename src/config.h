@@ -43,6 +43,9 @@ struct config {
     size_t ndeny;
     char *allow[CONFIG_MAX_RULES];
     size_t nallow;
+    char *permit[CONFIG_MAX_RULES]; /* exceptions to the always-refused policy classes */
+    size_t npermit;
+    uint64_t max_parse_size;       /* largest text the policy parses; not reloadable */
     char *peers[CONFIG_MAX_RULES]; /* "ID=HOST:PORT" of other instances, for cancel routing */
     size_t npeers;
     int peer_id;           /* this instance's id (1..255) encoded in cancel keys; 0 = no peering */
@@ -92,6 +95,10 @@ int config_parse_size(const char *s, uint64_t *out);
 int config_parse_hostport(const char *s, char *host, size_t hostlen, int *port);
 /* "ID=HOST:PORT" with ID 1..255. */
 int config_parse_peer(const char *s, int *id, char *host, size_t hostlen, int *port);
+
+/* The policy rules of c (pointers into c). */
+struct guard_rules;
+void config_guard_rules(const struct config *c, struct guard_rules *r);
 
 /* The DSN as libpq reads it, every password replaced by "********", for logs; a fixed text
  * for a DSN that does not parse (upstream_dsn_redact). Caller frees. */

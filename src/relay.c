@@ -65,6 +65,7 @@ static enum stmt_outcome refusal_outcome(const struct guard_decision *d)
 {
     return d->verdict == GUARD_COPY     ? STMT_REJECTED
            : d->verdict == GUARD_SYNTAX ? STMT_ERROR
+           : d->verdict == GUARD_BUSY   ? STMT_LIMITED
                                         : STMT_DENIED;
 }
 

@@ -17,9 +17,9 @@ struct runtime *runtime_new(struct config *cfg, char *err, size_t errlen)
     rt->cfg = *cfg;
     memset(cfg, 0, sizeof(*cfg)); /* ownership moved */
     atomic_init(&rt->refs, 1);
-    rt->policy = guard_policy_new((const char *const *)rt->cfg.deny, rt->cfg.ndeny,
-                                  (const char *const *)rt->cfg.allow, rt->cfg.nallow,
-                                  rt->cfg.read_only, err, errlen);
+    struct guard_rules rules;
+    config_guard_rules(&rt->cfg, &rules);
+    rt->policy = guard_policy_compile(&rules, err, errlen);
     if (!rt->policy)
         goto fail;
     if (rt->cfg.tls_cert) {
@@ -28,8 +28,8 @@ struct runtime *runtime_new(struct config *cfg, char *err, size_t errlen)
             goto fail;
     }
     if (rt->cfg.audit_log) {
-        rt->audit = audit_open(rt->cfg.audit_log, rt->cfg.audit_redact, AUDIT_MAX_PARSE_DEFAULT,
-                               err, errlen);
+        rt->audit = audit_open(rt->cfg.audit_log, rt->cfg.audit_redact,
+                               (size_t)rt->cfg.max_parse_size, err, errlen);
         if (!rt->audit)
             goto fail;
     }

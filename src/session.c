@@ -473,6 +473,7 @@ void session_free(struct session *s)
         startup_release(s->su);
         free(s->su);
     }
+    session_policy_release(s);
     guard_cache_free(s->gcache);
     relay_release(&s->relay);
     conn_release(&s->cli);

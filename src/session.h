@@ -42,11 +42,16 @@ struct session_accept {
     struct admission_key key; /* the client address it is counted by */
 };
 
+/* Texts up to this size are parsed on the worker's thread (tens of microseconds); longer ones
+ * by the parser pool. Workers need guard_parse_stack_bytes(SESSION_INLINE_PARSE) of stack. */
+#define SESSION_INLINE_PARSE (16 * 1024)
+
 struct session_env {
     struct runtimes *runtimes;
     struct cancel_table *cancels;
     struct conn_mem *client_mem;
     struct reaper *reaper;
+    struct guard_pool *parsers; /* policy parses of large texts; NULL = on the loop's thread */
     struct session_counts *counts;
     struct admission *admission;
     struct shutdown_state *shutdown;

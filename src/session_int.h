@@ -76,6 +76,7 @@ struct session {
 
     struct relay relay;
     struct guard_cache *gcache;
+    struct session_parse *parse;   /* a text the parser pool decides (session_policy.c) */
     struct audit_wait *audit_wait; /* a record the full audit queue refused */
 };
 
@@ -96,6 +97,13 @@ void session_fatal(struct session *s, const char *code, const char *message, con
 /* session_connect.c */
 enum session_end session_startup_done(struct session *s);
 enum session_end session_connect_step(struct session *s);
+
+/* session_policy.c: guard_check's three steps, with the parse off the loop for large texts.
+ * decide: 0 decided, 1 pending (the relay gets fe_proto_decided from poll), -1 no memory. */
+int session_policy_decide(struct session *s, const char *sql, size_t len, struct guard_decision *d);
+void session_policy_poll(struct session *s);
+void session_policy_release(struct session *s);
+void session_policy_cache(struct session *s);
 
 /* session_relay.c */
 int session_relay_begin(struct session *s);

@@ -61,21 +61,9 @@ static bool cancel_pending(void *ctx)
     return session_cancel_pending(ctx);
 }
 
-/* The decision cache only pays off when statements are parsed. */
-static void ensure_guard_cache(struct session *s)
-{
-    if (!s->gcache && s->cfg->policy_cache && guard_policy_parses(s->rt->policy))
-        s->gcache = guard_cache_new();
-}
-
 static int policy(void *ctx, const char *sql, size_t len, struct guard_decision *d)
 {
-    struct session *s = ctx;
-    if (guard_check(s->rt->policy, s->gcache, sql, len, d))
-        return -1;
-    if (d->verdict == GUARD_COPY && s->relay.copy_allowed)
-        d->verdict = GUARD_ALLOW; /* --copy allow: the COPY sub-protocol is relayed */
-    return 0;
+    return session_policy_decide(ctx, sql, len, d);
 }
 
 /* Picks up a configuration reloaded by SIGHUP: limits and policy apply from the next
@@ -99,7 +87,7 @@ static void refresh(void *ctx)
         guard_cache_free(s->gcache);
         s->gcache = NULL;
     }
-    ensure_guard_cache(s);
+    session_policy_cache(s);
 }
 
 /* A record a full audit queue refused, with its own copies of what it points to: the
@@ -268,7 +256,7 @@ int session_relay_begin(struct session *s)
     s->relay.audit_params = s->rt->audit && !s->cfg->audit_redact;
     if (conn_reserve(&s->up, SESSION_UPSTREAM_BUF) || conn_reserve(&s->cli, SESSION_CLIENT_BUF))
         return -1;
-    ensure_guard_cache(s);
+    session_policy_cache(s);
     return 0;
 }
 
@@ -423,6 +411,7 @@ enum session_end session_relay_turn(struct session *s)
             return relay_end(s);
         size_t before_u = s->up.rlen, before_c = s->cli.rlen;
         size_t before_o = conn_send_backlog(&s->cli);
+        session_policy_poll(s);
         bool in_u = s->up.can_read, in_c = s->cli.can_read;
         enum relay_state before_st = r->st;
         enum session_end e = read_upstream(s);

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from pgwp import (BOUND, SSL_REQUEST, RawClient, describe, free_port, http_get, only_error,
-                  proxy_only, rfq, rows)
+from pgwp import (BOUND, SSL_REQUEST, RawClient, describe, errors, free_port, http_get,
+                  only_error, parameter_status, proxy_only, rfq, rows)
 
 pytestmark = proxy_only
 
@@ -33,15 +33,18 @@ def test_startup_parameters_outside_the_allowlist_are_not_applied(proxy, direct)
         assert rows(c.query("select pg_sleep(0.05), 'slept'"))[0][1] == "slept"
 
 
-def test_standard_conforming_strings_off_is_refused(proxy):
-    """With standard_conforming_strings off, backslashes in literals read differently than the
-    policy parser reads them; the proxy refuses the change (42501) and the session goes on."""
+def test_standard_conforming_strings_off_works_as_in_postgresql(proxy):
+    """standard_conforming_strings can be turned off as in PostgreSQL: the guard decides a text
+    with a backslash in a string under both readings, so the session neither gets a refusal
+    nor ends when the upstream reports the change."""
     with proxy.raw() as c:
         msgs = c.query("set standard_conforming_strings = off")
-        err = only_error(msgs)
-        assert (err["C"], err["D"]) == ("42501", "rule: standard_conforming_strings"), err
-        assert rfq(msgs) == "I"
-        assert rows(c.query("show standard_conforming_strings")) == [("on",)]
+        assert errors(msgs) == [] and rfq(msgs) == "I", describe(msgs)
+        assert parameter_status(msgs).get("standard_conforming_strings") == "off"
+        assert rows(c.query("show standard_conforming_strings")) == [("off",)]
+        assert rows(c.query("select 'a\\'b' as v")) == [("a'b",)]  # read with escapes
+        assert errors(c.query("reset standard_conforming_strings")) == []
+        assert rows(c.query("select 'a\\b' as v")) == [("a\\b",)]
 
 
 def test_backslash_hiding_client_encoding_ends_the_session(proxy):

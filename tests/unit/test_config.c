@@ -85,6 +85,42 @@ static void test_unknown_rule_is_a_config_error(void **state)
     config_free(&c);
 }
 
+/* --max-parse-size takes a size in range; --permit takes exception entries; shadow: rules are
+ * reserved with an error of their own. */
+static void test_policy_options(void **state)
+{
+    (void)state;
+    struct config c;
+    char err[512];
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream", "host=x", "--max-parse-size", "64kB",
+                          "--deny", "drop", "--permit", "function:query_to_xml", "--permit",
+                          "group:sql_text"),
+                     CONFIG_OK);
+    assert_int_equal(c.max_parse_size, 64000);
+    assert_int_equal(c.npermit, 2);
+    assert_string_equal(c.permit[1], "group:sql_text");
+    config_free(&c);
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream", "host=x", "--max-parse-size", "999"),
+                     CONFIG_ERROR);
+    assert_non_null(strstr(err, "--max-parse-size"));
+    assert_non_null(strstr(err, "1kB to 16MB"));
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream", "host=x", "--max-parse-size", "17MB"),
+                     CONFIG_ERROR);
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream", "host=x", "--max-parse-size", "lots"),
+                     CONFIG_ERROR);
+    assert_non_null(strstr(err, "--max-parse-size"));
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream", "host=x", "--permit", "select"),
+                     CONFIG_ERROR);
+    assert_non_null(strstr(err, "invalid permit rule"));
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream", "host=x", "--deny", "shadow:drop"),
+                     CONFIG_ERROR);
+    assert_non_null(strstr(err, "shadow: rules are not supported yet"));
+    assert_null(strchr(err, '\n'));
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream", "host=x", "--deny", "group:nope"),
+                     CONFIG_ERROR);
+    assert_non_null(strstr(err, "group:nope"));
+}
+
 static void test_defaults(void **state)
 {
     struct config c;
@@ -114,6 +150,8 @@ static void test_defaults(void **state)
     assert_int_equal(c.max_startup_per_address, 64);
     assert_int_equal(c.nproxy_protocol_from, 0);
     assert_false(c.allow_core_dumps);
+    assert_int_equal(c.npermit, 0);
+    assert_int_equal(c.max_parse_size, 1000000);
     config_free(&c);
 }
 
@@ -951,6 +989,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unknown_rule_is_a_config_error),
+        cmocka_unit_test(test_policy_options),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_load_minimal_keeps_defaults),
         cmocka_unit_test(test_duration_valid),

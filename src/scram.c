@@ -428,8 +428,8 @@ static bool verify(struct scram_state *st, const char *without_proof, size_t wle
     return ok && !st->mock;
 }
 
-static enum scram_status client_final(struct scram_state *st, char *msg, char *out, size_t outcap,
-                                      size_t *outlen)
+static enum scram_status client_final(struct scram_state *st, char *msg, const char *orig,
+                                      char *out, size_t outcap, size_t *outlen)
 {
     char *in = msg, attr = 0, *value = NULL, *proof_at = NULL;
     char *c = read_attr(st, &in, 'c');
@@ -453,8 +453,8 @@ static enum scram_status client_final(struct scram_state *st, char *msg, char *o
         return err(st, "08P01", "invalid SCRAM response", "Nonce does not match.");
     st->stage = SCRAM_STAGE_DONE;
     uint8_t sig[SCRAM_KEY_LEN];
-    /* msg was cut into pieces by the reads: the original bytes are in out's copy */
-    bool ok = verify(st, out, (size_t)(proof_at - msg), proof, sig);
+    /* msg was cut into pieces by the reads: the without-proof part comes from the original */
+    bool ok = verify(st, orig, (size_t)(proof_at - msg), proof, sig);
     if (!ok)
         return SCRAM_FAILED;
     char b64[64];
@@ -467,8 +467,10 @@ static enum scram_status client_final(struct scram_state *st, char *msg, char *o
 enum scram_status scram_exchange(struct scram_state *st, const uint8_t *msg, size_t len,
                                  const char *server_nonce, char *out, size_t outcap, size_t *outlen)
 {
-    char copy[SCRAM_MAX_MESSAGE + 1];
+    char copy[SCRAM_MAX_MESSAGE + 1], orig[SCRAM_MAX_MESSAGE + 1];
     *outlen = 0;
+    if (outcap)
+        out[0] = 0;
     if (st->stage == SCRAM_STAGE_DONE)
         return err(st, "08P01", MALFORMED, "The exchange is over.");
     if (len == 0)
@@ -483,9 +485,9 @@ enum scram_status scram_exchange(struct scram_state *st, const uint8_t *msg, siz
     copy[len] = 0;
     if (st->stage == SCRAM_STAGE_FIRST)
         return client_first(st, copy, server_nonce, out, outcap, outlen);
-    memcpy(out, msg, len); /* the original client-final, for the without-proof part */
-    out[len] = 0;
-    return client_final(st, copy, out, outcap, outlen);
+    memcpy(orig, msg, len);
+    orig[len] = 0;
+    return client_final(st, copy, orig, out, outcap, outlen);
 }
 
 /* ---------- the client side (tests, benchmark) ---------- */

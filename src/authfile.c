@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <unistd.h>
 
 struct parser {
@@ -329,5 +330,36 @@ int authfile_server_key(const char *path, uint8_t key[SCRAM_KEY_LEN], char *err,
         rc = -1;
     }
     close(fd);
+    return rc;
+}
+
+int authfile_hash_password_cli(void *in_, void *out_, void *err_)
+{
+    FILE *in = in_, *out = out_, *err = err_;
+    int fd = fileno(in);
+    struct termios old, quiet;
+    bool tty = isatty(fd) && tcgetattr(fd, &old) == 0;
+    if (tty) {
+        fprintf(err, "Password: ");
+        fflush(err);
+        quiet = old;
+        quiet.c_lflag &= ~(tcflag_t)ECHO;
+        tcsetattr(fd, TCSAFLUSH, &quiet);
+    }
+    char pw[1024], v[SCRAM_SECRET_MAX];
+    bool got = fgets(pw, sizeof(pw), in) != NULL;
+    if (tty) {
+        tcsetattr(fd, TCSAFLUSH, &old);
+        fprintf(err, "\n");
+    }
+    pw[got ? strcspn(pw, "\r\n") : 0] = 0;
+    int rc = 1;
+    if (!pw[0])
+        fprintf(err, "pgwire-proxy: --hash-password: no password on standard input\n");
+    else if (authfile_hash_password(pw, v, sizeof(v)) != 0)
+        fprintf(err, "pgwire-proxy: --hash-password: cannot make a verifier\n");
+    else
+        rc = fprintf(out, "%s\n", v) < 0 ? 1 : 0;
+    OPENSSL_cleanse(pw, sizeof(pw));
     return rc;
 }

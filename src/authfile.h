@@ -45,6 +45,10 @@ const struct authfile_user *authfile_find(const struct authfile *a, const char *
  * --hash-password. 0 or -1. */
 int authfile_hash_password(const char *password, char *out, size_t outlen);
 
+/* --hash-password: reads one password line from in (without echo when it is a terminal),
+ * prints its verifier to out. The exit status. */
+int authfile_hash_password_cli(void *in, void *out, void *err);
+
 /* The server secret in path: read, or made (32 random bytes, mode 0600) when the file does not
  * exist. 0, or -1 with err. */
 int authfile_server_key(const char *path, uint8_t key[SCRAM_KEY_LEN], char *err, size_t errlen);

@@ -42,8 +42,11 @@ struct session_accept {
     struct admission_key key; /* the client address it is counted by */
 };
 
+struct user_limits;
+
 struct session_env {
     struct runtimes *runtimes;
+    struct user_limits *user_limits; /* per-user session counts (max-connections per user) */
     struct cancel_table *cancels;
     struct conn_mem *client_mem;
     struct reaper *reaper;

@@ -64,22 +64,24 @@ static bool cancel_pending(void *ctx)
 /* The decision cache only pays off when statements are parsed. */
 static void ensure_guard_cache(struct session *s)
 {
-    if (!s->gcache && s->cfg->policy_cache && guard_policy_parses(s->rt->policy))
+    if (!s->gcache && s->cfg->policy_cache && guard_policy_parses(s->prof->policy))
         s->gcache = guard_cache_new();
 }
 
 static int policy(void *ctx, const char *sql, size_t len, struct guard_decision *d)
 {
     struct session *s = ctx;
-    if (guard_check(s->rt->policy, s->gcache, sql, len, d))
+    if (guard_check(s->prof->policy, s->gcache, sql, len, d))
         return -1;
     if (d->verdict == GUARD_COPY && s->relay.copy_allowed)
         d->verdict = GUARD_ALLOW; /* --copy allow: the COPY sub-protocol is relayed */
     return 0;
 }
 
-/* Picks up a configuration reloaded by SIGHUP: limits and policy apply from the next
- * statement; a reload that turned --read-only on reaches the upstream before it. */
+/* Picks up a configuration reloaded by SIGHUP: limits and policy (the user's profile in the
+ * new generation) apply from the next statement; a reload that turned --read-only on reaches
+ * the upstream before it. The upstream DSN and the per-user ceiling stay what the session
+ * started with. */
 static void refresh(void *ctx)
 {
     struct session *s = ctx;
@@ -89,7 +91,8 @@ static void refresh(void *ctx)
     bool was_read_only = s->cfg->read_only;
     runtime_release(s->rt);
     s->rt = rt;
-    s->cfg = &rt->cfg;
+    s->prof = runtime_profile(rt, s->user);
+    s->cfg = s->prof->cfg;
     s->rt_gen = rt->gen;
     s->relay.cfg = s->cfg;
     s->relay.gen = rt->gen;
@@ -209,6 +212,8 @@ static void statement_done(void *ctx, const struct stmt *st, enum stmt_outcome o
     struct audit_record r = {.session_id = s->id,
                              .client_addr = s->addr,
                              .user = s->user,
+                             .auth = s->auth_method,
+                             .cert_subject = s->cert_subject[0] ? s->cert_subject : NULL,
                              .database = s->database,
                              .application = s->app,
                              .sql = st->sql,

@@ -10,7 +10,7 @@ PKGS=(
   libpq-dev libssl-dev openssl libpg-query-dev libprotobuf-c-dev libmicrohttpd-dev
   libinih-dev libcmocka-dev
   postgresql-15 postgresql-client-15 postgresql-contrib
-  python3-pytest python3-psycopg2 python3-psycopg
+  python3-pytest python3-psycopg2 python3-psycopg python3-asyncpg
   pgbouncer tmux procps valgrind
   libpostgresql-jdbc-java haproxy python3-yaml strace
 )

@@ -50,7 +50,9 @@ static enum session_end authenticated(struct session *s, const char *method)
 {
     s->auth_method = method;
     metrics_auth(method, METRICS_AUTH_OK);
-    LOG_INFO(s->id, "authenticated", "client=%s user=%s method=%s%s%s%s", s->addr, s->user, method,
+    bool bound = s->auth && s->auth->sasl.started && s->auth->sasl.scram.plus;
+    LOG_INFO(s->id, "authenticated", "client=%s user=%s method=%s%s%s%s%s", s->addr, s->user,
+             method, bound ? " channel_binding=tls-server-end-point" : "",
              s->cert_subject[0] ? " identity=\"" : "", s->cert_subject,
              s->cert_subject[0] ? "\"" : "");
     session_auth_free(s);

@@ -51,10 +51,11 @@ static enum session_end authenticated(struct session *s, const char *method)
     s->auth_method = method;
     metrics_auth(method, METRICS_AUTH_OK);
     bool bound = s->auth && s->auth->sasl.started && s->auth->sasl.scram.plus;
-    LOG_INFO(s->id, "authenticated", "client=%s user=%s method=%s%s%s%s%s", s->addr, s->user,
-             method, bound ? " channel_binding=tls-server-end-point" : "",
-             s->cert_subject[0] ? " identity=\"" : "", s->cert_subject,
-             s->cert_subject[0] ? "\"" : "");
+    if (strcmp(method, "trust") != 0) /* a claimed name: session_start says auth=trust */
+        LOG_INFO(s->id, "authenticated", "client=%s user=%s method=%s%s%s%s%s", s->addr, s->user,
+                 method, bound ? " channel_binding=tls-server-end-point" : "",
+                 s->cert_subject[0] ? " identity=\"" : "", s->cert_subject,
+                 s->cert_subject[0] ? "\"" : "");
     session_auth_free(s);
     return session_authenticated(s);
 }

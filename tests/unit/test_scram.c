@@ -270,7 +270,7 @@ static void test_malformed_messages(void **state)
             r = feed(&st, c->final);
         }
         if (r != SCRAM_ERROR || strcmp(st.code, c->code) || strcmp(st.message, c->message) ||
-            strcmp(st.detail, c->detail))
+            strcmp(st.detail, c->detail) || out[0] || outlen)
             fail_msg("case %zu: got %d %s '%s' '%s', want %s '%s' '%s'", i, r, st.code, st.message,
                      st.detail, c->code, c->message, c->detail);
     }

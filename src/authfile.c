@@ -152,7 +152,8 @@ static int by_name(const void *a, const void *b)
 
 static void finish(struct authfile *a)
 {
-    qsort(a->users, a->n, sizeof(a->users[0]), by_name);
+    if (a->n)
+        qsort(a->users, a->n, sizeof(a->users[0]), by_name);
     int best = SCRAM_DEFAULT_ITERATIONS;
     size_t best_n = 0;
     for (size_t i = 0; i < a->n; i++) {

@@ -178,6 +178,7 @@ int config_user_build(struct config *c, const struct config_pending *p, const ch
             return -1;
         }
     }
-    qsort(c->users, c->nusers, sizeof(c->users[0]), by_name);
+    if (c->nusers)
+        qsort(c->users, c->nusers, sizeof(c->users[0]), by_name);
     return 0;
 }

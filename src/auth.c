@@ -160,16 +160,16 @@ void auth_sasl_begin(struct auth_sasl *a, const struct auth_conf *conf, const ch
 {
     memset(a, 0, sizeof(*a));
     const struct authfile_user *u = conf ? authfile_find(conf->users, user) : NULL;
-    if (u) {
+    /* the mock secret is derived for every user, known or not, so both paths cost the same;
+     * an unknown user runs the same exchange with it, with a salt as stable as a real one's
+     * and the iteration count most real users have, and fails like a wrong password */
+    static const uint8_t no_key[SCRAM_KEY_LEN];
+    scram_mock_secret(conf ? conf->key : no_key, user,
+                      conf && conf->users ? conf->users->iterations : SCRAM_DEFAULT_ITERATIONS,
+                      &a->secret);
+    a->mock = !u;
+    if (u)
         a->secret = u->secret;
-    } else {
-        /* an unknown user runs the same exchange, with a salt as stable as a real one's and
-         * the iteration count most real users have, and fails like a wrong password */
-        scram_mock_secret(conf ? conf->key : (const uint8_t[SCRAM_KEY_LEN]){0}, user,
-                          conf && conf->users ? conf->users->iterations : SCRAM_DEFAULT_ITERATIONS,
-                          &a->secret);
-        a->mock = true;
-    }
     a->plus_offered = cbind_len > 0 && cbind_len <= SCRAM_CBIND_MAX;
     if (a->plus_offered) {
         memcpy(a->cbind, cbind, cbind_len);

@@ -44,6 +44,8 @@ struct audit_record {
     uint64_t session_id;
     const char *client_addr;
     const char *user;
+    const char *auth;         /* how user was proven: "trust" (claimed), "scram-sha-256", ... */
+    const char *cert_subject; /* the client certificate's subject (RFC 2253), or NULL */
     const char *database;
     const char *application;
     const char *sql;

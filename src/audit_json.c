@@ -267,6 +267,8 @@ void audit_format(struct audit_text *t, const struct audit_entry *e, const char 
     text_printf(t, ",\"session\":%" PRIu64, r->session_id);
     text_field(t, "client", r->client_addr);
     text_field(t, "user", r->user);
+    text_field(t, "auth", r->auth ? r->auth : "trust");
+    optional_field(t, "cert_subject", r->cert_subject);
     text_field(t, "database", r->database);
     text_field(t, "application", r->application);
     audit_json_text_field(t, "statement", statement, statement_len);

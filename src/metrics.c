@@ -1,4 +1,5 @@
 #include "metrics.h"
+#include "metrics_user.h"
 
 #include <inttypes.h>
 #include <pthread.h>
@@ -540,6 +541,11 @@ char *metrics_render(size_t *len)
     render_upstream(&o);
     render_audit(&o);
     render_http(&o);
+    char *users = metrics_user_render();
+    if (users)
+        out_printf(&o, "%s", users);
+    o.failed |= !users;
+    free(users);
     if (o.failed)
         goto out;
     ret = o.buf;

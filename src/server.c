@@ -15,6 +15,7 @@
 #include "runtime.h"
 #include "session.h"
 #include "startup_gate.h"
+#include "user_limits.h"
 #include "worker.h"
 
 #include <errno.h>
@@ -45,6 +46,7 @@ struct server {
     struct health *health; /* the upstream probe behind /healthz; NULL without --metrics-listen */
     struct reaper *reaper;
     struct guard_pool *parsers;
+    struct user_limits *user_limits;
     struct conn_mem client_mem;
     struct session_counts counts;
     struct shutdown_state shutdown;
@@ -133,6 +135,8 @@ static void reload(struct server *srv)
         health_set_upstream(srv->health, rt->cfg.upstream_dsn);
     apply_limits(srv, &rt->cfg);
     log_setup(rt->cfg.log_level, rt->cfg.log_format == CONFIG_LOG_JSON);
+    if (rt->auth_warning[0])
+        LOG_WARN(0, "auth_file", "%s", rt->auth_warning);
     unsigned gen;
     struct runtime *old = runtimes_install(&srv->runtimes, rt);
     gen = rt->gen;
@@ -368,8 +372,10 @@ int server_run(struct config *cfg, int argc, char **argv)
     srv.cancels = cancel_table_new();
     srv.reaper = reaper_new();
     srv.admission = admission_start();
+    srv.user_limits = user_limits_new();
     struct runtime *rt = runtime_new(cfg, err, sizeof(err));
-    if (!rt || srv.shutdown_efd < 0 || !srv.cancels || !srv.reaper || !srv.admission || sfd < 0) {
+    if (!rt || srv.shutdown_efd < 0 || !srv.cancels || !srv.reaper || !srv.admission ||
+        !srv.user_limits || sfd < 0) {
         fprintf(stderr, "pgwire-proxy: %s\n", rt ? strerror(errno) : err);
         if (!rt)
             exit_code = 2; /* TLS files, audit log path: the configuration is unusable */
@@ -377,6 +383,8 @@ int server_run(struct config *cfg, int argc, char **argv)
     }
     rt->gen = 1;
     runtimes_init(&srv.runtimes, rt);
+    if (rt->auth_warning[0])
+        LOG_WARN(0, "auth_file", "%s", rt->auth_warning);
     const struct config *c = &rt->cfg;
     apply_limits(&srv, c);
     raise_fd_limit(c);
@@ -396,6 +404,7 @@ int server_run(struct config *cfg, int argc, char **argv)
         goto out;
     }
     struct session_env env = {.runtimes = &srv.runtimes,
+                              .user_limits = srv.user_limits,
                               .cancels = srv.cancels,
                               .client_mem = &srv.client_mem,
                               .reaper = srv.reaper,
@@ -460,6 +469,7 @@ out:
         guard_pool_free(srv.parsers); /* no session holds a job now */
         reaper_free(srv.reaper);
         admission_free(srv.admission);
+        user_limits_free(srv.user_limits);
         if (srv.runtimes.cur)
             runtime_release(srv.runtimes.cur);
         cancel_table_free(srv.cancels);

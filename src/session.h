@@ -42,12 +42,15 @@ struct session_accept {
     struct admission_key key; /* the client address it is counted by */
 };
 
+struct user_limits;
+
 /* Texts up to this size are parsed on the worker's thread (tens of microseconds); longer ones
  * by the parser pool. Workers need guard_parse_stack_bytes(SESSION_INLINE_PARSE) of stack. */
 #define SESSION_INLINE_PARSE (16 * 1024)
 
 struct session_env {
     struct runtimes *runtimes;
+    struct user_limits *user_limits; /* per-user session counts (max-connections per user) */
     struct cancel_table *cancels;
     struct conn_mem *client_mem;
     struct reaper *reaper;

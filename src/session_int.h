@@ -13,12 +13,14 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #define SESSION_CLIENT_BUF   8192        /* client receive buffer, grown for big messages */
 #define SESSION_UPSTREAM_BUF (64 * 1024) /* upstream receive buffer: messages are streamed */
 
 enum session_phase {
     PH_STARTUP, /* negotiation and TLS with the client */
+    PH_AUTH,    /* authenticating the client (SASL exchange, or a failure's delay) */
     PH_CONNECT, /* libpq connecting upstream */
     PH_RELAY,   /* relaying statements */
     PH_CLOSING, /* last bytes to the client; the upstream backend ends; then done */
@@ -52,10 +54,20 @@ struct session {
     bool cli_open;   /* the client still gets what the relay produces */
     size_t cli_need; /* size of the incomplete message at the front of its buffer */
     char addr[64];
+    struct sockaddr_storage client; /* the client's address: the socket's, or a PROXY header's */
     char user[64];
     char database[64];
     char app[64];
     struct startup *su; /* only until the upstream connection is made */
+
+    /* identity: the method that proved the user ("trust": claimed), a certificate's subject */
+    struct session_auth *auth; /* during PH_AUTH only */
+    const char *auth_method;
+    char cert_subject[256];
+    const struct runtime_profile *prof; /* the user's profile in rt */
+    atomic_int *user_count;             /* counted against the profile's max-connections */
+    int metrics_user;                   /* label slot of the user (or "other") */
+    char *upstream_dsn;                 /* the DSN this session connected with (reaper) */
 
     struct upstream upc; /* libpq during connect, then the cancel handle */
     bool up_open;        /* libpq connection (or its socket) still open */
@@ -94,8 +106,17 @@ void session_cancel_upstream(struct session *s);
 bool session_cancel_pending(struct session *s);
 void session_fatal(struct session *s, const char *code, const char *message, const char *detail);
 
+/* session_auth.c */
+enum session_end session_auth_begin(struct session *s);
+enum session_end session_auth_step(struct session *s);
+/* PH_AUTH's deadline: a failure's delayed answer, or the startup timeout. */
+void session_auth_timer(struct session *s, int64_t now);
+void session_auth_free(struct session *s);
+
 /* session_connect.c */
 enum session_end session_startup_done(struct session *s);
+/* The client is authenticated: admission, then the upstream connection. */
+enum session_end session_authenticated(struct session *s);
 enum session_end session_connect_step(struct session *s);
 
 /* session_policy.c: guard_check's three steps, with the parse off the loop for large texts.

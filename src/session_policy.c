@@ -26,7 +26,7 @@ struct session_parse {
 void session_policy_cache(struct session *s)
 {
     /* the decision cache only pays off when statements are parsed */
-    if (!s->gcache && s->cfg->policy_cache && guard_policy_parses(s->rt->policy))
+    if (!s->gcache && s->cfg->policy_cache && guard_policy_parses(s->prof->policy))
         s->gcache = guard_cache_new();
 }
 
@@ -47,7 +47,7 @@ static void busy(struct guard_decision *d)
 
 int session_policy_decide(struct session *s, const char *sql, size_t len, struct guard_decision *d)
 {
-    struct guard_policy *p = s->rt->policy;
+    struct guard_policy *p = s->prof->policy;
     struct guard_cache_key key;
     if (guard_precheck(p, s->gcache, sql, len, 0, d, &key) == 0)
         return 0;
@@ -88,7 +88,7 @@ void session_policy_poll(struct session *s)
     bool cacheable = false;
     int rc = guard_job_result(sp->job, &d, &cacheable);
     if (rc == 0 && cacheable)
-        guard_cache_store(s->gcache, s->rt->policy, &sp->key, &d);
+        guard_cache_store(s->gcache, s->prof->policy, &sp->key, &d);
     else if (rc == -ECANCELED)
         busy(&d);
     else if (rc != 0)

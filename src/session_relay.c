@@ -66,8 +66,10 @@ static int policy(void *ctx, const char *sql, size_t len, struct guard_decision 
     return session_policy_decide(ctx, sql, len, d);
 }
 
-/* Picks up a configuration reloaded by SIGHUP: limits and policy apply from the next
- * statement; a reload that turned --read-only on reaches the upstream before it. */
+/* Picks up a configuration reloaded by SIGHUP: limits and policy (the user's profile in the
+ * new generation) apply from the next statement; a reload that turned --read-only on reaches
+ * the upstream before it. The upstream DSN and the per-user ceiling stay what the session
+ * started with. */
 static void refresh(void *ctx)
 {
     struct session *s = ctx;
@@ -77,7 +79,8 @@ static void refresh(void *ctx)
     bool was_read_only = s->cfg->read_only;
     runtime_release(s->rt);
     s->rt = rt;
-    s->cfg = &rt->cfg;
+    s->prof = runtime_profile(rt, s->user);
+    s->cfg = s->prof->cfg;
     s->rt_gen = rt->gen;
     s->relay.cfg = s->cfg;
     s->relay.gen = rt->gen;
@@ -197,6 +200,8 @@ static void statement_done(void *ctx, const struct stmt *st, enum stmt_outcome o
     struct audit_record r = {.session_id = s->id,
                              .client_addr = s->addr,
                              .user = s->user,
+                             .auth = s->auth_method,
+                             .cert_subject = s->cert_subject[0] ? s->cert_subject : NULL,
                              .database = s->database,
                              .application = s->app,
                              .sql = st->sql,

@@ -368,6 +368,7 @@ static enum be_action parameter_status(struct relay *r, struct fwd *f, size_t at
  * buffer can take the data that follows it. */
 static enum be_action copy_start(struct relay *r, char type)
 {
+    r->stmt.copy = true;
     if (type == 'H') {
         r->copy_out = true;
         return FORWARD;

@@ -215,7 +215,7 @@ static void statement_done(void *ctx, const struct stmt *st, enum stmt_outcome o
                              .upstream_sqlstate =
                                  st->upstream_sqlstate[0] ? st->upstream_sqlstate : NULL,
                              .upstream_status = stmt_upstream_name(st->upstream),
-                             .protocol = info ? info->protocol : "simple",
+                             .protocol = info ? info->protocol : st->copy ? "copy" : "simple",
                              .portal = info ? info->portal : NULL,
                              .statement_name = info ? info->statement_name : NULL,
                              .executes = info ? info->executes : 0};

@@ -58,6 +58,7 @@ struct stmt {
     bool upstream_error;       /* some part of it ended with an upstream error */
     char upstream_sqlstate[6]; /* the upstream's first error, "" = none */
     enum stmt_upstream upstream;
+    bool copy; /* it ran the COPY sub-protocol (the audit's protocol "copy") */
 };
 
 void stmt_begin(struct stmt *st, const struct config *cfg, const char *sql, size_t len);

@@ -55,6 +55,12 @@ def test_man_page_documents_every_option():
         assert sig in text
 
 
+def test_readme_documents_every_option():
+    text = open(os.path.join(REPO, "README.md")).read()
+    missing = [o for o in help_options() if f"`{o}" not in text]
+    assert not missing, f"options in --help but not in the README's tables: {missing}"
+
+
 def test_man_page_renders_without_warnings():
     if not shutil.which("man"):
         pytest.skip("man not installed")

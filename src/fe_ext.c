@@ -139,10 +139,12 @@ static enum fe_msg ext_parse(struct relay *r, uint8_t *msg, size_t total)
         refuse_decision(r, p.name, p.query, p.query_len, &d, p.name, NULL);
         return FE_DONE;
     }
-    if (ext_stmt_put(r->x, p.name, p.query, p.query_len, r->gen)) {
+    if (ext_stmt_put(r->x, p.name, p.query, p.query_len, r->gen) ||
+        ext_text_set_shadow(ext_stmt_get(r->x, p.name)->text, d.shadow_rule)) {
         refuse_limit(r, p.name, "prepared statements");
         return FE_DONE;
     }
+    relay_shadow_denied(r, &d);
     forward(r, msg, total, EXT_PARSE, NULL);
     return FE_DONE;
 }
@@ -202,6 +204,11 @@ static enum fe_msg ext_bind(struct relay *r, uint8_t *msg, size_t total)
             refuse_decision(r, EXT_DENIED_NAME, st->text->data, st->text->len, &d, b.stmt, &b);
             return FE_DONE;
         }
+        if (ext_text_set_shadow(st->text, d.shadow_rule)) {
+            refuse_limit(r, EXT_DENIED_NAME, "prepared statements");
+            return FE_DONE;
+        }
+        relay_shadow_denied(r, &d);
         st->policy_gen = r->gen;
     }
     int portal = ext_portal_open(r->x, b.portal, st ? st->text : NULL);

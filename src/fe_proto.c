@@ -117,6 +117,10 @@ static enum fe_msg handle_query(struct relay *r, uint8_t *msg, size_t total)
         refuse_query(r, &d);
         return FE_DONE;
     }
+    if (d.shadow_rule[0]) {
+        memcpy(r->stmt.shadow_rule, d.shadow_rule, sizeof(r->stmt.shadow_rule));
+        relay_shadow_denied(r, &d);
+    }
     if (r->env->to_upstream_ref(r->ctx, msg, total)) {
         r->end = SE_UPSTREAM_LOST;
         return FE_DONE;
@@ -231,7 +235,10 @@ static bool copy_in_message(struct relay *r, uint8_t *msg, size_t total, enum fe
         if (r->copy_tripped)
             return true;
         struct stmt *st = copy_stmt(r);
-        if (st && stmt_charge(st, total, false) != STMT_LIMIT_NONE) {
+        enum stmt_limit l = st ? stmt_charge(st, total, false) : STMT_LIMIT_NONE;
+        if (l != STMT_LIMIT_NONE && r->cfg->on_limit == CONFIG_ON_LIMIT_WARN) {
+            relay_limit_warn(r, st, l, total, false);
+        } else if (l != STMT_LIMIT_NONE) {
             copy_in_trip(r);
             return true;
         }

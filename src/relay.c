@@ -255,6 +255,24 @@ void relay_limit_abort(struct relay *r, enum stmt_limit which)
     r->ab.report_commit = true;
 }
 
+void relay_shadow_denied(struct relay *r, const struct guard_decision *d)
+{
+    if (!d->shadow_rule[0])
+        return;
+    metrics_guardrail_shadow(d->shadow_rule);
+    LOG_INFO(r->sid, "statement_would_deny", "client=%s rule=%s", r->client_addr, d->shadow_rule);
+}
+
+void relay_limit_warn(struct relay *r, struct stmt *st, enum stmt_limit l, uint64_t n, bool row)
+{
+    if (!stmt_pass_limit(st, l, n, row))
+        return;
+    bool rows = l == STMT_LIMIT_ROWS;
+    metrics_guardrail_shadow(st->shadow_limit);
+    LOG_INFO(r->sid, "statement_would_limit", "client=%s rule=%s limit=%llu", r->client_addr,
+             st->shadow_limit, (unsigned long long)(rows ? r->cfg->max_rows : r->cfg->max_bytes));
+}
+
 void relay_statement_end(struct relay *r, enum stmt_outcome o)
 {
     if (!r->stmt.active)

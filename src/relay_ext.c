@@ -1,5 +1,6 @@
 #include "relay_ext.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,6 +35,7 @@ struct ext_text *ext_text_new(const char *p, size_t len)
         return NULL;
     t->refs = 1;
     t->len = len;
+    t->shadow_rule = NULL;
     memcpy(t->data, p, len);
     t->data[len] = 0;
     return t;
@@ -41,8 +43,20 @@ struct ext_text *ext_text_new(const char *p, size_t len)
 
 void ext_text_unref(struct ext_text *t)
 {
-    if (t && --t->refs == 0)
+    if (t && --t->refs == 0) {
+        free(t->shadow_rule);
         free(t);
+    }
+}
+
+int ext_text_set_shadow(struct ext_text *t, const char *rule)
+{
+    char *copy = rule && *rule ? strdup(rule) : NULL;
+    if (rule && *rule && !copy)
+        return -1;
+    free(t->shadow_rule);
+    t->shadow_rule = copy;
+    return 0;
 }
 
 /* ---------- FIFO ---------- */
@@ -330,6 +344,8 @@ struct ext_run *ext_portal_run(struct ext_state *x, int i, const struct config *
     p->nparams = 0;
     p->params_bytes = 0;
     stmt_begin(&run->st, cfg, run->text ? run->text->data : "", run->text ? run->text->len : 0);
+    if (run->text && run->text->shadow_rule)
+        snprintf(run->st.shadow_rule, sizeof(run->st.shadow_rule), "%s", run->text->shadow_rule);
     p->run = run;
     return run;
 }

@@ -44,7 +44,8 @@ enum ext_action {
 struct ext_text {
     int refs;
     size_t len;
-    char data[]; /* NUL-terminated */
+    char *shadow_rule; /* the shadow rule its decision named (malloc'd), NULL = none */
+    char data[];       /* NUL-terminated */
 };
 
 /* One portal run: its Executes share its clock, budget and audit record. Referenced by the
@@ -123,6 +124,9 @@ static inline struct ext_text *ext_text_ref(struct ext_text *t)
     return t;
 }
 void ext_text_unref(struct ext_text *t);
+/* Keeps the shadow verdict of the text's latest decision ("" or NULL = none), for the audit
+ * records of the portal runs that execute it. -1 when out of memory. */
+int ext_text_set_shadow(struct ext_text *t, const char *rule);
 
 /* FIFO; push returns -1 when it is full (the entry takes a reference to run). */
 int ext_push(struct ext_state *x, enum ext_kind kind, enum ext_action action, struct ext_run *run);

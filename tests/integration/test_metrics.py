@@ -71,8 +71,10 @@ def test_query_counters(start_proxy):
     assert delta(after, before, "pgwire_proxy_errors_total", **{"class": "22"}) == 1
     assert delta(after, before, "pgwire_proxy_errors_total", **{"class": "42"}) == 2
     assert delta(after, before, "pgwire_proxy_errors_total", **{"class": "54"}) == 1
-    assert delta(after, before, "pgwire_proxy_guardrail_violations_total", rule="deny:drop") == 1
-    assert delta(after, before, "pgwire_proxy_guardrail_violations_total", rule="max-rows") == 1
+    assert delta(after, before, "pgwire_proxy_guardrail_violations_total", rule="deny:drop",
+                 mode="enforce") == 1
+    assert delta(after, before, "pgwire_proxy_guardrail_violations_total", rule="max-rows",
+                 mode="enforce") == 1
     assert delta(after, before, "pgwire_proxy_rows_sent_total") >= n
     assert delta(after, before, "pgwire_proxy_bytes_sent_total") > 0
     count = metric(after, "pgwire_proxy_query_duration_seconds_count")

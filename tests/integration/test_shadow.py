@@ -7,7 +7,8 @@ import subprocess
 import pytest
 
 from pgwp import (BINARY, BOUND, audit_lines, both, clean_env, errors, free_port, log_events,
-                  metric, only_error, poll, proxy_only, recreate, rows, scrape, table_rows, tags)
+                  metric, only_error, poll, port_listening, proxy_only, recreate, rows, scrape,
+                  table_rows, tags)
 
 pytestmark = proxy_only
 
@@ -21,6 +22,8 @@ def observed(start_proxy, tmp_path, *flags):
     mport = free_port()
     p = start_proxy("--audit-log", audit, "--metrics-listen", f"127.0.0.1:{mport}", *flags)
     p.mport = mport
+    # the metrics port opens after the client port the start waited for
+    poll(lambda: port_listening(mport), what=f"the metrics port {mport}")
     return p, audit
 
 

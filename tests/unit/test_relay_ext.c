@@ -1,5 +1,6 @@
-/* The extended-protocol handlers (fe_ext.c, be_ext.c) driven with scripted bytes: what goes
- * upstream, what reaches the client, without sockets. */
+/* The relay's protocol handlers (fe_proto.c, be_proto.c and the extended protocol's fe_ext.c,
+ * be_ext.c) driven with scripted bytes: what goes upstream, what reaches the client, without
+ * sockets. */
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -277,6 +278,28 @@ static void test_bind_refused_after_reload_audits_its_params(void **state)
     harness_free(h);
 }
 
+/* A ParameterStatus whose value lacks its NUL, followed in the buffer by a ReadyForQuery (its
+ * length word holds NULs): read within its own length it is malformed, the session ends with
+ * FATAL 08P01, and neither message reaches the client as the upstream sent it. */
+static void test_parameter_status_is_read_within_its_length(void **state)
+{
+    (void)state;
+    struct harness *h = harness_new();
+    uint8_t b[64];
+    size_t n = msg(b, 'S', "TimeZone\0UTC", 12);
+    n += msg(b + n, 'Z', "I", 1);
+    size_t need;
+    be_proto_process(&h->r, b, n, sizeof(b), &need);
+    assert_int_equal(h->r.end, SE_UPSTREAM_LOST);
+    char t[8];
+    types_of(&h->cli, t, sizeof(t));
+    assert_string_equal(t, "E");
+    assert_non_null(memmem(h->cli.data, h->cli.len, "C08P01", 6));
+    assert_non_null(memmem(h->cli.data, h->cli.len, "Dmalformed ParameterStatus", 26));
+    assert_null(memmem(h->cli.data, h->cli.len, "UTC", 3));
+    harness_free(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -284,6 +307,7 @@ int main(void)
         cmocka_unit_test(test_malformed_parse_fatal_has_its_message),
         cmocka_unit_test(test_tripped_run_over_upstream_waits_only_for_the_client),
         cmocka_unit_test(test_bind_refused_after_reload_audits_its_params),
+        cmocka_unit_test(test_parameter_status_is_read_within_its_length),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -198,7 +198,7 @@ static void test_requests_after_a_reported_error_leave_no_entries(void **state)
     char t[64];
     types_of(&h->cli, t, sizeof(t));
     assert_string_equal(t, "1EZ");
-    assert_true(ext_empty(h->r.x));
+    assert_true(relay_ext_empty(h->r.x));
     h->up.len = 0;
     n = msg(b, 'Q', "select 3", 9);
     size_t need;

@@ -24,8 +24,8 @@ struct stmt *be_current(struct relay *r)
     return e->kind == EXT_EXECUTE && e->run ? &e->run->st : NULL;
 }
 
-/* An Execute at the head starts its query-timeout clock (its own, not the pipeline's). */
-/* An Execute's answer ended: the next Execute, which runs upstream from now, starts its clock. */
+/* An Execute's answer ended (or was skipped): the next Execute, which runs upstream from now,
+ * starts its query-timeout clock (its own, not the pipeline's). */
 static void arm(struct relay *r)
 {
     r->x->exec_deadline_ms = r->x->nexec && r->cfg->query_timeout_ms

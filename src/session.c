@@ -25,10 +25,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define CLOSING_GRACE_MS  1000 /* for the client's last bytes */
-#define TERMINATE_WAIT_MS 2000 /* an idle backend's EOF after Terminate */
-#define REAP_WAIT_MS      5000 /* a backend's EOF after pg_terminate_backend */
-#define CLI_EVENTS        (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
+#define CLI_EVENTS (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
 
 #define CONTAINER(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 

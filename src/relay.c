@@ -37,6 +37,7 @@ void relay_release(struct relay *r)
 {
     free(r->sql_owned);
     r->sql_owned = NULL;
+    relay_abort_done(r); /* a session can end while its tripped portal run is still held */
     relay_ext_free(r->x);
     r->x = NULL;
     free(r->hold);

@@ -216,6 +216,7 @@ void worker_pool_join(struct worker_pool *p)
         for (struct incoming *in = w->incoming, *next; in; in = next) {
             next = in->next;
             startup_gate_leave(w->env.admission, &in->acc);
+            atomic_fetch_sub(&w->env.counts->live, 1);
             close(in->fd);
             free(in);
         }
@@ -247,6 +248,7 @@ void worker_pool_assign(struct worker_pool *p, int fd, const struct session_acce
     in->acc = *acc;
     unsigned i = atomic_fetch_add(&p->next, 1) % (unsigned)p->n;
     struct worker *w = &p->w[i];
+    atomic_fetch_add(&w->env.counts->live, 1); /* counted from here: see session_counts */
     pthread_mutex_lock(&w->mu);
     in->next = w->incoming;
     w->incoming = in;

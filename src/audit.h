@@ -62,7 +62,7 @@ struct audit_record {
                                 acted, when rule does not name it */
     /* optional: what the upstream did, when known */
     const char *upstream_sqlstate;
-    const char *upstream_status; /* "committed", "rolled_back", "unknown" */
+    const char *upstream_status; /* stmt_upstream_name(): "committed", "rolled_back", ... */
     const char *protocol;        /* "simple" (when NULL), "extended", "copy" */
     const char *portal;          /* extended protocol: names as the client sent them */
     const char *statement_name;

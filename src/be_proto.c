@@ -429,7 +429,7 @@ static enum be_action upstream_message(struct relay *r, struct fwd *f, size_t at
     bool dropping = r->ab.active || r->internal != RI_NONE;
     if (r->end != SE_NONE)
         return DROP; /* a FATAL is the last message, as in PostgreSQL: nothing follows it */
-    if (!ext_empty(r->x)) {
+    if (!relay_ext_empty(r->x)) {
         bool handled;
         enum be_action act = be_ext_message(r, f, at, type, body, blen, mlen, &handled);
         if (handled)

@@ -37,7 +37,8 @@ void relay_release(struct relay *r)
 {
     free(r->sql_owned);
     r->sql_owned = NULL;
-    ext_free(r->x);
+    relay_abort_done(r); /* a session can end while its tripped portal run is still held */
+    relay_ext_free(r->x);
     r->x = NULL;
     free(r->hold);
     r->hold = NULL;
@@ -112,7 +113,7 @@ void relay_abort_done(struct relay *r)
 {
     r->ab.active = false;
     if (r->ab.run && r->x)
-        ext_run_unref(r->x, r->ab.run);
+        relay_ext_run_unref(r->x, r->ab.run);
     r->ab.run = NULL;
 }
 
@@ -212,13 +213,13 @@ void relay_start_abort(struct relay *r, const char *code, const char *message, c
     if (rule)
         metrics_guardrail(rule);
     /* the Execute running upstream: the first in the FIFO, answers before it still owed */
-    struct ext_entry *head = r->x ? ext_first_execute(r->x) : NULL;
+    struct ext_entry *head = r->x ? relay_ext_first_execute(r->x) : NULL;
     if (head) {
         /* a portal run: answered where it tripped; the client's messages of this segment are
          * dropped until its Sync, before which a failing Parse rolls the segment back — unless
          * the Sync is upstream already, and the answer then waits for its ReadyForQuery */
         a->ext = true;
-        a->reached = head == ext_head(r->x);
+        a->reached = head == relay_ext_head(r->x);
         a->run = head->run;
         if (a->run)
             a->run->refs++;

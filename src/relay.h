@@ -19,7 +19,8 @@ struct config;
 
 enum relay_state {
     RS_IDLE,    /* waiting for a client message */
-    RS_POLICY,  /* a Query waits for its policy decision (parsed off the event loop) */
+    RS_POLICY,  /* a Query waits for its policy decision (a large text is parsed by a parser
+                   thread, off the event loop) */
     RS_QUERY,   /* a Query (or the proxy's own statement) runs upstream, until ReadyForQuery */
     RS_DISCARD, /* extended-protocol error sent: discarding client messages until Sync */
 };

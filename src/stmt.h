@@ -1,5 +1,6 @@
-/* One statement's lifecycle (a simple Query, later a portal run): its clock, deadline, row and
- * byte budget, what it sent, and the one outcome table that feeds metrics and the audit. */
+/* One statement's lifecycle (a simple Query, or an extended-protocol portal run): its clock,
+ * deadline, row and byte budget, what it sent, and the one outcome table that feeds metrics and the
+ * audit. */
 #ifndef PGWP_STMT_H
 #define PGWP_STMT_H
 
@@ -53,7 +54,7 @@ struct stmt {
     uint64_t rows, bytes; /* the whole Query: what reached the client */
     char sqlstate[6];     /* the error the client saw, "" = none */
     const char *rule;     /* guardrail that acted, or NULL */
-    const char *sql;      /* the text (lives in the client's buffer until the end) */
+    const char *sql;      /* the text (in the client's buffer, or a copy the relay keeps) */
     size_t sql_len;
     bool upstream_error;       /* some part of it ended with an upstream error */
     char upstream_sqlstate[6]; /* the upstream's first error, "" = none */

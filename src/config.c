@@ -4,6 +4,7 @@
 #include "log.h"
 #include "upstream.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <ini.h>
@@ -882,6 +883,16 @@ static enum config_result validate(struct loader *l)
             fail(l,
                  "invalid value '%s' for --metrics-listen: expected HOST:PORT such as "
                  "127.0.0.1:9187",
+                 c->metrics_listen);
+            return CONFIG_ERROR;
+        }
+        /* The endpoint binds one socket to one address; a name could resolve to several or
+         * to none at bind time, so it is refused here, where a typo costs exit 2. */
+        unsigned char a[16];
+        if (inet_pton(AF_INET, host, a) != 1 && inet_pton(AF_INET6, host, a) != 1) {
+            fail(l,
+                 "invalid value '%s' for --metrics-listen: the host must be a numeric IPv4 or "
+                 "IPv6 address such as 127.0.0.1:9187 or [::1]:9187",
                  c->metrics_listen);
             return CONFIG_ERROR;
         }

@@ -622,6 +622,13 @@ static void test_tls_pairs(void **state)
     assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", "--metrics-listen", "9187"),
                      CONFIG_ERROR);
     assert_err_line(err, "--metrics-listen", "HOST:PORT");
+    assert_int_equal(
+        LOAD(&c, no_env, err, "--upstream=host=x", "--metrics-listen", "localhost:9187"),
+        CONFIG_ERROR);
+    assert_err_line(err, "--metrics-listen", "numeric");
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", "--metrics-listen", "[::1]:9187"),
+                     CONFIG_OK);
+    config_free(&c);
 }
 
 /* --- --help / --version --- */

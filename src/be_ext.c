@@ -199,7 +199,7 @@ static enum be_action sync_answer(struct relay *r, struct fwd *f, size_t at, con
     }
     if (status == 'I') {
         /* portals live until their transaction ends; a suspended run ends with them */
-        for (int i = 0; i < EXT_MAX_PORTALS; i++)
+        for (int i = 0; i < r->x->portal_top; i++)
             if (r->x->portals[i])
                 relay_run_end(r, r->x->portals[i]->run, STMT_OK);
         relay_ext_portals_clear(r->x);

@@ -268,7 +268,7 @@ int relay_ext_stmt_put(struct ext_state *x, const char *name, const char *text, 
 
 int relay_ext_portal_find(struct ext_state *x, const char *name)
 {
-    for (int i = 0; i < EXT_MAX_PORTALS; i++)
+    for (int i = 0; i < x->portal_top; i++)
         if (x->portals[i] && strcmp(x->portals[i]->name, name) == 0)
             return i;
     return -1;
@@ -299,16 +299,20 @@ void relay_ext_portal_close(struct ext_state *x, int i)
     free(p->params);
     free(p);
     x->portals[i] = NULL;
+    while (x->portal_top > 0 && !x->portals[x->portal_top - 1])
+        x->portal_top--;
 }
 
 int relay_ext_portal_open(struct ext_state *x, const char *name, struct ext_text *text)
 {
     relay_ext_portal_close(
         x, relay_ext_portal_find(x, name)); /* its run, if any, lives on in the FIFO */
-    int slot = -1;
-    for (int i = 0; i < EXT_MAX_PORTALS && slot < 0; i++)
-        if (!x->portals[i])
+    int slot = x->portal_top < EXT_MAX_PORTALS ? x->portal_top : -1;
+    for (int i = 0; i < x->portal_top; i++)
+        if (!x->portals[i]) {
             slot = i;
+            break;
+        }
     struct ext_portal *p = slot >= 0 ? calloc(1, sizeof(*p)) : NULL;
     if (!p || !(p->name = strdup(name))) {
         free(p);
@@ -316,12 +320,14 @@ int relay_ext_portal_open(struct ext_state *x, const char *name, struct ext_text
     }
     p->text = relay_ext_text_ref(text);
     x->portals[slot] = p;
+    if (slot >= x->portal_top)
+        x->portal_top = slot + 1;
     return slot;
 }
 
 void relay_ext_portals_clear(struct ext_state *x)
 {
-    for (int i = 0; i < EXT_MAX_PORTALS; i++)
+    for (int i = x->portal_top - 1; i >= 0; i--)
         relay_ext_portal_close(x, i);
 }
 

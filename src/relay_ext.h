@@ -103,6 +103,7 @@ struct ext_state {
     struct ext_stmt *stmts; /* open addressing by name */
     size_t scap, nstmts;
     struct ext_portal *portals[EXT_MAX_PORTALS];
+    int portal_top;     /* slots from here up are empty: scans per message stop here, not at 256 */
     size_t bytes;       /* statement texts and names held */
     size_t param_bytes; /* parameters kept for the audit, portals and runs together */
     bool discard;       /* dropping client messages until Sync */

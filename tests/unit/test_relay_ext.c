@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -301,9 +302,43 @@ static void test_parameter_status_is_read_within_its_length(void **state)
     harness_free(h);
 }
 
+/* The portal table keeps a high-water mark so that a Bind, an Execute and the clear at
+ * ReadyForQuery look at the slots in use, not all 256: slots below it are reused, it falls
+ * when its top slot closes, and the table still holds exactly EXT_MAX_PORTALS. */
+static void test_portal_table_high_water(void **state)
+{
+    (void)state;
+    struct ext_state *x = relay_ext_new();
+    assert_non_null(x);
+    assert_int_equal(relay_ext_portal_open(x, "a", NULL), 0);
+    assert_int_equal(relay_ext_portal_open(x, "b", NULL), 1);
+    assert_int_equal(relay_ext_portal_open(x, "c", NULL), 2);
+    assert_int_equal(x->portal_top, 3);
+    relay_ext_portal_close(x, 1);
+    assert_int_equal(x->portal_top, 3);
+    assert_int_equal(relay_ext_portal_find(x, "b"), -1);
+    assert_int_equal(relay_ext_portal_open(x, "d", NULL), 1); /* the hole is reused */
+    assert_int_equal(relay_ext_portal_open(x, "a", NULL), 0); /* a rebind replaces in place */
+    assert_int_equal(relay_ext_portal_find(x, "c"), 2);
+    relay_ext_portal_close(x, 2);
+    assert_int_equal(x->portal_top, 2);
+    relay_ext_portals_clear(x);
+    assert_int_equal(x->portal_top, 0);
+    assert_int_equal(relay_ext_portal_find(x, "a"), -1);
+    char name[16];
+    for (int i = 0; i < EXT_MAX_PORTALS; i++) {
+        snprintf(name, sizeof(name), "p%d", i);
+        assert_int_equal(relay_ext_portal_open(x, name, NULL), i);
+    }
+    assert_int_equal(relay_ext_portal_open(x, "one too many", NULL), -1);
+    assert_int_equal(relay_ext_portal_find(x, "p255"), 255);
+    relay_ext_free(x);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_portal_table_high_water),
         cmocka_unit_test(test_requests_after_a_reported_error_leave_no_entries),
         cmocka_unit_test(test_malformed_parse_fatal_has_its_message),
         cmocka_unit_test(test_tripped_run_over_upstream_waits_only_for_the_client),

@@ -133,14 +133,7 @@ void relay_send_fatal(struct relay *r, const char *code, const char *message, co
     uint8_t buf[1024];
     struct wire_buf b;
     wire_buf_init(&b, buf, sizeof(buf));
-    struct wire_error_fields f = {
-        .severity = "FATAL", .code = code, .message = message, .detail = detail};
-    wire_build_error(&b, 'E', &f);
-    if (b.overflow) {
-        f.detail = NULL;
-        b.overflow = false;
-        wire_build_error(&b, 'E', &f);
-    }
+    wire_build_fatal(&b, code, message, detail);
     r->env->to_client(r->ctx, b.data, b.len);
 }
 

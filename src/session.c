@@ -51,14 +51,7 @@ void session_fatal(struct session *s, const char *code, const char *message, con
     uint8_t buf[1024];
     struct wire_buf b;
     wire_buf_init(&b, buf, sizeof(buf));
-    struct wire_error_fields f = {
-        .severity = "FATAL", .code = code, .message = message, .detail = detail};
-    wire_build_error(&b, 'E', &f);
-    if (b.overflow) {
-        f.detail = NULL;
-        b.overflow = false;
-        wire_build_error(&b, 'E', &f);
-    }
+    wire_build_fatal(&b, code, message, detail);
     conn_send(&s->cli, b.data, b.len);
 }
 

@@ -55,8 +55,7 @@ static void refuse_fd(int fd, const char *message)
     uint8_t buf[256];
     struct wire_buf b;
     wire_buf_init(&b, buf, sizeof(buf));
-    struct wire_error_fields f = {.severity = "FATAL", .code = "53300", .message = message};
-    wire_build_error(&b, 'E', &f);
+    wire_build_fatal(&b, "53300", message, NULL);
     if (!b.overflow) {
         ssize_t w = send(fd, b.data, b.len, MSG_DONTWAIT | MSG_NOSIGNAL);
         (void)w;

@@ -303,6 +303,20 @@ void wire_build_error(struct wire_buf *b, char type, const struct wire_error_fie
     msg_end(&m);
 }
 
+void wire_build_fatal(struct wire_buf *b, const char *code, const char *message, const char *detail)
+{
+    struct wire_error_fields f = {
+        .severity = "FATAL", .code = code, .message = message, .detail = detail};
+    size_t at = b->len;
+    wire_build_error(b, 'E', &f);
+    if (b->overflow && detail) {
+        f.detail = NULL;
+        b->overflow = false;
+        b->len = at;
+        wire_build_error(b, 'E', &f);
+    }
+}
+
 void wire_build_negotiate(struct wire_buf *b, uint32_t newest_minor, const char *const *opts,
                           size_t nopts)
 {

@@ -123,6 +123,10 @@ void wire_build_param_status(struct wire_buf *b, const char *name, const char *v
 void wire_build_backend_key(struct wire_buf *b, uint32_t pid, uint32_t secret);
 void wire_build_rfq(struct wire_buf *b, char status);
 void wire_build_error(struct wire_buf *b, char type, const struct wire_error_fields *f);
+/* A FATAL ErrorResponse the proxy sends before it closes a session; when the detail does not
+ * fit, the message goes without it rather than not at all. */
+void wire_build_fatal(struct wire_buf *b, const char *code, const char *message,
+                      const char *detail);
 void wire_build_negotiate(struct wire_buf *b, uint32_t newest_minor, const char *const *opts,
                           size_t nopts);
 void wire_build_query(struct wire_buf *b, const char *sql);

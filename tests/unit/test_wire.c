@@ -125,6 +125,25 @@ static void test_build_notice_minimal(void **state)
                          "\0"));
 }
 
+/* A FATAL whose detail does not fit goes without the detail, never not at all: the client
+ * must learn why it is cut off. */
+static void test_build_fatal_drops_a_detail_that_does_not_fit(void **state)
+{
+    (void)state;
+    uint8_t st[64];
+    struct wire_buf b;
+    wire_buf_init(&b, st, sizeof(st));
+    wire_build_fatal(&b, "57P01", "bye", "x");
+    assert_bytes(&b, LIT("E\x00\x00\x00\x22SFATAL\0VFATAL\0C57P01\0Mbye\0Dx\0\0"));
+    char detail[100];
+    memset(detail, 'd', sizeof(detail) - 1);
+    detail[sizeof(detail) - 1] = 0;
+    wire_buf_init(&b, st, sizeof(st));
+    wire_build_fatal(&b, "57P01", "bye", detail);
+    assert_false(b.overflow);
+    assert_bytes(&b, LIT("E\x00\x00\x00\x1fSFATAL\0VFATAL\0C57P01\0Mbye\0\0"));
+}
+
 static void test_build_error_position_extremes(void **state)
 {
     uint8_t st[128];
@@ -793,6 +812,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_build_auth_ok),
+        cmocka_unit_test(test_build_fatal_drops_a_detail_that_does_not_fit),
         cmocka_unit_test(test_build_param_status),
         cmocka_unit_test(test_parse_param_status_bounded),
         cmocka_unit_test(test_build_backend_key),

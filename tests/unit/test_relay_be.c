@@ -1,0 +1,605 @@
+/* The upstream-side handler (be_proto.c) fed scripted upstream bytes through a fake
+ * environment: row and byte budgets in error and truncate mode, the committed-write report,
+ * the query timeout, ParameterStatus checks, upstream FATALs, COPY refusals and upstream
+ * protocol errors. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "log.h"
+#include "relay_fake.h"
+
+static int setup(void **state)
+{
+    log_setup(-1, 0);
+    *state = fake_new();
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fake_free(*state);
+    return 0;
+}
+
+/* Hands the upstream's bytes to the relay and empties the builder for the next ones. */
+static void upstream(struct fake *f, struct fbuf *b)
+{
+    fake_upstream_buf(f, b);
+    b->len = 0;
+}
+
+static void assert_report(const struct fake *f, int i, char type, const char *sev, const char *code,
+                          const char *message)
+{
+    struct fmsg m = fake_msg(f, i);
+    assert_int_equal(m.type, type);
+    assert_string_equal(fmsg_field(&m, 'V'), sev);
+    assert_string_equal(fmsg_field(&m, 'C'), code);
+    if (message)
+        assert_string_equal(fmsg_field(&m, 'M'), message);
+}
+
+static void assert_detail(const struct fake *f, int i, const char *detail)
+{
+    struct fmsg m = fake_msg(f, i);
+    assert_string_equal(fmsg_field(&m, 'D'), detail);
+}
+
+static void assert_tag(const struct fake *f, int i, const char *tag)
+{
+    struct fmsg m = fake_msg(f, i);
+    assert_int_equal(m.type, 'C');
+    assert_string_equal(fmsg_str(&m), tag);
+}
+
+static void assert_ready(const struct fake *f, int i, char status)
+{
+    struct fmsg m = fake_msg(f, i);
+    assert_int_equal(m.type, 'Z');
+    assert_int_equal(m.body[0], status);
+}
+
+static void assert_done(const struct fake *f, enum stmt_outcome o, const char *sqlstate,
+                        const char *rule, enum stmt_upstream up)
+{
+    assert_int_equal(f->done, 1);
+    assert_int_equal(f->outcome, o);
+    assert_string_equal(f->last.sqlstate, sqlstate);
+    assert_string_equal(f->last_rule, rule);
+    assert_int_equal(f->last.upstream, up);
+}
+
+/* wire sizes of the builders' messages */
+static size_t size_of_row(void)
+{
+    return 12; /* D, length, 1 column, its length, "v" */
+}
+
+static size_t size_of_rowdesc(void)
+{
+    struct fbuf b = {0};
+    up_rowdesc(&b, "c");
+    size_t n = b.len;
+    fb_free(&b);
+    return n;
+}
+
+/* ---------- row limit, error mode ---------- */
+
+static void test_row_limit_cancels_once_drops_rest_canceled(void **state)
+{
+    struct fake *f = *state;
+    struct fbuf b = {0};
+    f->cfg.max_rows = 2;
+    fake_query(f, "SELECT x FROM t");
+    up_rowdesc(&b, "c");
+    up_rows(&b, 3);
+    upstream(f, &b);
+    assert_int_equal(f->cancels, 1);
+    up_rows(&b, 2);
+    upstream(f, &b);
+    assert_int_equal(f->cancels, 1);
+    assert_string_equal(fake_types(f), "TDD");
+    up_error(&b, "ERROR", "57014", "canceling statement due to user request");
+    up_ready(&b, 'I');
+    upstream(f, &b);
+    assert_string_equal(fake_types(f), "TDDEZ"); /* the proxy's error replaces the cancel's */
+    assert_report(f, 3, 'E', "ERROR", "54000",
+                  "row limit of 2 exceeded; the upstream statement was canceled");
+    assert_detail(f, 3, "rule: max-rows (pgwire-proxy --max-rows 2)");
+    assert_ready(f, 4, 'I');
+    assert_done(f, STMT_LIMITED, "54000", "max-rows", STMT_UP_ROLLED_BACK);
+    assert_int_equal(f->last.rows, 2);
+    fb_free(&b);
+}
+
+static void test_row_limit_select_had_already_completed(void **state)
+{
+    struct fake *f = *state;
+    struct fbuf b = {0};
+    f->cfg.max_rows = 2;
+    fake_query(f, "SELECT x FROM t");
+    up_select(&b, 4);
+    up_ready(&b, 'I');
+    upstream(f, &b);
+    assert_string_equal(fake_types(f), "TDDEZ");
+    assert_report(f, 3, 'E', "ERROR", "54000",
+                  "row limit of 2 exceeded; the upstream statement had already completed");
+    assert_done(f, STMT_LIMITED, "54000", "max-rows", STMT_UP_COMMITTED);
+    fb_free(&b);
+}
+
+/* A write whose RETURNING rows tripped the limit after it committed is reported as what
+ * happened: a WARNING with the rule and its real tag, not an error that reads as a rollback. */
+static void test_row_limit_completed_write_reported_not_error(void **state)
+{
+    static const char *const tags[] = {"DELETE 200", "INSERT 0 200", "UPDATE 5"};
+    for (size_t i = 0; i < sizeof(tags) / sizeof(tags[0]); i++) {
+        struct fake *f = fake_new();
+        struct fbuf b = {0};
+        f->cfg.max_rows = 2;
+        fake_query(f, "DELETE FROM t RETURNING x");
+        up_rowdesc(&b, "x");
+        up_rows(&b, 5);
+        up_complete(&b, tags[i]);
+        up_ready(&b, 'I');
+        upstream(f, &b);
+        assert_string_equal(fake_types(f), "TDDNCZ");
+        assert_report(f, 3, 'N', "WARNING", "01000",
+                      "row limit of 2 exceeded; the upstream statement had already completed and "
+                      "committed: 2 rows delivered");
+        assert_detail(f, 3, "rule: max-rows (pgwire-proxy --max-rows 2)");
+        assert_tag(f, 4, tags[i]);
+        assert_done(f, STMT_LIMITED, "", "max-rows", STMT_UP_COMMITTED);
+        fb_free(&b);
+        fake_free(f);
+    }
+}
+
+static void test_row_limit_completed_write_in_block_errors_and_poisons(void **state)
+{
+    struct fake *f = *state;
+    struct fbuf b = {0};
+    fake_in_block(f);
+    f->cfg.max_rows = 2;
+    fake_query(f, "DELETE FROM t RETURNING x");
+    up_rowdesc(&b, "x");
+    up_rows(&b, 3);
+    up_complete(&b, "DELETE 3");
+    up_ready(&b, 'T');
+    upstream(f, &b);
+    assert_string_equal(fake_types(f), "TDDE"); /* not committed yet: it must not stick */
+    assert_report(f, 3, 'E', "ERROR", "54000", NULL);
+    assert_true(fake_poison_sent(f));
+    assert_done(f, STMT_LIMITED, "54000", "max-rows", STMT_UP_IN_BLOCK);
+    fake_reply_poison(f);
+    assert_string_equal(fake_types(f), "TDDEZ");
+    assert_ready(f, 4, 'E');
+    fb_free(&b);
+}
+
+/* ---------- row limit, truncate mode ---------- */
+
+static void test_truncate_first_rows_warning_and_select_n(void **state)
+{
+    struct fake *f = *state;
+    struct fbuf b = {0};
+    f->cfg.on_limit = CONFIG_ON_LIMIT_TRUNCATE;
+    f->cfg.max_rows = 2;
+    fake_query(f, "SELECT x FROM t");
+    up_select(&b, 4);
+    up_ready(&b, 'I');
+    upstream(f, &b);
+    assert_string_equal(fake_types(f), "TDDNCZ");
+    assert_report(f, 3, 'N', "WARNING", "01000", "result truncated to 2 rows by pgwire-proxy");
+    assert_tag(f, 4, "SELECT 2");
+    assert_int_equal(f->cancels, 0); /* the statement runs to its end */
+    assert_int_equal(f->done, 1);
+    assert_int_equal(f->last.rows, 2);
+    assert_string_equal(f->last_rule, "max-rows");
+    fb_free(&b);
+}
+
+static void test_truncate_keeps_non_select_tag(void **state)
+{
+    struct fake *f = *state;
+    struct fbuf b = {0};
+    f->cfg.on_limit = CONFIG_ON_LIMIT_TRUNCATE;
+    f->cfg.max_rows = 1;
+    fake_query(f, "DELETE FROM t RETURNING x");
+    up_rowdesc(&b, "x");
+    up_rows(&b, 3);
+    up_complete(&b, "DELETE 3");
+    up_ready(&b, 'I');
+    upstream(f, &b);
+    assert_string_equal(fake_types(f), "TDNCZ");
+    assert_tag(f, 3, "DELETE 3");
+    fb_free(&b);
+}
+
+static void test_truncate_each_statement_of_a_query_has_its_budget(void **state)
+{
+    struct fake *f = *state;
+    struct fbuf b = {0};
+    f->cfg.on_limit = CONFIG_ON_LIMIT_TRUNCATE;
+    f->cfg.max_rows = 2;
+    fake_query(f, "SELECT 1; SELECT 2");
+    up_select(&b, 3);
+    up_select(&b, 3);
+    up_ready(&b, 'I');
+    upstream(f, &b);
+    assert_string_equal(fake_types(f), "TDDNCTDDNCZ");
+    assert_tag(f, 9, "SELECT 2");
+    assert_int_equal(f->done, 1);
+    assert_int_equal(f->last.rows, 4);
+    fb_free(&b);
+}
+
+/* ---------- byte budget ---------- */
+
+static void test_byte_budget_counts_notices_and_notifications(void **state)
+{
+    struct fake *f = *state;
+    struct fbuf b = {0}, n = {0};
+    up_notice(&n, "hello");
+    up_notify(&n, 42, "ch", "payload");
+    /* the row fits unless the notice and notification were counted */
+    f->cfg.max_bytes = size_of_rowdesc() + n.len + size_of_row() - 1;
+    fake_query(f, "SELECT x FROM t");
+    up_rowdesc(&b, "c");
+    fb_put(&b, n.p, n.len);
+    up_rows(&b, 1);
+    upstream(f, &b);
+    assert_string_equal(fake_types(f), "TNA");
+    assert_int_equal(f->cancels, 1);
+    up_error(&b, "ERROR", "57014", "canceling statement due to user request");
+    up_ready(&b, 'I');
+    upstream(f, &b);
+    assert_string_equal(fake_types(f), "TNAEZ");
+    struct fmsg e = fake_msg(f, 3);
+    assert_string_equal(fmsg_field(&e, 'C'), "54000");
+    assert_non_null(strstr(fmsg_field(&e, 'M'), "byte limit of"));
+    assert_done(f, STMT_LIMITED, "54000", "max-bytes", STMT_UP_ROLLED_BACK);
+    fb_free(&b);
+    fb_free(&n);
+}
+
+static void test_byte_budget_error_over_what_is_left_replaced_54000(void **state)
+{
+    struct fake *f = *state;
+    struct fbuf b = {0};
+    f->cfg.max_bytes = size_of_rowdesc() + size_of_row() + 20;
+    fake_query(f, "SELECT x::int FROM t");
+    up_rowdesc(&b, "c");
+    up_rows(&b, 1);
+    up_report(&b, 'E', "ERROR", "22P02", "invalid input syntax for type integer: ", 100);
+    up_ready(&b, 'I');
+    upstream(f, &b);
+    assert_string_equal(fake_types(f), "TDEZ");
+    assert_report(f, 2, 'E', "ERROR", "54000",
+                  "byte limit of 59 exceeded by the upstream's error (SQLSTATE 22P02)");
+    assert_int_equal(f->cancels, 0); /* the statement failed on its own */
+    assert_done(f, STMT_ERROR, "54000", "max-bytes", STMT_UP_ROLLED_BACK);
+    fb_free(&b);
+}
+
+static void test_byte_budget_error_within_budget_forwarded(void **state)
+{
+    struct fake *f = *state;
+    struct fbuf b = {0};
+    fake_query(f, "SELECT x::int FROM t");
+    up_error(&b, "ERROR", "22P02", "invalid input syntax for type integer");
+    f->cfg.max_bytes = b.len; /* exactly what the error needs */
+    up_ready(&b, 'I');
+    upstream(f, &b);
+    assert_string_equal(fake_types(f), "EZ");
+    assert_report(f, 0, 'E', "ERROR", "22P02", NULL);
+    assert_done(f, STMT_ERROR, "22P02", "", STMT_UP_ROLLED_BACK);
+    fb_free(&b);
+}
+
+static void test_byte_budget_idle_notices_not_budgeted(void **state)
+{
+    struct fake *f = *state;
+    struct fbuf b = {0};
+    f->cfg.max_bytes = size_of_rowdesc(); /* the statement uses it all */
+    fake_query(f, "SELECT x FROM t");
+    up_select(&b, 0);
+    up_ready(&b, 'I');
+    up_notify(&b, 42, "ch", "after the statement");
+    up_notice(&b, "idle notice");
+    upstream(f, &b);
+    assert_string_equal(fake_types(f), "TCZAN");
+    assert_int_equal(f->cancels, 0);
+    assert_int_equal(f->done, 1);
+    assert_int_equal(f->outcome, STMT_OK);
+    fb_free(&b);
+}
+
+static void test_byte_budget_never_withholds_z_s(void **state)
+{
+    struct fake *f = *state;
+    struct fbuf b = {0};
+    f->cfg.max_bytes = size_of_rowdesc();
+    fake_query(f, "SELECT x FROM t");
+    up_rowdesc(&b, "c");
+    up_rows(&b, 1); /* trips the budget */
+    up_param(&b, "application_name", "psql");
+    up_notice(&b, "over the budget: dropped");
+    up_error(&b, "ERROR", "57014", "canceling statement due to user request");
+    up_ready(&b, 'I');
+    upstream(f, &b);
+    assert_string_equal(fake_types(f), "TSEZ");
+    assert_report(f, 2, 'E', "ERROR", "54000", NULL);
+    assert_int_equal(f->settings, 1);
+    fb_free(&b);
+}
+
+static void test_byte_budget_never_withholds_fatal(void **state)
+{
+    struct fake *f = *state;
+    struct fbuf b = {0};
+    f->cfg.max_bytes = size_of_rowdesc();
+    fake_query(f, "SELECT x FROM t");
+    up_rowdesc(&b, "c");
+    up_rows(&b, 1);
+    up_error(&b, "FATAL", "57P01", "terminating connection due to administrator command");
+    upstream(f, &b);
+    assert_string_equal(fake_types(f), "TE");
+    assert_report(f, 1, 'E', "FATAL", "57P01", NULL);
+    assert_true(f->r.fatal_forwarded);
+    fb_free(&b);
+}
+
+/* ---------- query timeout ---------- */
+
+static void start_timed_query(struct fake *f, const char *sql)
+{
+    f->cfg.query_timeout_ms = 1000;
+    fake_query(f, sql);
+    int64_t due = f->r.stmt.deadline_ms;
+    assert_true(due > 0);
+    relay_check_deadline(&f->r, due - 1);
+    assert_int_equal(f->cancels, 0);
+    relay_check_deadline(&f->r, due);
+    relay_check_deadline(&f->r, due + 1000);
+    assert_int_equal(f->cancels, 1);
+}
+
+static void test_query_timeout_cancels_and_57014_at_z(void **state)
+{
+    struct fake *f = *state;
+    struct fbuf b = {0};
+    start_timed_query(f, "SELECT pg_sleep(10)");
+    up_rowdesc(&b, "c");
+    up_error(&b, "ERROR", "57014", "canceling statement due to user request");
+    up_ready(&b, 'I');
+    upstream(f, &b);
+    assert_string_equal(fake_types(f), "EZ");
+    assert_report(f, 0, 'E', "ERROR", "57014", "canceling statement due to statement timeout");
+    assert_detail(f, 0, "rule: query-timeout (pgwire-proxy --query-timeout 1000ms)");
+    assert_done(f, STMT_LIMITED, "57014", "query-timeout", STMT_UP_ROLLED_BACK);
+    fb_free(&b);
+}
+
+static void test_query_timeout_completed_write_reports_commit(void **state)
+{
+    struct fake *f = *state;
+    struct fbuf b = {0};
+    start_timed_query(f, "UPDATE t SET x = 1");
+    up_complete(&b, "UPDATE 5");
+    up_ready(&b, 'I');
+    upstream(f, &b);
+    assert_string_equal(fake_types(f), "NCZ");
+    assert_report(f, 0, 'N', "WARNING", "01000",
+                  "canceling statement due to statement timeout; the upstream statement had "
+                  "already completed and committed: 0 rows delivered");
+    assert_tag(f, 1, "UPDATE 5");
+    assert_done(f, STMT_LIMITED, "", "query-timeout", STMT_UP_COMMITTED);
+    fb_free(&b);
+}
+
+static void test_query_timeout_not_armed_idle_or_off(void **state)
+{
+    struct fake *f = *state;
+    relay_check_deadline(&f->r, INT64_MAX); /* no statement */
+    f->cfg.query_timeout_ms = 0;
+    fake_query(f, "SELECT 1");
+    relay_check_deadline(&f->r, INT64_MAX);
+    assert_int_equal(f->cancels, 0);
+    assert_int_equal(f->r.stmt.deadline_ms, 0);
+}
+
+/* ---------- ParameterStatus ---------- */
+
+static void test_read_only_lost_fatal_25006_nothing_after(void **state)
+{
+    struct fake *f = *state;
+    struct fbuf b = {0};
+    f->cfg.read_only = true;
+    fake_query(f, "SET default_transaction_read_only = off");
+    up_notice(&b, "before");
+    up_param(&b, "default_transaction_read_only", "off");
+    up_complete(&b, "SET");
+    up_ready(&b, 'I');
+    upstream(f, &b);
+    assert_string_equal(fake_types(f), "NE");
+    assert_report(f, 1, 'E', "FATAL", "25006", NULL);
+    assert_detail(f, 1, "rule: read-only (default_transaction_read_only was turned off)");
+    assert_int_equal(f->r.end, SE_GUARDRAIL);
+    assert_int_equal(f->settings, 0);
+    fb_free(&b);
+}
+
+/* The message ends the buffer exactly (an allocation of its size), so a read past it is an
+ * ASan error: the ParameterStatus parser used to read one byte past the message. */
+static size_t feed_exact(struct fake *f, char type, const void *body, size_t n)
+{
+    struct fbuf b = {0};
+    fb_msg(&b, type, body, n);
+    uint8_t *p = malloc(b.len);
+    memcpy(p, b.p, b.len);
+    size_t need = 0, used = be_proto_process(&f->r, p, b.len, b.len, &need);
+    free(p);
+    fb_free(&b);
+    return used;
+}
+
+static void test_malformed_parameter_status_fatal_08P01(void **state)
+{
+    static const struct {
+        const char *body;
+        size_t n;
+    } bad[] = {
+        {"application_name\0psql", 21},     /* no second NUL */
+        {"application_name\0psql\0x", 23},  /* trailing bytes */
+        {"application_name\0psql\0\0", 23}, /* trailing NUL */
+        {"application_name", 16},           /* no NUL at all */
+        {"", 0},                            /* empty */
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct fake *f = fake_new();
+        feed_exact(f, 'S', bad[i].body, bad[i].n);
+        assert_string_equal(fake_types(f), "E");
+        assert_report(f, 0, 'E', "FATAL", "08P01", "invalid message from the upstream server");
+        assert_detail(f, 0, "malformed ParameterStatus");
+        assert_int_equal(f->r.end, SE_UPSTREAM_LOST);
+        assert_int_equal(f->settings, 0);
+        fake_free(f);
+    }
+}
+
+static void test_parameter_status_well_formed_exact_buffer(void **state)
+{
+    struct fake *f = *state;
+    assert_int_equal(feed_exact(f, 'S', "application_name\0psql", 22), 27);
+    assert_string_equal(fake_types(f), "S");
+    assert_int_equal(f->settings, 1);
+    assert_string_equal(f->last_setting, "application_name=psql");
+}
+
+static void test_unsafe_settings_fatal_0A000(void **state)
+{
+    static const char *const bad[][2] = {{"client_encoding", "SJIS"},
+                                         {"client_encoding", "big5"},
+                                         {"standard_conforming_strings", "off"}};
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct fake *f = fake_new();
+        struct fbuf b = {0};
+        up_param(&b, bad[i][0], bad[i][1]);
+        up_ready(&b, 'I');
+        upstream(f, &b);
+        assert_string_equal(fake_types(f), "E");
+        assert_report(f, 0, 'E', "FATAL", "0A000", NULL);
+        assert_int_equal(f->r.end, SE_PROTOCOL);
+        fb_free(&b);
+        fake_free(f);
+    }
+}
+
+/* ---------- upstream FATAL, COPY, protocol errors ---------- */
+
+static void test_upstream_fatal_forwarded_marks_fatal_forwarded(void **state)
+{
+    struct fake *f = *state;
+    struct fbuf b = {0};
+    fake_query(f, "SELECT 1");
+    up_error(&b, "FATAL", "57P01", "terminating connection due to administrator command");
+    upstream(f, &b);
+    assert_string_equal(fake_types(f), "E");
+    assert_report(f, 0, 'E', "FATAL", "57P01",
+                  "terminating connection due to administrator command");
+    assert_true(f->r.fatal_forwarded);
+    assert_int_equal(f->r.end, SE_NONE); /* the upstream's close ends the session */
+    fb_free(&b);
+}
+
+static void test_copy_in_copy_fail_upstream_0A000_client(void **state)
+{
+    struct fake *f = *state;
+    struct fbuf b = {0};
+    fake_query(f, "COPY t FROM STDIN");
+    up_copy(&b, 'G');
+    upstream(f, &b);
+    assert_int_equal(f->cli_out.len, 0); /* the client never sees the COPY */
+    struct fmsg cf = fake_up_msg(f, -1);
+    assert_int_equal(cf.type, 'f');
+    assert_string_equal(fmsg_str(&cf), "COPY is not supported through pgwire-proxy");
+    up_error(&b, "ERROR", "57014", "COPY from stdin failed: COPY is not supported");
+    up_ready(&b, 'I');
+    upstream(f, &b);
+    assert_string_equal(fake_types(f), "EZ");
+    assert_report(f, 0, 'E', "ERROR", "0A000", "COPY is not supported through pgwire-proxy");
+    assert_detail(f, 0, "rule: copy-protocol");
+    assert_int_equal(f->cancels, 0);
+    assert_int_equal(f->outcome, STMT_REJECTED);
+    fb_free(&b);
+}
+
+static void test_copy_out_cancel_0A000(void **state)
+{
+    struct fake *f = *state;
+    struct fbuf b = {0};
+    fake_query(f, "COPY t TO STDOUT");
+    up_copy(&b, 'H');
+    fb_msg(&b, 'd', "1\n", 2);
+    fb_msg(&b, 'd', "2\n", 2);
+    upstream(f, &b);
+    assert_int_equal(f->cancels, 1);
+    assert_int_equal(f->cli_out.len, 0);
+    fe_empty(&b, 'c');
+    up_complete(&b, "COPY 2"); /* completed before the cancel: still refused, not reported */
+    up_ready(&b, 'I');
+    upstream(f, &b);
+    assert_string_equal(fake_types(f), "EZ");
+    assert_report(f, 0, 'E', "ERROR", "0A000", NULL);
+    assert_int_equal(f->outcome, STMT_REJECTED);
+    fb_free(&b);
+}
+
+static void test_malformed_ready_for_query_fatal_08P01(void **state)
+{
+    struct fake *f = *state;
+    feed_exact(f, 'Z', "X", 1);
+    assert_string_equal(fake_types(f), "E");
+    assert_detail(f, 0, "malformed ReadyForQuery");
+    assert_int_equal(f->r.end, SE_UPSTREAM_LOST);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+        T(test_row_limit_cancels_once_drops_rest_canceled),
+        T(test_row_limit_select_had_already_completed),
+        T(test_row_limit_completed_write_reported_not_error),
+        T(test_row_limit_completed_write_in_block_errors_and_poisons),
+        T(test_truncate_first_rows_warning_and_select_n),
+        T(test_truncate_keeps_non_select_tag),
+        T(test_truncate_each_statement_of_a_query_has_its_budget),
+        T(test_byte_budget_counts_notices_and_notifications),
+        T(test_byte_budget_error_over_what_is_left_replaced_54000),
+        T(test_byte_budget_error_within_budget_forwarded),
+        T(test_byte_budget_idle_notices_not_budgeted),
+        T(test_byte_budget_never_withholds_z_s),
+        T(test_byte_budget_never_withholds_fatal),
+        T(test_query_timeout_cancels_and_57014_at_z),
+        T(test_query_timeout_completed_write_reports_commit),
+        T(test_query_timeout_not_armed_idle_or_off),
+        T(test_read_only_lost_fatal_25006_nothing_after),
+        T(test_malformed_parameter_status_fatal_08P01),
+        T(test_parameter_status_well_formed_exact_buffer),
+        T(test_unsafe_settings_fatal_0A000),
+        T(test_upstream_fatal_forwarded_marks_fatal_forwarded),
+        T(test_copy_in_copy_fail_upstream_0A000_client),
+        T(test_copy_out_cancel_0A000),
+        T(test_malformed_ready_for_query_fatal_08P01),
+#undef T
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -62,6 +62,17 @@ static int emit_error(struct relay *r, struct fwd *f, size_t at, const char *sev
     return b.overflow ? -1 : emit(r, f, at, b.data, b.len);
 }
 
+/* The upstream broke the protocol at input position `at`: what it sent before still reaches
+ * the client, then the FATAL, the last message the client gets. */
+static void upstream_broken(struct relay *r, struct fwd *f, size_t at, const char *what)
+{
+    LOG_ERROR(r->sid, "upstream_protocol_error", "%s", what);
+    if (flush_span(r, f, at))
+        io_failed(r);
+    relay_send_fatal(r, "08P01", "invalid message from the upstream server", what);
+    r->end = SE_UPSTREAM_LOST;
+}
+
 /* CommandComplete tags of statements that change data: when one of them tripped a limit after
  * it had committed, the client is told what happened, not an error that reads as a rollback. */
 static bool tag_is_write(const char *tag)
@@ -156,9 +167,7 @@ static enum be_action ready_for_query(struct relay *r, struct fwd *f, size_t at,
 {
     char st = wire_rfq_status(body, len);
     if (!st) {
-        relay_send_fatal(r, "08P01", "invalid message from the upstream server",
-                         "malformed ReadyForQuery");
-        r->end = SE_UPSTREAM_LOST;
+        upstream_broken(r, f, at, "malformed ReadyForQuery");
         return DROP;
     }
     r->tx = st;
@@ -304,9 +313,7 @@ static enum be_action parameter_status(struct relay *r, struct fwd *f, size_t at
 {
     const char *name, *value;
     if (wire_parse_param_status(body, len, &name, &value) != WIRE_OK) {
-        relay_send_fatal(r, "08P01", "invalid message from the upstream server",
-                         "malformed ParameterStatus");
-        r->end = SE_UPSTREAM_LOST;
+        upstream_broken(r, f, at, "malformed ParameterStatus");
         return DROP;
     }
     const char *why = guard_unsafe_setting(name, value);
@@ -399,13 +406,6 @@ static bool read_whole(char type)
     return type == 'Z' || type == 'C' || type == 'S' || type == 'G' || type == 'H' || type == 'W';
 }
 
-static void upstream_protocol_error(struct relay *r, const char *what)
-{
-    LOG_ERROR(r->sid, "upstream_protocol_error", "%s", what);
-    relay_send_fatal(r, "08P01", "invalid message from the upstream server", what);
-    r->end = SE_UPSTREAM_LOST;
-}
-
 /* Decides a message that is not all in the buffer yet. Returns false when it must wait for
  * more bytes (or for a bigger buffer: *need). */
 static bool partial_message(struct relay *r, struct fwd *f, const uint8_t *buf, size_t pos,
@@ -414,7 +414,7 @@ static bool partial_message(struct relay *r, struct fwd *f, const uint8_t *buf, 
     size_t avail = len - pos;
     if (read_whole(h->type)) {
         if (h->total > INSPECT_MAX)
-            upstream_protocol_error(r, "oversized control message");
+            upstream_broken(r, f, pos, "oversized control message");
         else if (h->total > cap)
             *need = h->total;
         return false;
@@ -454,7 +454,7 @@ size_t be_proto_process(struct relay *r, uint8_t *buf, size_t len, size_t cap, s
         if (rc == WIRE_NEED_MORE)
             break;
         if (rc != WIRE_OK) {
-            upstream_protocol_error(r, wire_strerror(rc));
+            upstream_broken(r, &f, pos, wire_strerror(rc));
             break;
         }
         if (h.total > len - pos) {

@@ -571,6 +571,35 @@ static void test_malformed_ready_for_query_fatal_08P01(void **state)
     assert_int_equal(f->r.end, SE_UPSTREAM_LOST);
 }
 
+/* A broken upstream message ends the session with a FATAL that comes after everything the
+ * upstream sent before it, in whatever read it arrived: the FATAL is the last message. */
+static void test_upstream_broken_message_fatal_comes_last(void **state)
+{
+    static const uint8_t bad_param[] = "S\0\0\0\6ab";
+    static const uint8_t bad_ready[] = "Z\0\0\0\5X";
+    static const uint8_t bad_length[] = "D\0\0\0\3";
+    static const uint8_t huge_control[] = "C\0\x20\0\0";
+    static const struct {
+        const uint8_t *p;
+        size_t n;
+    } bad[] = {{bad_param, 7}, {bad_ready, 6}, {bad_length, 5}, {huge_control, 5}};
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct fake *f = fake_new();
+        struct fbuf b = {0};
+        fake_query(f, "SELECT x FROM t");
+        up_rowdesc(&b, "c");
+        up_rows(&b, 1);
+        fb_put(&b, bad[i].p, bad[i].n);
+        upstream(f, &b);
+        assert_string_equal(fake_types(f), "TDE");
+        assert_report(f, 2, 'E', "FATAL", "08P01", "invalid message from the upstream server");
+        assert_int_equal(f->r.end, SE_UPSTREAM_LOST);
+        fb_free(&b);
+        fake_free(f);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -599,6 +628,7 @@ int main(void)
         T(test_copy_in_copy_fail_upstream_0A000_client),
         T(test_copy_out_cancel_0A000),
         T(test_malformed_ready_for_query_fatal_08P01),
+        T(test_upstream_broken_message_fatal_comes_last),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

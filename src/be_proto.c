@@ -218,12 +218,12 @@ static enum be_action charge(struct relay *r, size_t total, bool row)
 {
     if (!r->stmt.active || r->internal != RI_NONE)
         return FORWARD; /* idle: notifications between statements belong to none */
-    if (r->truncating)
-        return DROP;
+    if (r->truncating && row)
+        return DROP; /* notices and notifications still pass while the budget allows */
     enum stmt_limit l = stmt_charge(&r->stmt, total, row);
     if (l == STMT_LIMIT_NONE)
         return FORWARD;
-    if (r->ab.active)
+    if (r->ab.active || r->truncating)
         return DROP;
     if (r->cfg->on_limit == CONFIG_ON_LIMIT_TRUNCATE) {
         r->truncating = true;

@@ -238,6 +238,30 @@ static void test_truncate_each_statement_of_a_query_has_its_budget(void **state)
     fb_free(&b);
 }
 
+/* A notification is delivered once: dropping it with the truncated rows would lose it for good.
+ * In error mode notices and notifications pass while the budget allows; truncation too. */
+static void test_truncate_keeps_notices_and_notifications(void **state)
+{
+    struct fake *f = *state;
+    struct fbuf b = {0};
+    f->cfg.on_limit = CONFIG_ON_LIMIT_TRUNCATE;
+    f->cfg.max_rows = 1;
+    fake_query(f, "SELECT x FROM t");
+    up_rowdesc(&b, "c");
+    up_rows(&b, 2);
+    up_notify(&b, 42, "jobs", "job 7 done");
+    up_notice(&b, "while truncating");
+    up_rows(&b, 1);
+    up_complete(&b, "SELECT 3");
+    up_ready(&b, 'I');
+    upstream(f, &b);
+    assert_string_equal(fake_types(f), "TDANNCZ");
+    assert_report(f, 3, 'N', "NOTICE", "00000", "while truncating");
+    assert_report(f, 4, 'N', "WARNING", "01000", NULL);
+    assert_tag(f, 5, "SELECT 1");
+    fb_free(&b);
+}
+
 /* ---------- byte budget ---------- */
 
 static void test_byte_budget_counts_notices_and_notifications(void **state)
@@ -611,6 +635,7 @@ int main(void)
         T(test_truncate_first_rows_warning_and_select_n),
         T(test_truncate_keeps_non_select_tag),
         T(test_truncate_each_statement_of_a_query_has_its_budget),
+        T(test_truncate_keeps_notices_and_notifications),
         T(test_byte_budget_counts_notices_and_notifications),
         T(test_byte_budget_error_over_what_is_left_replaced_54000),
         T(test_byte_budget_error_within_budget_forwarded),

@@ -211,8 +211,10 @@ static inline void fake_pump_client(struct fake *f)
         size_t n = fe_proto_process(&f->r, f->cli_in, f->cli_len, &f->fe_need);
         if (n > f->cli_len)
             abort();
-        memmove(f->cli_in, f->cli_in + n, f->cli_len - n);
-        f->cli_len -= n;
+        if (n) {
+            memmove(f->cli_in, f->cli_in + n, f->cli_len - n);
+            f->cli_len -= n;
+        }
         if (n == 0 && (f->r.query_len == 0 || relay_busy(&f->r)))
             return;
     }
@@ -276,8 +278,10 @@ static inline void fake_pump_upstream(struct fake *f)
         size_t used = be_proto_process(&f->r, f->up_in, f->up_len, f->up_cap, &f->be_need);
         if (used > f->up_len)
             abort();
-        memmove(f->up_in, f->up_in + used, f->up_len - used);
-        f->up_len -= used;
+        if (used) {
+            memmove(f->up_in, f->up_in + used, f->up_len - used);
+            f->up_len -= used;
+        }
         if (f->r.end != SE_NONE)
             return;
         fake_resize_up(f);

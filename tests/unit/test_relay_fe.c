@@ -1,49 +1,12 @@
 /* The client-side handler (fe_proto.c) fed scripted client bytes through a fake environment:
  * Query policy and forwarding, local answers to the extended protocol and FunctionCall,
  * protocol errors, client framing, and the read-only switch after a reload. */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <cmocka.h>
-
-#include "log.h"
-#include "relay_fake.h"
-
-static int setup(void **state)
-{
-    log_setup(-1, 0); /* the relay logs denials; keep test output clean */
-    *state = fake_new();
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fake_free(*state);
-    return 0;
-}
-
-/* The i-th client message is an ErrorResponse (or NoticeResponse) with this severity/code. */
-static void assert_report(const struct fake *f, int i, char type, const char *sev, const char *code)
-{
-    struct fmsg m = fake_msg(f, i);
-    assert_int_equal(m.type, type);
-    assert_string_equal(fmsg_field(&m, 'V'), sev);
-    assert_string_equal(fmsg_field(&m, 'C'), code);
-}
-
-static void assert_ready(const struct fake *f, int i, char status)
-{
-    struct fmsg m = fake_msg(f, i);
-    assert_int_equal(m.type, 'Z');
-    assert_int_equal(m.len, 1);
-    assert_int_equal(m.body[0], status);
-}
+#include "relay_asserts.h"
 
 static void assert_fatal(struct fake *f, const char *code, enum session_end end)
 {
     assert_string_equal(fake_types(f), "E");
-    assert_report(f, 0, 'E', "FATAL", code);
+    assert_report(f, 0, 'E', "FATAL", code, NULL);
     assert_int_equal(f->r.end, end);
 }
 
@@ -153,7 +116,7 @@ static void test_query_denied_idle_42501_rule_in_detail(void **state)
     fake_verdict(f, GUARD_DENY, "deny:drop", "statement kind drop is not allowed", 0);
     fake_query(f, "DROP TABLE t");
     assert_string_equal(fake_types(f), "EZ");
-    assert_report(f, 0, 'E', "ERROR", "42501");
+    assert_report(f, 0, 'E', "ERROR", "42501", NULL);
     struct fmsg e = fake_msg(f, 0);
     assert_string_equal(fmsg_field(&e, 'M'), "statement kind drop is not allowed");
     assert_string_equal(fmsg_field(&e, 'D'), "rule: deny:drop");
@@ -174,7 +137,7 @@ static void test_query_denied_in_block_poisons_transaction(void **state)
     fake_verdict(f, GUARD_DENY, "deny:drop", "statement kind drop is not allowed", 0);
     fake_query(f, "DROP TABLE t");
     assert_string_equal(fake_types(f), "E"); /* its ReadyForQuery comes from the poison */
-    assert_report(f, 0, 'E', "ERROR", "42501");
+    assert_report(f, 0, 'E', "ERROR", "42501", NULL);
     assert_int_equal(fake_up_count(f), 1);
     assert_true(fake_poison_sent(f));
     assert_int_equal(f->r.internal, RI_POISON);
@@ -193,7 +156,7 @@ static void test_query_syntax_error_42601_with_position(void **state)
     fake_verdict(f, GUARD_SYNTAX, "", "syntax error at or near \"SELEC\"", 1);
     fake_query(f, "SELEC 1");
     assert_string_equal(fake_types(f), "EZ");
-    assert_report(f, 0, 'E', "ERROR", "42601");
+    assert_report(f, 0, 'E', "ERROR", "42601", NULL);
     struct fmsg e = fake_msg(f, 0);
     assert_string_equal(fmsg_field(&e, 'P'), "1");
     assert_string_equal(fmsg_field(&e, 'D'), ""); /* no rule: PostgreSQL's own error */
@@ -237,7 +200,7 @@ static void test_query_pending_decision_then_denied(void **state)
     fe_proto_decided(&f->r, &d);
     fake_pump_client(f);
     assert_string_equal(fake_types(f), "EZ");
-    assert_report(f, 0, 'E', "ERROR", "42501");
+    assert_report(f, 0, 'E', "ERROR", "42501", NULL);
     assert_int_equal(f->up_out.len, 0);
     assert_int_equal(f->outcome, STMT_DENIED);
     assert_int_equal(f->r.st, RS_IDLE);
@@ -277,7 +240,7 @@ static void test_extended_0A000_then_discard_until_sync(void **state)
     struct fake *f = *state;
     send_extended_batch(f);
     assert_string_equal(fake_types(f), "EZ");
-    assert_report(f, 0, 'E', "ERROR", "0A000");
+    assert_report(f, 0, 'E', "ERROR", "0A000", NULL);
     struct fmsg e = fake_msg(f, 0);
     assert_string_equal(fmsg_field(&e, 'D'), "rule: simple-protocol-only");
     assert_ready(f, 1, 'I');
@@ -304,7 +267,7 @@ static void test_function_call_0A000_with_ready_for_query(void **state)
     struct fake *f = *state;
     client_msg(f, 'F', "\0\0\0\1\0\0\0\0\0\0", 10);
     assert_string_equal(fake_types(f), "EZ");
-    assert_report(f, 0, 'E', "ERROR", "0A000");
+    assert_report(f, 0, 'E', "ERROR", "0A000", NULL);
     assert_ready(f, 1, 'I');
     assert_int_equal(f->up_out.len, 0);
 }
@@ -546,7 +509,7 @@ static void test_read_only_reload_in_block_25006_and_poison(void **state)
     f->reload_read_only = true;
     fake_query(f, "UPDATE t SET x = 1");
     assert_string_equal(fake_types(f), "E");
-    assert_report(f, 0, 'E', "ERROR", "25006");
+    assert_report(f, 0, 'E', "ERROR", "25006", NULL);
     struct fmsg e = fake_msg(f, 0);
     assert_string_equal(fmsg_field(&e, 'D'),
                         "rule: read-only (--read-only was turned on by a configuration reload)");

@@ -30,6 +30,7 @@ struct fake {
     struct config cfg;
     struct relay_env env;
     bool auto_client; /* handle client input after each upstream read, as the session does */
+    void *user;       /* for a harness that replaces env callbacks */
 
     struct fbuf cli_out, up_out; /* what the handlers sent */
     uint8_t *cli_in;             /* the client's receive buffer (FAKE_CLI_CAP bytes) */
@@ -37,13 +38,14 @@ struct fake {
     struct fbuf up_wire; /* upstream bytes not read yet */
     uint8_t *up_in;      /* the upstream's receive buffer */
     size_t up_len, up_cap;
+    size_t up_base; /* its size when idle: the session's SESSION_UPSTREAM_BUF */
     size_t fe_need, be_need, max_up_cap;
 
     /* scripted behaviour */
     int policy_rc; /* 0 decided, 1 pending, -1 out of memory */
     struct guard_decision verdict;
     bool reload_read_only; /* the next refresh turns --read-only on, like a reload */
-    bool cancel_is_pending, ref_pending, fail_client;
+    bool cancel_is_pending, ref_pending, fail_client, fail_upstream;
     size_t backlog;
 
     /* what happened */
@@ -70,6 +72,8 @@ static inline int fake_to_client(void *ctx, const void *p, size_t n)
 static inline int fake_to_upstream(void *ctx, const void *p, size_t n)
 {
     struct fake *f = ctx;
+    if (f->fail_upstream)
+        return -1;
     fb_put(&f->up_out, p, n);
     return 0;
 }
@@ -77,6 +81,8 @@ static inline int fake_to_upstream(void *ctx, const void *p, size_t n)
 static inline int fake_to_upstream_ref(void *ctx, const void *p, size_t n)
 {
     struct fake *f = ctx;
+    if (f->fail_upstream)
+        return -1;
     f->refs++;
     f->last_ref = p;
     f->last_ref_len = n;
@@ -169,7 +175,7 @@ static inline struct fake *fake_new(void)
     relay_init(&f->r, &f->env, f, 1, "test-client", &f->cfg);
     f->auto_client = true;
     f->cli_in = malloc(FAKE_CLI_CAP);
-    f->up_cap = f->max_up_cap = FAKE_UP_BASE;
+    f->up_cap = f->max_up_cap = f->up_base = FAKE_UP_BASE;
     f->up_in = malloc(f->up_cap);
     if (!f->cli_in || !f->up_in)
         abort();
@@ -251,8 +257,8 @@ static inline void fake_resize_up(struct fake *f)
     if (f->be_need > cap) {
         while (cap < f->be_need)
             cap *= 2;
-    } else if (!f->be_need && f->up_len <= FAKE_UP_BASE) {
-        cap = FAKE_UP_BASE;
+    } else if (!f->be_need && f->up_len <= f->up_base) {
+        cap = f->up_base;
     }
     if (cap == f->up_cap)
         return;
@@ -270,9 +276,11 @@ static inline void fake_pump_upstream(struct fake *f)
     for (int i = 0; i < FAKE_PUMP_MAX; i++) {
         size_t room = f->up_cap - f->up_len;
         size_t k = f->up_wire.len < room ? f->up_wire.len : room;
-        memcpy(f->up_in + f->up_len, f->up_wire.p, k);
-        fb_consume(&f->up_wire, k);
-        f->up_len += k;
+        if (k) {
+            memcpy(f->up_in + f->up_len, f->up_wire.p, k);
+            fb_consume(&f->up_wire, k);
+            f->up_len += k;
+        }
         if (f->r.end != SE_NONE || f->up_len == 0)
             return;
         size_t used = be_proto_process(&f->r, f->up_in, f->up_len, f->up_cap, &f->be_need);
@@ -284,13 +292,23 @@ static inline void fake_pump_upstream(struct fake *f)
         }
         if (f->r.end != SE_NONE)
             return;
+        if (used == 0 && !f->be_need && f->up_len == f->up_cap)
+            abort(); /* a full buffer the relay neither handles nor asks to grow: stalled */
         fake_resize_up(f);
         if (f->auto_client)
             fake_pump_client(f);
-        if (k == 0 && used == 0 && !f->be_need)
+        if (k == 0 && used == 0 && !(f->be_need && f->up_wire.len))
             return;
     }
     abort();
+}
+
+/* Gives the upstream receive buffer another idle size (at least PEEK_BYTES + 5 of be_proto.c:
+ * a large ErrorResponse is decided on its first 2048 bytes). */
+static inline void fake_set_up_base(struct fake *f, size_t base)
+{
+    f->up_base = base;
+    fake_resize_up(f);
 }
 
 static inline void fake_upstream(struct fake *f, const void *p, size_t n)

@@ -45,6 +45,8 @@ static inline void fb_consume(struct fbuf *b, size_t n)
 {
     if (n > b->len)
         abort();
+    if (n == 0)
+        return;
     memmove(b->p, b->p + n, b->len - n);
     b->len -= n;
 }

@@ -272,20 +272,22 @@ static void test_release_frees_and_uncharges(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
-        T(test_send_writes_directly_when_nothing_queued),
-        T(test_send_copies_the_rest_when_socket_full),
-        T(test_send_ref_never_copies),
-        T(test_send_after_ref_keeps_order),
-        T(test_read_eagain_data_and_eof),
-        T(test_read_with_peer_closed_keeps_can_read),
-        T(test_write_error_records_side_and_direction),
-        T(test_conn_fail_records_above_layer_error),
-        T(test_reserve_grows_charges_and_refuses_past_limit),
-        T(test_shrink_gives_growth_back),
-        T(test_shrink_frees_idle_large_send_queue),
-        T(test_release_frees_and_uncharges),
-#undef T
+        cmocka_unit_test_setup_teardown(test_send_writes_directly_when_nothing_queued, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_send_copies_the_rest_when_socket_full, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_send_ref_never_copies, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_send_after_ref_keeps_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_eagain_data_and_eof, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_with_peer_closed_keeps_can_read, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_error_records_side_and_direction, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_conn_fail_records_above_layer_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reserve_grows_charges_and_refuses_past_limit, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_shrink_gives_growth_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shrink_frees_idle_large_send_queue, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_release_frees_and_uncharges, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

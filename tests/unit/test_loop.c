@@ -352,18 +352,20 @@ static void test_watch_add_mod_del_on_pipe(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
-        T(test_timers_fire_in_deadline_order),
-        T(test_timer_moved_earlier_and_later),
-        T(test_timer_cancel),
-        T(test_timer_heap_order_with_cancels),
-        T(test_timer_rearmed_by_callback_waits_for_next_turn),
-        T(test_tasks_run_after_events_and_timers),
-        T(test_task_scheduled_by_task_waits_next_round),
-        T(test_task_canceled_by_earlier_task_does_not_run),
-        T(test_wake_from_thread_runs_handler_and_waiters_once),
-        T(test_watch_add_mod_del_on_pipe),
-#undef T
+        cmocka_unit_test_setup_teardown(test_timers_fire_in_deadline_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_timer_moved_earlier_and_later, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_timer_cancel, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_timer_heap_order_with_cancels, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_timer_rearmed_by_callback_waits_for_next_turn, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_tasks_run_after_events_and_timers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_task_scheduled_by_task_waits_next_round, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_task_canceled_by_earlier_task_does_not_run, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_wake_from_thread_runs_handler_and_waiters_once, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_watch_add_mod_del_on_pipe, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

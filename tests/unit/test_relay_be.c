@@ -193,17 +193,22 @@ static void test_upstream_broken_message_fatal_comes_last(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
-        T(test_read_only_lost_fatal_25006_nothing_after),
-        T(test_malformed_parameter_status_fatal_08P01),
-        T(test_parameter_status_well_formed_exact_buffer),
-        T(test_unsafe_settings_fatal_0A000),
-        T(test_upstream_fatal_forwarded_marks_fatal_forwarded),
-        T(test_copy_in_copy_fail_upstream_0A000_client),
-        T(test_copy_out_cancel_0A000),
-        T(test_malformed_ready_for_query_fatal_08P01),
-        T(test_upstream_broken_message_fatal_comes_last),
-#undef T
+        cmocka_unit_test_setup_teardown(test_read_only_lost_fatal_25006_nothing_after, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_malformed_parameter_status_fatal_08P01, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_parameter_status_well_formed_exact_buffer, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_unsafe_settings_fatal_0A000, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upstream_fatal_forwarded_marks_fatal_forwarded, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_copy_in_copy_fail_upstream_0A000_client, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_copy_out_cancel_0A000, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_malformed_ready_for_query_fatal_08P01, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_upstream_broken_message_fatal_comes_last, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -80,6 +80,17 @@ int be_emit_copy_refused(struct relay *r, struct fwd *f, size_t at)
                          "Use INSERT ... VALUES to load rows, or SELECT to read them.");
 }
 
+/* The upstream broke the protocol at input position `at`: what it sent before still reaches
+ * the client, then the FATAL, the last message the client gets. */
+static void upstream_broken(struct relay *r, struct fwd *f, size_t at, const char *what)
+{
+    LOG_ERROR(r->sid, "upstream_protocol_error", "%s", what);
+    if (be_flush_span(r, f, at))
+        be_io_failed(r);
+    relay_send_fatal(r, "08P01", "invalid message from the upstream server", what);
+    r->end = SE_UPSTREAM_LOST;
+}
+
 /* CommandComplete tags of statements that change data: when one of them tripped a limit after
  * it had committed, the client is told what happened, not an error that reads as a rollback. */
 bool be_tag_is_write(const char *tag)
@@ -178,9 +189,7 @@ static enum be_action ready_for_query(struct relay *r, struct fwd *f, size_t at,
 {
     char st = wire_rfq_status(body, len);
     if (!st) {
-        relay_send_fatal(r, "08P01", "invalid message from the upstream server",
-                         "malformed ReadyForQuery");
-        r->end = SE_UPSTREAM_LOST;
+        upstream_broken(r, f, at, "malformed ReadyForQuery");
         return DROP;
     }
     r->tx = st;
@@ -230,12 +239,12 @@ enum be_action be_charge(struct relay *r, struct stmt *st, size_t total, bool ro
 {
     if (!st || !st->active || r->internal != RI_NONE)
         return FORWARD; /* idle: notifications between statements belong to none */
-    if (r->truncating)
-        return DROP;
+    if (r->truncating && row)
+        return DROP; /* notices and notifications still pass while the budget allows */
     enum stmt_limit l = stmt_charge(st, total, row);
     if (l == STMT_LIMIT_NONE)
         return FORWARD;
-    if (r->ab.active)
+    if (r->ab.active || r->truncating)
         return DROP;
     if (r->cfg->on_limit == CONFIG_ON_LIMIT_TRUNCATE) {
         r->truncating = true;
@@ -328,9 +337,7 @@ static enum be_action parameter_status(struct relay *r, struct fwd *f, size_t at
 {
     const char *name, *value;
     if (wire_parse_param_status(body, len, &name, &value) != WIRE_OK) {
-        relay_send_fatal(r, "08P01", "invalid message from the upstream server",
-                         "malformed ParameterStatus");
-        r->end = SE_UPSTREAM_LOST;
+        upstream_broken(r, f, at, "malformed ParameterStatus");
         return DROP;
     }
     const char *why = guard_unsafe_setting(name, value);
@@ -459,13 +466,6 @@ static bool read_whole(char type)
     return type == 'Z' || type == 'C' || type == 'S' || type == 'G' || type == 'H' || type == 'W';
 }
 
-static void upstream_protocol_error(struct relay *r, const char *what)
-{
-    LOG_ERROR(r->sid, "upstream_protocol_error", "%s", what);
-    relay_send_fatal(r, "08P01", "invalid message from the upstream server", what);
-    r->end = SE_UPSTREAM_LOST;
-}
-
 /* Decides a message that is not all in the buffer yet. Returns false when it must wait for
  * more bytes (or for a bigger buffer: *need). */
 static bool partial_message(struct relay *r, struct fwd *f, const uint8_t *buf, size_t pos,
@@ -474,7 +474,7 @@ static bool partial_message(struct relay *r, struct fwd *f, const uint8_t *buf, 
     size_t avail = len - pos;
     if (read_whole(h->type)) {
         if (h->total > INSPECT_MAX)
-            upstream_protocol_error(r, "oversized control message");
+            upstream_broken(r, f, pos, "oversized control message");
         else if (h->total > cap)
             *need = h->total;
         return false;
@@ -514,7 +514,7 @@ size_t be_proto_process(struct relay *r, uint8_t *buf, size_t len, size_t cap, s
         if (rc == WIRE_NEED_MORE)
             break;
         if (rc != WIRE_OK) {
-            upstream_protocol_error(r, wire_strerror(rc));
+            upstream_broken(r, &f, pos, wire_strerror(rc));
             break;
         }
         if (h.total > len - pos) {

@@ -46,7 +46,7 @@ struct fake {
     struct guard_decision verdict;
     bool reload_read_only; /* the next refresh turns --read-only on, like a reload */
     bool cancel_is_pending, ref_pending, fail_client, fail_upstream;
-    size_t backlog;
+    size_t backlog, up_backlog; /* bytes queued for the client / for the upstream */
 
     /* what happened */
     int policy_calls, refreshes, cancels, refs, settings, done;
@@ -55,6 +55,10 @@ struct fake {
     enum stmt_outcome outcome;
     struct stmt last; /* the statement as statement_done saw it (pointers not kept) */
     char last_sql[256], last_rule[96];
+    /* its run info: "" protocol for a simple Query (no info) */
+    char last_protocol[16], last_portal[64];
+    uint32_t last_executes;
+    uint16_t last_nparams;
     char last_setting[128];
 
     char types[FAKE_MAX_TYPES + 1];
@@ -100,6 +104,11 @@ static inline size_t fake_client_backlog(void *ctx)
     return ((struct fake *)ctx)->backlog;
 }
 
+static inline size_t fake_upstream_backlog(void *ctx)
+{
+    return ((struct fake *)ctx)->up_backlog;
+}
+
 static inline void fake_cancel(void *ctx)
 {
     ((struct fake *)ctx)->cancels++;
@@ -116,8 +125,11 @@ static inline int fake_policy(void *ctx, const char *sql, size_t len, struct gua
     f->policy_calls++;
     if (strlen(sql) != len)
         abort(); /* the relay promises a NUL-terminated text of len bytes */
-    if (f->policy_rc == 0)
+    if (f->policy_rc == 0) {
         *d = f->verdict;
+        if (d->verdict == GUARD_COPY && f->r.copy_allowed)
+            d->verdict = GUARD_ALLOW; /* what session_relay.c's policy does under --copy allow */
+    }
     return f->policy_rc;
 }
 
@@ -132,18 +144,27 @@ static inline void fake_refresh(void *ctx)
     }
 }
 
+/* A statement ended: a simple Query's (the relay's own stmt), a refusal's (nothing ran) or an
+ * extended portal run's (info names it). */
 static inline void fake_statement_done(void *ctx, const struct stmt *st, enum stmt_outcome o,
-                                       uint64_t us)
+                                       uint64_t us, const struct relay_run_info *info)
 {
     struct fake *f = ctx;
     (void)us;
-    if (st != &f->r.stmt || st->active || !st->sql)
+    bool known = st == &f->r.stmt || st->upstream == STMT_UP_NOT_SENT || info;
+    if (!known || st->active || !st->sql)
         abort(); /* one end per begun statement, after it stopped */
     f->done++;
     f->outcome = o;
     f->last = *st;
     snprintf(f->last_sql, sizeof(f->last_sql), "%.*s", (int)st->sql_len, st->sql);
     snprintf(f->last_rule, sizeof(f->last_rule), "%s", st->rule ? st->rule : "");
+    snprintf(f->last_protocol, sizeof(f->last_protocol), "%s",
+             info && info->protocol ? info->protocol : "");
+    snprintf(f->last_portal, sizeof(f->last_portal), "%s",
+             info && info->portal ? info->portal : "");
+    f->last_executes = info ? info->executes : 0;
+    f->last_nparams = info ? info->nparams : 0;
     f->last.sql = NULL;
     f->last.rule = NULL;
 }
@@ -166,6 +187,7 @@ static inline struct fake *fake_new(void)
                                 .to_upstream_ref = fake_to_upstream_ref,
                                 .upstream_busy = fake_upstream_busy,
                                 .client_backlog = fake_client_backlog,
+                                .upstream_backlog = fake_upstream_backlog,
                                 .cancel = fake_cancel,
                                 .cancel_pending = fake_cancel_pending,
                                 .policy = fake_policy,
@@ -188,6 +210,8 @@ static inline void fake_free(struct fake *f)
 {
     if (!f)
         return;
+    relay_release(&f->r);
+    config_free(&f->cfg);
     fb_free(&f->cli_out);
     fb_free(&f->up_out);
     fb_free(&f->up_wire);
@@ -196,11 +220,12 @@ static inline void fake_free(struct fake *f)
     free(f);
 }
 
-/* Drops the Query a statement ran from once it is over and written (query_finished). */
+/* Drops the Query a statement ran from once it is over and written, or once a COPY's text is
+ * kept by the relay (query_finished). */
 static inline void fake_query_finished(struct fake *f)
 {
     struct relay *r = &f->r;
-    if (r->query_len && !relay_busy(r) && !f->ref_pending) {
+    if (r->query_len && (!relay_busy(r) || r->sql_owned) && !f->ref_pending) {
         memmove(f->cli_in, f->cli_in + r->query_len, f->cli_len - r->query_len);
         f->cli_len -= r->query_len;
         r->query_len = 0;

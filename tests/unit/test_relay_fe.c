@@ -106,7 +106,9 @@ static void test_query_upstream_error_outcome_error(void **state)
     assert_int_equal(f->done, 1);
     assert_int_equal(f->outcome, STMT_ERROR);
     assert_string_equal(f->last.sqlstate, "22012");
-    assert_int_equal(f->last.upstream, STMT_UP_ROLLED_BACK);
+    /* the audit says the upstream failed it, and with what */
+    assert_int_equal(f->last.upstream, STMT_UP_ERROR);
+    assert_string_equal(f->last.upstream_sqlstate, "22012");
     fb_free(&b);
 }
 

@@ -28,7 +28,9 @@ static void test_row_limit_cancels_once_drops_rest_canceled(void **state)
                   "row limit of 2 exceeded; the upstream statement was canceled");
     assert_detail(f, 3, "rule: max-rows (pgwire-proxy --max-rows 2)");
     assert_ready(f, 4, 'I');
-    assert_done(f, STMT_LIMITED, "54000", "max-rows", STMT_UP_ROLLED_BACK);
+    /* the client saw the proxy's 54000; the upstream ended it with the cancel's 57014 */
+    assert_done(f, STMT_LIMITED, "54000", "max-rows", STMT_UP_ERROR);
+    assert_string_equal(f->last.upstream_sqlstate, "57014");
     assert_int_equal(f->last.rows, 2);
     fb_free(&b);
 }
@@ -203,7 +205,8 @@ static void test_byte_budget_counts_notices_and_notifications(void **state)
     struct fmsg e = fake_msg(f, 3);
     assert_string_equal(fmsg_field(&e, 'C'), "54000");
     assert_non_null(strstr(fmsg_field(&e, 'M'), "byte limit of"));
-    assert_done(f, STMT_LIMITED, "54000", "max-bytes", STMT_UP_ROLLED_BACK);
+    assert_done(f, STMT_LIMITED, "54000", "max-bytes", STMT_UP_ERROR);
+    assert_string_equal(f->last.upstream_sqlstate, "57014");
     fb_free(&b);
     fb_free(&n);
 }
@@ -223,7 +226,8 @@ static void test_byte_budget_error_over_what_is_left_replaced_54000(void **state
     assert_report(f, 2, 'E', "ERROR", "54000",
                   "byte limit of 59 exceeded by the upstream's error (SQLSTATE 22P02)");
     assert_int_equal(f->cancels, 0); /* the statement failed on its own */
-    assert_done(f, STMT_ERROR, "54000", "max-bytes", STMT_UP_ROLLED_BACK);
+    assert_done(f, STMT_ERROR, "54000", "max-bytes", STMT_UP_ERROR);
+    assert_string_equal(f->last.upstream_sqlstate, "22P02"); /* the error the client did not see */
     fb_free(&b);
 }
 
@@ -238,7 +242,8 @@ static void test_byte_budget_error_within_budget_forwarded(void **state)
     upstream(f, &b);
     assert_string_equal(fake_types(f), "EZ");
     assert_report(f, 0, 'E', "ERROR", "22P02", NULL);
-    assert_done(f, STMT_ERROR, "22P02", "", STMT_UP_ROLLED_BACK);
+    assert_done(f, STMT_ERROR, "22P02", "", STMT_UP_ERROR);
+    assert_string_equal(f->last.upstream_sqlstate, "22P02");
     fb_free(&b);
 }
 
@@ -322,7 +327,8 @@ static void test_query_timeout_cancels_and_57014_at_z(void **state)
     assert_string_equal(fake_types(f), "EZ");
     assert_report(f, 0, 'E', "ERROR", "57014", "canceling statement due to statement timeout");
     assert_detail(f, 0, "rule: query-timeout (pgwire-proxy --query-timeout 1000ms)");
-    assert_done(f, STMT_LIMITED, "57014", "query-timeout", STMT_UP_ROLLED_BACK);
+    assert_done(f, STMT_LIMITED, "57014", "query-timeout", STMT_UP_ERROR);
+    assert_string_equal(f->last.upstream_sqlstate, "57014");
     fb_free(&b);
 }
 

@@ -373,7 +373,7 @@ static enum be_action parameter_status(struct relay *r, struct fwd *f, size_t at
 /* --copy allow: the COPY sub-protocol goes through. In copy-in the client's CopyData flows
  * upstream (fe_proto.c counts it); a simple Query's text is kept by the relay, so the client
  * buffer can take the data that follows it. */
-static enum be_action copy_start(struct relay *r, char type)
+static enum be_action copy_start(struct relay *r, struct fwd *f, size_t at, char type)
 {
     if (type == 'H') {
         r->copy_out = true;
@@ -383,20 +383,26 @@ static enum be_action copy_start(struct relay *r, char type)
     r->copy_tripped = false;
     if (r->query_len && r->stmt.sql && !r->sql_owned) {
         r->sql_owned = malloc(r->stmt.sql_len + 1);
-        if (r->sql_owned) {
-            memcpy(r->sql_owned, r->stmt.sql, r->stmt.sql_len);
-            r->sql_owned[r->stmt.sql_len] = 0;
+        if (!r->sql_owned) {
+            /* the Query would have to stay in the client buffer, in front of the data */
+            if (be_flush_span(r, f, at))
+                be_io_failed(r);
+            relay_send_fatal(r, "53200", "out of memory", NULL);
+            r->end = SE_INTERNAL;
+            return DROP;
         }
+        memcpy(r->sql_owned, r->stmt.sql, r->stmt.sql_len);
+        r->sql_owned[r->stmt.sql_len] = 0;
         r->stmt.sql = r->sql_owned;
     }
     return FORWARD;
 }
 
-static enum be_action copy_response(struct relay *r, char type)
+static enum be_action copy_response(struct relay *r, struct fwd *f, size_t at, char type)
 {
     static const char text[] = "COPY is not supported through pgwire-proxy";
     if (r->copy_allowed && type != 'W' && !r->ab.active && r->internal == RI_NONE)
-        return copy_start(r, type);
+        return copy_start(r, f, at, type);
     if (type == 'G') { /* CopyInResponse: end the COPY upstream; the client never sees it */
         uint8_t buf[128];
         struct wire_buf b;
@@ -449,7 +455,7 @@ static enum be_action upstream_message(struct relay *r, struct fwd *f, size_t at
     case 'G':
     case 'H':
     case 'W':
-        return copy_response(r, type);
+        return copy_response(r, f, at, type);
     case 'N':
     case 'A':
         /* notices and notifications reach the client while the budget allows, even while the

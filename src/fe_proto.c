@@ -24,6 +24,10 @@ bool fe_proto_ready(const struct relay *r)
 {
     if (r->end != SE_NONE || r->internal != RI_NONE)
         return false;
+    /* a forwarded Query is still at the front of the buffer (its ReadyForQuery may come
+     * before it is all written): it is in flight, not input, until the caller drops it */
+    if (r->query_len)
+        return false;
     if (r->copy_in)
         return r->env->upstream_backlog(r->ctx) <= FE_UP_HIGH_WATER;
     if (r->st == RS_QUERY)

@@ -70,6 +70,58 @@ static void test_query_next_message_waits_for_ready_for_query(void **state)
     fb_free(&b);
 }
 
+/* The upstream's ReadyForQuery can come while the forwarded Query is still being written from
+ * the client buffer: the Query at the front is in flight, not new input to handle again. */
+static void test_query_in_flight_not_handled_again_at_early_ready(void **state)
+{
+    struct fake *f = *state;
+    struct fbuf b = {0};
+    fe_query(&b, "SELECT 1");
+    fe_empty(&b, 'S');
+    fake_client_buf(f, &b);
+    f->ref_pending = true; /* the socket has not taken all of it yet */
+    fake_reply_select(f, 1, 'I');
+    assert_int_equal(f->done, 1);
+    assert_int_equal(f->refs, 1);
+    assert_int_equal(f->policy_calls, 1);
+    assert_int_equal(fake_up_count(f), 1);
+    assert_string_equal(fake_types(f), "TDCZ"); /* the Sync waits behind the Query */
+    assert_false(fe_proto_ready(&f->r));
+    f->ref_pending = false; /* written: the session drops it, and what follows is handled */
+    fake_pump_client(f);
+    assert_int_equal(f->refs, 1);
+    assert_int_equal(f->cli_len, 0);
+    assert_string_equal(fake_types(f), "TDCZZ");
+    fb_free(&b);
+}
+
+/* The same in a COPY FROM STDIN: the client's CopyData waits until its Query is written, and
+ * the Query does not go upstream a second time in front of it. */
+static void test_copy_in_data_waits_for_query_in_flight(void **state)
+{
+    struct fake *f = *state;
+    struct fbuf b = {0};
+    f->r.copy_allowed = true;
+    fake_query(f, "COPY t FROM STDIN");
+    f->ref_pending = true;
+    up_copy(&b, 'G');
+    upstream(f, &b);
+    assert_true(f->r.copy_in);
+    fb_msg(&b, 'd', "1\n", 2);
+    fe_empty(&b, 'c');
+    fake_client_buf(f, &b);
+    assert_int_equal(fake_up_count(f), 1);
+    f->ref_pending = false;
+    fake_pump_client(f);
+    assert_int_equal(fake_up_count(f), 3);
+    assert_int_equal(fake_up_msg(f, 0).type, 'Q');
+    assert_int_equal(fake_up_msg(f, 1).type, 'd');
+    assert_int_equal(fake_up_msg(f, 2).type, 'c');
+    assert_int_equal(f->refs, 1);
+    assert_int_equal(f->cli_len, 0);
+    fb_free(&b);
+}
+
 static void test_query_ends_once_with_rows_bytes_and_outcome(void **state)
 {
     struct fake *f = *state;
@@ -531,6 +583,10 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_query_stays_at_front_handled_zero, setup, teardown),
         cmocka_unit_test_setup_teardown(test_query_next_message_waits_for_ready_for_query, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_query_in_flight_not_handled_again_at_early_ready,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_copy_in_data_waits_for_query_in_flight, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_query_ends_once_with_rows_bytes_and_outcome, setup,
                                         teardown),

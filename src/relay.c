@@ -45,7 +45,7 @@ void relay_release(struct relay *r)
 
 int relay_decide(struct relay *r, const char *sql, size_t len, struct guard_decision *d)
 {
-    if (r->decided) {
+    if (r->decided && r->st == RS_POLICY) {
         *d = r->decision;
         r->decided = false;
         return 0;

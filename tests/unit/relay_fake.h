@@ -439,6 +439,19 @@ static inline bool fake_poison_sent(const struct fake *f)
     return m.type == 'Q' && strncmp(fmsg_str(&m), "DO $pgwire_proxy$", 17) == 0;
 }
 
+/* --extended-protocol allow / --copy allow, as session_relay.c sets them at the start */
+static inline void fake_allow_extended(struct fake *f)
+{
+    f->cfg.extended_protocol = CONFIG_ALLOW;
+    f->r.ext_allowed = true;
+}
+
+static inline void fake_allow_copy(struct fake *f)
+{
+    f->cfg.copy = CONFIG_ALLOW;
+    f->r.copy_allowed = true;
+}
+
 /* scripted verdicts */
 static inline void fake_verdict(struct fake *f, enum guard_verdict v, const char *rule,
                                 const char *message, int cursorpos)

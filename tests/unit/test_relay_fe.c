@@ -101,7 +101,7 @@ static void test_copy_in_data_waits_for_query_in_flight(void **state)
 {
     struct fake *f = *state;
     struct fbuf b = {0};
-    f->r.copy_allowed = true;
+    fake_allow_copy(f);
     fake_query(f, "COPY t FROM STDIN");
     f->ref_pending = true;
     up_copy(&b, 'G');
@@ -258,6 +258,66 @@ static void test_query_pending_decision_then_denied(void **state)
     assert_int_equal(f->up_out.len, 0);
     assert_int_equal(f->outcome, STMT_DENIED);
     assert_int_equal(f->r.st, RS_IDLE);
+}
+
+/* A decision nothing waits for is not kept for the next Query: that one asks the policy. */
+static void test_decision_without_waiting_query_ignored(void **state)
+{
+    struct fake *f = *state;
+    struct guard_decision d = {.verdict = GUARD_DENY};
+    snprintf(d.rule, sizeof(d.rule), "deny:drop");
+    fe_proto_decided(&f->r, &d);
+    assert_true(fe_proto_ready(&f->r));
+    fake_query(f, "SELECT 1");
+    assert_int_equal(f->policy_calls, 1);
+    assert_int_equal(f->refs, 1);
+    assert_int_equal(f->cli_out.len, 0);
+    fe_proto_decided(&f->r, &d); /* while the Query runs: nothing waits either */
+    fake_reply_select(f, 1, 'I');
+    fake_query(f, "SELECT 2");
+    assert_int_equal(f->policy_calls, 2);
+    assert_int_equal(f->refs, 2);
+    assert_string_equal(fake_types(f), "TDCZ");
+}
+
+/* A decision belongs to the message it was asked for: when that message is dropped (its
+ * segment is discarded after a limit tripped), the decision goes with it, and the next Parse
+ * is decided on its own text. */
+static void test_decision_of_a_dropped_parse_not_reused(void **state)
+{
+    struct fake *f = *state;
+    struct fbuf b = {0};
+    fake_allow_extended(f);
+    f->cfg.max_rows = 1;
+    fe_parse(&b, "", "SELECT x FROM t");
+    fe_bind(&b, "", "", 0, NULL);
+    fe_execute(&b, "", 0);
+    fake_client_buf(f, &b);
+    b.len = 0;
+    f->policy_rc = 1;
+    fe_parse(&b, "s2", "SELECT 2");
+    fake_client_buf(f, &b); /* waits for its decision */
+    b.len = 0;
+    assert_int_equal(f->r.st, RS_POLICY);
+    fb_msg(&b, '1', NULL, 0);
+    fb_msg(&b, '2', NULL, 0);
+    up_rows(&b, 2); /* the second row trips --max-rows: the segment is discarded */
+    upstream(f, &b);
+    assert_int_equal(f->cancels, 1);
+    struct guard_decision allow = {.verdict = GUARD_ALLOW};
+    fe_proto_decided(&f->r, &allow);
+    fake_pump_client(f); /* the waiting Parse is dropped with its segment */
+    fe_empty(&b, 'S');
+    f->policy_rc = 0;
+    fake_verdict(f, GUARD_DENY, "deny:drop", "statement kind drop is not allowed", 0);
+    fe_parse(&b, "s3", "DROP TABLE t");
+    fake_client_buf(f, &b);
+    assert_int_equal(f->policy_calls, 3);
+    struct fmsg p = fake_up_msg(f, -1); /* the proxy's failing Parse, not the client's */
+    assert_int_equal(p.type, 'P');
+    assert_null(memmem(p.body, p.len, "DROP", 4));
+    assert_int_equal(f->outcome, STMT_DENIED);
+    fb_free(&b);
 }
 
 static void test_query_policy_out_of_memory_refused(void **state)
@@ -599,6 +659,10 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_query_pending_decision_then_allowed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_query_pending_decision_then_denied, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_decision_without_waiting_query_ignored, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_decision_of_a_dropped_parse_not_reused, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_query_policy_out_of_memory_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_extended_0A000_then_discard_until_sync, setup,
                                         teardown),

@@ -232,6 +232,63 @@ static inline void fe_empty(struct fbuf *b, char type)
     fb_msg(b, type, NULL, 0);
 }
 
+/* extended query protocol */
+static inline void fe_parse(struct fbuf *b, const char *name, const char *sql)
+{
+    size_t at = fb_begin(b, 'P');
+    fb_str(b, name);
+    fb_str(b, sql);
+    fb_u16(b, 0); /* no parameter types */
+    fb_end(b, at);
+}
+
+/* A Bind with text parameters (NULL for a SQL NULL). */
+static inline void fe_bind(struct fbuf *b, const char *portal, const char *stmt, int nparams,
+                           const char *const *params)
+{
+    size_t at = fb_begin(b, 'B');
+    fb_str(b, portal);
+    fb_str(b, stmt);
+    fb_u16(b, 0); /* all parameters text */
+    fb_u16(b, (uint16_t)nparams);
+    for (int i = 0; i < nparams; i++) {
+        if (!params[i]) {
+            fb_u32(b, (uint32_t)-1);
+            continue;
+        }
+        fb_u32(b, (uint32_t)strlen(params[i]));
+        fb_put(b, params[i], strlen(params[i]));
+    }
+    fb_u16(b, 0); /* results text */
+    fb_end(b, at);
+}
+
+static inline void fe_execute(struct fbuf *b, const char *portal, uint32_t max_rows)
+{
+    size_t at = fb_begin(b, 'E');
+    fb_str(b, portal);
+    fb_u32(b, max_rows);
+    fb_end(b, at);
+}
+
+/* Describe ('D') or Close ('C') of a statement ('S') or portal ('P'). */
+static inline void fe_target(struct fbuf *b, char type, char kind, const char *name)
+{
+    size_t at = fb_begin(b, type);
+    fb_u8(b, (uint8_t)kind);
+    fb_str(b, name);
+    fb_end(b, at);
+}
+
+/* Parse, Bind and Execute of the unnamed statement and portal, then Sync: one simple request. */
+static inline void fe_extended_query(struct fbuf *b, const char *sql)
+{
+    fe_parse(b, "", sql);
+    fe_bind(b, "", "", 0, NULL);
+    fe_execute(b, "", 0);
+    fe_empty(b, 'S');
+}
+
 /* ---------- reading recorded streams ---------- */
 
 struct fmsg {

@@ -184,6 +184,25 @@ enum stmt_upstream be_fate(const struct stmt *st, char status, bool failed)
     return status == 'I' ? STMT_UP_COMMITTED : STMT_UP_IN_BLOCK;
 }
 
+/* The upstream refused to make the session read-only after a reload turned --read-only on:
+ * nothing may run in it any more. */
+static void read_only_refused(struct relay *r, struct fwd *f, size_t at)
+{
+    if (be_flush_span(r, f, at))
+        be_io_failed(r);
+    LOG_ERROR(r->sid, "read_only_switch_failed",
+              "client=%s the upstream refused to make the session read-only (SQLSTATE %s): "
+              "ending it",
+              r->client_addr, r->internal_error);
+    metrics_guardrail("read-only");
+    relay_send_fatal(r, "25006",
+                     "terminating connection because the upstream session could not be made "
+                     "read-only",
+                     "rule: read-only (--read-only was turned on by a configuration reload)");
+    r->st = RS_IDLE; /* nothing runs upstream: the session ends without a cancel */
+    r->end = SE_GUARDRAIL;
+}
+
 static enum be_action ready_for_query(struct relay *r, struct fwd *f, size_t at,
                                       const uint8_t *body, size_t len)
 {
@@ -195,6 +214,10 @@ static enum be_action ready_for_query(struct relay *r, struct fwd *f, size_t at,
     r->tx = st;
     if (r->internal == RI_READ_ONLY) {
         r->internal = RI_NONE;
+        if (r->internal_error[0]) {
+            read_only_refused(r, f, at);
+            return DROP;
+        }
         r->read_only_pending = false;
         r->st = RS_IDLE;
         return DROP; /* the client's Query runs next */
@@ -297,6 +320,8 @@ static enum be_action error_response(struct relay *r, struct fwd *f, size_t at, 
         metrics_error_sqlstate(code);
         return FORWARD;
     }
+    if (r->internal != RI_NONE && !r->internal_error[0])
+        memcpy(r->internal_error, code, 6);
     if (r->internal != RI_NONE || r->ab.active) {
         if (r->ab.active && r->stmt.active)
             stmt_upstream_error(&r->stmt, code);

@@ -185,6 +185,7 @@ int relay_start_internal(struct relay *r, enum relay_internal what)
     if (r->env->to_upstream(r->ctx, b.data, b.len))
         return -1;
     r->internal = what;
+    r->internal_error[0] = 0;
     r->st = RS_QUERY;
     return 0;
 }

@@ -109,6 +109,7 @@ struct relay {
     enum relay_state st;
     char tx; /* upstream transaction status from the last ReadyForQuery */
     enum relay_internal internal;
+    char internal_error[6]; /* the SQLSTATE the proxy's own statement failed with, "" = none */
     bool read_only_pending; /* make the upstream read-only before the next statement */
     bool fatal_forwarded;   /* the upstream's FATAL went to the client: nothing follows */
     bool truncating;        /* --on-limit truncate tripped: drop rows until CommandComplete */

@@ -616,6 +616,28 @@ static void test_read_only_reload_idle_switches_upstream_first(void **state)
     fb_free(&b);
 }
 
+/* The switch failed upstream: the session cannot be made read-only, so it ends before the
+ * client's statement runs, rather than going on as if it were. */
+static void test_read_only_switch_refused_upstream_ends_session(void **state)
+{
+    struct fake *f = *state;
+    struct fbuf b = {0};
+    f->reload_read_only = true;
+    fake_query(f, "UPDATE t SET x = 1");
+    up_notice(&b, "before the error");
+    up_error(&b, "ERROR", "XX000", "could not change the session");
+    up_ready(&b, 'I');
+    upstream(f, &b);
+    assert_string_equal(fake_types(f), "NE");
+    assert_report(f, 1, 'E', "FATAL", "25006", NULL);
+    assert_detail(f, 1, "rule: read-only (--read-only was turned on by a configuration reload)");
+    assert_int_equal(f->r.end, SE_GUARDRAIL);
+    assert_int_equal(f->refs, 0); /* the UPDATE never reached the upstream */
+    assert_int_equal(f->policy_calls, 0);
+    assert_int_equal(fake_up_count(f), 1);
+    fb_free(&b);
+}
+
 static void test_read_only_reload_in_block_25006_and_poison(void **state)
 {
     struct fake *f = *state;
@@ -687,6 +709,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_client_backlog_stops_local_answers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_pending_holds_next_query, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_only_reload_idle_switches_upstream_first, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_read_only_switch_refused_upstream_ends_session, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_read_only_reload_in_block_25006_and_poison, setup,
                                         teardown),

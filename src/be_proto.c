@@ -80,9 +80,7 @@ int be_emit_copy_refused(struct relay *r, struct fwd *f, size_t at)
                          "Use INSERT ... VALUES to load rows, or SELECT to read them.");
 }
 
-/* The upstream broke the protocol at input position `at`: what it sent before still reaches
- * the client, then the FATAL, the last message the client gets. */
-static void upstream_broken(struct relay *r, struct fwd *f, size_t at, const char *what)
+void be_upstream_broken(struct relay *r, struct fwd *f, size_t at, const char *what)
 {
     LOG_ERROR(r->sid, "upstream_protocol_error", "%s", what);
     if (be_flush_span(r, f, at))
@@ -208,7 +206,7 @@ static enum be_action ready_for_query(struct relay *r, struct fwd *f, size_t at,
 {
     char st = wire_rfq_status(body, len);
     if (!st) {
-        upstream_broken(r, f, at, "malformed ReadyForQuery");
+        be_upstream_broken(r, f, at, "malformed ReadyForQuery");
         return DROP;
     }
     r->tx = st;
@@ -362,7 +360,7 @@ static enum be_action parameter_status(struct relay *r, struct fwd *f, size_t at
 {
     const char *name, *value;
     if (wire_parse_param_status(body, len, &name, &value) != WIRE_OK) {
-        upstream_broken(r, f, at, "malformed ParameterStatus");
+        be_upstream_broken(r, f, at, "malformed ParameterStatus");
         return DROP;
     }
     const char *why = guard_unsafe_setting(name, value);
@@ -505,7 +503,7 @@ static bool partial_message(struct relay *r, struct fwd *f, const uint8_t *buf, 
     size_t avail = len - pos;
     if (read_whole(h->type)) {
         if (h->total > INSPECT_MAX)
-            upstream_broken(r, f, pos, "oversized control message");
+            be_upstream_broken(r, f, pos, "oversized control message");
         else if (h->total > cap)
             *need = h->total;
         return false;
@@ -545,7 +543,7 @@ size_t be_proto_process(struct relay *r, uint8_t *buf, size_t len, size_t cap, s
         if (rc == WIRE_NEED_MORE)
             break;
         if (rc != WIRE_OK) {
-            upstream_broken(r, &f, pos, wire_strerror(rc));
+            be_upstream_broken(r, &f, pos, wire_strerror(rc));
             break;
         }
         if (h.total > len - pos) {

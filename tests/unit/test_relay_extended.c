@@ -203,6 +203,28 @@ static void test_extended_each_execute_has_its_budget(void **state)
     fb_free(&b);
 }
 
+/* An upstream that breaks the protocol in its answer to a Sync: what it sent before reaches
+ * the client, then the FATAL, the last message. */
+static void test_extended_malformed_ready_fatal_comes_last(void **state)
+{
+    struct fake *f = *state;
+    struct fbuf b = {0};
+    fake_allow_extended(f);
+    fe_extended_query(&b, "SELECT 1");
+    fake_client_buf(f, &b);
+    b.len = 0;
+    up_empty(&b, '1');
+    up_empty(&b, '2');
+    up_select(&b, 1);
+    fb_msg(&b, 'Z', "X", 1);
+    upstream(f, &b);
+    assert_string_equal(fake_types(f), "12TDCE");
+    assert_report(f, 5, 'E', "FATAL", "08P01", "invalid message from the upstream server");
+    assert_detail(f, 5, "malformed ReadyForQuery");
+    assert_int_equal(f->r.end, SE_UPSTREAM_LOST);
+    fb_free(&b);
+}
+
 /* --copy reject: a COPY started by an Execute is ended upstream and answered 0A000. */
 static void test_extended_copy_rejected_0A000(void **state)
 {
@@ -334,6 +356,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_extended_row_limit_54000_at_the_execute, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_extended_each_execute_has_its_budget, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_extended_malformed_ready_fatal_comes_last, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_extended_copy_rejected_0A000, setup, teardown),
         cmocka_unit_test_setup_teardown(test_copy_in_relayed_and_ended_by_copy_done, setup,
                                         teardown),

@@ -37,6 +37,7 @@ void relay_release(struct relay *r)
 {
     free(r->sql_owned);
     r->sql_owned = NULL;
+    relay_abort_done(r); /* a tripped run's reference, while its Sync was still due */
     ext_free(r->x);
     r->x = NULL;
     free(r->hold);

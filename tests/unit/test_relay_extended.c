@@ -171,6 +171,37 @@ static void test_extended_row_limit_54000_at_the_execute(void **state)
     fb_free(&b);
 }
 
+/* The session ends while a tripped run's answer is out but its segment's Sync has not come:
+ * the abort's reference to the run goes with the relay, like the portal's and the FIFO's. */
+static void test_extended_abort_released_with_the_relay(void **state)
+{
+    struct fake *f = *state;
+    struct fbuf b = {0};
+    fake_allow_extended(f);
+    f->cfg.max_rows = 1;
+    fe_parse(&b, "", "SELECT x FROM t");
+    fe_bind(&b, "", "", 0, no_params);
+    fe_execute(&b, "", 0);
+    fake_client_buf(f, &b);
+    b.len = 0;
+    up_empty(&b, '1');
+    up_empty(&b, '2');
+    up_rows(&b, 2);
+    up_complete(&b, "SELECT 2");
+    upstream(f, &b);
+    assert_string_equal(fake_types(f), "12DE"); /* answered; the client's Sync is still due */
+    assert_true(f->r.ab.active);
+    struct ext_run *run = f->r.ab.run;
+    assert_non_null(run);
+    run->refs++; /* the test's own, to see what the relay lets go of */
+    relay_release(&f->r);
+    assert_int_equal(run->refs, 1);
+    struct ext_state *x = ext_new();
+    ext_run_unref(x, run);
+    ext_free(x);
+    fb_free(&b);
+}
+
 /* Each Execute of a pipeline has its own budget: a later one may use all of it. */
 static void test_extended_each_execute_has_its_budget(void **state)
 {
@@ -354,6 +385,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_extended_denied_parse_answered_in_place, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_extended_row_limit_54000_at_the_execute, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_extended_abort_released_with_the_relay, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_extended_each_execute_has_its_budget, setup, teardown),
         cmocka_unit_test_setup_teardown(test_extended_malformed_ready_fatal_comes_last, setup,

@@ -1,5 +1,5 @@
-/* libFuzzer target for the relay's two protocol handlers (fe_proto.c, be_proto.c), driven
- * through the unit tests' fake environment the way the session drives them.
+/* libFuzzer target for the relay's protocol handlers (fe_proto.c, fe_ext.c, be_proto.c,
+ * be_ext.c), driven through the unit tests' fake environment the way the session drives them.
  *
  * Input: four knob bytes, then steps.
  *   [0] flags: 1 read-only, 2 small --max-rows, 4 small --max-bytes, 8 --on-limit truncate,
@@ -7,7 +7,8 @@
  *       0x80 no query timeout
  *   [1] low 3 bits: --max-rows - 1; the rest: --max-bytes in steps of 24 bytes
  *   [2] policy verdicts, two bits per call (allow, deny, syntax error, pending), cycling
- *   [3] reserved
+ *   [3] flags: 1 --extended-protocol allow, 2 --copy allow, 4 a deny verdict is the policy's
+ *       COPY verdict instead (allowed under --copy allow, as the session's policy does)
  *   step byte h: h >> 6 == 0: client bytes (h & 63 of them); 1: upstream bytes (h & 63);
  *   2: upstream bytes ((h & 63) << 8 | next byte); 3: event h & 7: query timeout due, a pending
  *   decision arrives (allowed when h & 8), cancel pending on/off, a reload turns --read-only on,
@@ -39,8 +40,12 @@ struct step {
     uint8_t event;
 };
 
+#define KNOB_EXTENDED     1
+#define KNOB_COPY         2
+#define KNOB_COPY_VERDICT 4
+
 struct plan {
-    uint8_t flags, limits, verdicts;
+    uint8_t flags, limits, verdicts, protocols;
     struct step steps[MAX_STEPS];
     size_t nsteps;
     struct fbuf upstream; /* every upstream step's bytes, in order */
@@ -59,6 +64,7 @@ static void parse_plan(const uint8_t *d, size_t n, struct plan *pl)
     pl->flags = d[0];
     pl->limits = d[1];
     pl->verdicts = d[2];
+    pl->protocols = d[3];
     for (size_t pos = 4; pos < n && pl->nsteps < MAX_STEPS;) {
         uint8_t h = d[pos++];
         struct step *s = &pl->steps[pl->nsteps++];
@@ -78,13 +84,18 @@ static void parse_plan(const uint8_t *d, size_t n, struct plan *pl)
     }
 }
 
-static void verdict(int i, uint8_t seed, struct guard_decision *d, bool *pending)
+static void verdict(int i, const struct plan *pl, struct guard_decision *d, bool *pending)
 {
-    int v = (seed >> ((i % 4) * 2)) & 3;
+    int v = (pl->verdicts >> ((i % 4) * 2)) & 3;
+    bool copy = v == 1 && (pl->protocols & KNOB_COPY_VERDICT);
     memset(d, 0, sizeof(*d));
     *pending = v == 3;
-    d->verdict = v == 1 ? GUARD_DENY : v == 2 ? GUARD_SYNTAX : GUARD_ALLOW;
-    snprintf(d->rule, sizeof(d->rule), v == 1 ? "deny:drop" : v == 2 ? "" : "allow");
+    d->verdict = copy ? GUARD_COPY : v == 1 ? GUARD_DENY : v == 2 ? GUARD_SYNTAX : GUARD_ALLOW;
+    snprintf(d->rule, sizeof(d->rule),
+             copy     ? "copy-protocol"
+             : v == 1 ? "deny:drop"
+             : v == 2 ? ""
+                      : "allow");
     snprintf(d->message, sizeof(d->message), v == 2 ? "syntax error at end of input" : "denied");
     d->cursorpos = v == 2 ? i % 5 : 0;
 }
@@ -95,9 +106,11 @@ static int fuzz_policy(void *ctx, const char *sql, size_t len, struct guard_deci
     struct harness *h = f->user;
     CHECK(strlen(sql) == len);
     bool pending;
-    verdict(h->calls++, h->plan->verdicts, d, &pending);
+    verdict(h->calls++, h->plan, d, &pending);
     if (pending)
         return 1;
+    if (d->verdict == GUARD_COPY && f->r.copy_allowed)
+        d->verdict = GUARD_ALLOW; /* what session_relay.c's policy does under --copy allow */
     h->allowed += d->verdict == GUARD_ALLOW;
     return 0;
 }
@@ -113,6 +126,10 @@ static void configure(struct fake *f, const struct plan *pl)
     f->cfg.max_message_bytes = pl->flags & 0x40 ? 256 : 64 * 1000 * 1000;
     f->cfg.query_timeout_ms = pl->flags & 0x80 ? 0 : 1000;
     fake_set_up_base(f, caps[(pl->flags >> 4) & 3]);
+    if (pl->protocols & KNOB_EXTENDED)
+        fake_allow_extended(f);
+    if (pl->protocols & KNOB_COPY)
+        fake_allow_copy(f);
 }
 
 /* Client input is about to be handled: a local answer now could land inside a streamed
@@ -132,15 +149,17 @@ static void run_event(struct harness *h, uint8_t ev)
     case 0:
         relay_check_deadline(&f->r, INT64_MAX);
         break;
-    case 1:
-        if (f->r.st == RS_POLICY && !f->r.decided) { /* the only time a decision can come */
-            struct guard_decision d = {.verdict = ev & 8 ? GUARD_ALLOW : GUARD_DENY};
-            snprintf(d.rule, sizeof(d.rule), "deny:drop");
-            h->allowed += d.verdict == GUARD_ALLOW;
-            fe_proto_decided(&f->r, &d);
-        }
+    case 1: {
+        /* at any time: the relay takes it only while a message waits for one */
+        struct guard_decision d = {.verdict = ev & 8 ? GUARD_ALLOW : GUARD_DENY};
+        snprintf(d.rule, sizeof(d.rule), "deny:drop");
+        bool waited = f->r.st == RS_POLICY && !f->r.decided;
+        fe_proto_decided(&f->r, &d);
+        CHECK(f->r.decided == waited);
+        h->allowed += waited && d.verdict == GUARD_ALLOW;
         client_turn(h);
         break;
+    }
     case 2:
         f->cancel_is_pending = !f->cancel_is_pending;
         client_turn(h);
@@ -181,6 +200,15 @@ static void check_state(const struct harness *h)
         CHECK(r->stmt.budget.rows <= r->stmt.budget.max_rows);
     if (r->stmt.active && r->stmt.budget.max_bytes)
         CHECK(r->stmt.budget.bytes <= r->stmt.budget.max_bytes);
+    if (r->x) { /* every portal run in flight keeps to its own budget */
+        for (size_t i = 0; i < r->x->fcount; i++) {
+            const struct ext_entry *e = &r->x->fifo[(r->x->fhead + i) % r->x->fcap];
+            const struct stmt_budget *b = e->run ? &e->run->st.budget : NULL;
+            CHECK(!b || !b->max_rows || b->rows <= b->max_rows);
+            CHECK(!b || !b->max_bytes || b->bytes <= b->max_bytes);
+        }
+        CHECK(r->x->nsync <= r->x->fcount && r->x->nexec <= r->x->fcount);
+    }
 }
 
 static void run_step(struct harness *h, const struct step *s, bool bytewise)
@@ -230,9 +258,31 @@ static void check_client_stream(const struct harness *h)
     CHECK(missing == (f->r.pass_drop ? 0 : f->r.pass_remaining) || f->fail_client);
 }
 
+/* What may reach the upstream: Queries (the client's, by reference, and the proxy's own) and
+ * CopyFail; the extended protocol's requests when it is allowed; anything the client sends in
+ * a copy-in when COPY is allowed (it ends the COPY upstream, as in PostgreSQL). */
+static bool upstream_type_ok(const struct fake *f, char type)
+{
+    if (type == 'Q' || type == 'f' || f->r.copy_allowed)
+        return true;
+    return f->r.ext_allowed && type && strchr("PBDECHS", type);
+}
+
+/* A client's text reaches the upstream only when the policy allowed it: Queries and Parses
+ * other than the proxy's own failing one. */
+static bool parse_is_the_proxys(const struct fmsg *m)
+{
+    const uint8_t *nul = memchr(m->body, 0, m->len);
+    if (!nul)
+        return false;
+    size_t at = (size_t)(nul - m->body) + 1;
+    return m->len - at > strlen(EXT_DENIED_NAME) &&
+           strcmp((const char *)m->body + at, EXT_DENIED_NAME) == 0;
+}
+
 /* A session the relay ended for a protocol or guardrail reason got a FATAL as its last
- * message; the upstream got only Queries (the client's, by reference, and the proxy's own)
- * and CopyFail. */
+ * message; the upstream got only what upstream_type_ok allows, and no text the policy did
+ * not allow. */
 static void check_end(const struct harness *h)
 {
     const struct fake *f = h->f;
@@ -248,8 +298,12 @@ static void check_end(const struct harness *h)
     struct fmsg m[FAKE_MAX_TYPES];
     int k = fmsg_split(f->up_out.p, f->up_out.len, m, FAKE_MAX_TYPES);
     CHECK(k >= 0);
-    for (int i = 0; i < k && i < FAKE_MAX_TYPES; i++)
-        CHECK(m[i].type == 'Q' || m[i].type == 'f');
+    int parses = 0;
+    for (int i = 0; i < k && i < FAKE_MAX_TYPES; i++) {
+        CHECK(upstream_type_ok(f, m[i].type));
+        parses += m[i].type == 'P' && !f->r.copy_allowed && !parse_is_the_proxys(&m[i]);
+    }
+    CHECK(f->refs + parses <= h->allowed);
 }
 
 static struct fake *run(const struct plan *pl, bool bytewise)

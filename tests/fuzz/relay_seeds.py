@@ -16,6 +16,8 @@ CAP_4K, CAP_2K5 = 0x10, 0x20
 NO_TIMEOUT = 0x80
 # verdicts, two bits per policy call
 ALLOW, DENY, SYNTAX, PENDING = 0, 1, 2, 3
+# protocols (fourth knob byte)
+EXT, COPY, COPY_VERDICT = 1, 2, 4
 
 
 def msg(t, body=b""):
@@ -82,8 +84,32 @@ def event(n):
     return bytes([0xC0 | n])
 
 
-def seed(flags, limits, votes, *steps):
-    return bytes([flags, limits, votes, 0]) + b"".join(steps)
+def seed(flags, limits, votes, *steps, protocols=0):
+    return bytes([flags, limits, votes, protocols]) + b"".join(steps)
+
+
+def parse(sql, name=""):
+    return msg(b"P", cstr(name) + cstr(sql) + struct.pack(">H", 0))
+
+
+def bind(portal="", stmt=""):
+    return msg(b"B", cstr(portal) + cstr(stmt) + struct.pack(">HHH", 0, 0, 0))
+
+
+def execute(portal="", max_rows=0):
+    return msg(b"E", cstr(portal) + struct.pack(">I", max_rows))
+
+
+def describe(kind, name=""):
+    return msg(b"D", kind + cstr(name))
+
+
+def pbes(sql):
+    return parse(sql) + bind() + execute() + msg(b"S")
+
+
+def copy_response(t):
+    return msg(t, b"\0\0\1\0\0")
 
 
 def verdicts(*vs):
@@ -148,6 +174,59 @@ SEEDS = {
                                          + ready("I"))),
     "broken_param": seed(NO_TIMEOUT, 0, 0, client(query("SELECT 1")),
                          upstream(rowdesc() + row() + msg(b"S", b"ab"))),
+    # --extended-protocol allow, --copy allow
+    "ext_allowed": seed(NO_TIMEOUT, 0, 0, client(parse("SELECT 1") + bind() + describe(b"P") + execute()
+                                                 + msg(b"S")),
+                        upstream(msg(b"1") + msg(b"2") + select(1) + ready("I")),
+                        client(query("SELECT 2")), upstream(select(1) + ready("I")),
+                        protocols=EXT),
+    "ext_max_rows": seed(NO_TIMEOUT, 0, 0, client(parse("SELECT c FROM t") + bind() + execute("", 2)
+                                                  + msg(b"H")),
+                         upstream(msg(b"1") + msg(b"2") + row() * 2 + msg(b"s")),
+                         client(execute("", 2) + msg(b"S")),
+                         upstream(row() + complete("SELECT 3") + ready("I")), protocols=EXT),
+    "ext_row_limit": seed(SMALL_ROWS | NO_TIMEOUT, 1, 0, client(pbes("SELECT c FROM t")),
+                          upstream(msg(b"1") + msg(b"2") + row() * 3),
+                          upstream(report(b"E", "ERROR", "57014", "canceling") + ready("I")),
+                          protocols=EXT),
+    "ext_limit_before_sync": seed(SMALL_ROWS | NO_TIMEOUT, 1, 0,
+                                  client(parse("SELECT c FROM t") + bind() + execute()),
+                                  upstream(msg(b"1") + msg(b"2") + row() * 3 + complete("SELECT 3")),
+                                  client(parse("SELECT 2") + msg(b"S")),
+                                  upstream(report(b"E", "ERROR", "42601", "syntax") + ready("I")),
+                                  protocols=EXT),
+    "ext_denied": seed(NO_TIMEOUT, 0, verdicts(DENY, ALLOW), client(pbes("DROP TABLE t")),
+                       upstream(report(b"E", "ERROR", "42601", "syntax") + ready("I")),
+                       client(pbes("SELECT 1")),
+                       upstream(msg(b"1") + msg(b"2") + select(1) + ready("I")), protocols=EXT),
+    "ext_pending": seed(NO_TIMEOUT, 0, verdicts(PENDING, ALLOW), client(pbes("SELECT 1")), event(1 | 8),
+                        upstream(msg(b"1") + msg(b"2") + select(1) + ready("I")), protocols=EXT),
+    "ext_in_block": seed(NO_TIMEOUT, 0, 0, client(query("BEGIN")), upstream(complete("BEGIN") + ready("T")),
+                         client(pbes("UPDATE t SET c = 1")),
+                         upstream(msg(b"1") + msg(b"2") + complete("UPDATE 1") + ready("T")),
+                         protocols=EXT),
+    "ext_copy_rejected": seed(NO_TIMEOUT, 0, 0, client(pbes("COPY t FROM STDIN")),
+                              upstream(msg(b"1") + msg(b"2") + copy_response(b"G")),
+                              upstream(report(b"E", "ERROR", "57014", "COPY failed") + ready("I")),
+                              protocols=EXT),
+    "ext_copy_in": seed(NO_TIMEOUT, 0, 0, client(pbes("COPY t FROM STDIN")),
+                        upstream(msg(b"1") + msg(b"2") + copy_response(b"G")),
+                        client(msg(b"d", b"1\n") + msg(b"c") + msg(b"S")),
+                        upstream(complete("COPY 1") + ready("I")), protocols=EXT | COPY),
+    "copy_in_allowed": seed(NO_TIMEOUT, 0, verdicts(DENY), client(query("COPY t FROM STDIN")),
+                            upstream(copy_response(b"G")),
+                            client(msg(b"d", b"1\n") + msg(b"d", b"2\n") + msg(b"c")),
+                            upstream(complete("COPY 2") + ready("I")), protocols=COPY | COPY_VERDICT),
+    "copy_in_max_bytes": seed(SMALL_BYTES | NO_TIMEOUT, 0, 0, client(query("COPY t FROM STDIN")),
+                              upstream(copy_response(b"G")),
+                              client(msg(b"d", b"x" * 20) * 3 + msg(b"c")),
+                              upstream(report(b"E", "ERROR", "57014", "COPY failed") + ready("I")),
+                              protocols=COPY),
+    "copy_out_allowed": seed(SMALL_ROWS | NO_TIMEOUT, 2, 0, client(query("COPY t TO STDOUT")),
+                             upstream(copy_response(b"H") + msg(b"d", b"1\n") * 4 + msg(b"c")
+                                      + complete("COPY 4") + ready("I")), protocols=COPY),
+    "copy_refused_by_policy": seed(NO_TIMEOUT, 0, verdicts(DENY), client(query("COPY t FROM STDIN")),
+                                   protocols=COPY_VERDICT),
 }
 
 

@@ -117,7 +117,8 @@ static size_t msg(uint8_t *buf, char type, const void *body, size_t blen)
     uint32_t n = (uint32_t)blen + 4;
     buf[1] = (uint8_t)(n >> 24), buf[2] = (uint8_t)(n >> 16), buf[3] = (uint8_t)(n >> 8);
     buf[4] = (uint8_t)n;
-    memcpy(buf + 5, body, blen);
+    if (blen) /* an empty body may be NULL */
+        memcpy(buf + 5, body, blen);
     return blen + 5;
 }
 

@@ -63,6 +63,26 @@ static void test_query_syntax_error_42601_with_position(void **state)
     assert_string_equal(f->last_rule, "");
 }
 
+/* --copy reject (the default): the policy's COPY verdict is answered 0A000 with its rule and
+ * nothing goes upstream; under --copy allow the same statement is relayed. */
+static void test_copy_verdict_0A000_unless_copy_allowed(void **state)
+{
+    struct fake *f = *state;
+    fake_verdict(f, GUARD_COPY, "copy-protocol", "COPY is not supported through pgwire-proxy", 0);
+    fake_query(f, "COPY t FROM STDIN");
+    assert_string_equal(fake_types(f), "EZ");
+    assert_report(f, 0, 'E', "ERROR", "0A000", "COPY is not supported through pgwire-proxy");
+    assert_detail(f, 0, "rule: copy-protocol");
+    assert_int_equal(f->up_out.len, 0);
+    assert_done(f, STMT_REJECTED, "0A000", "copy-protocol", STMT_UP_NOT_SENT);
+    fake_reset_out(f);
+    fake_allow_copy(f);
+    fake_query(f, "COPY t FROM STDIN");
+    assert_int_equal(f->refs, 1);
+    assert_int_equal(f->cli_out.len, 0);
+    assert_int_equal(f->r.st, RS_QUERY);
+}
+
 static void test_query_pending_decision_then_allowed(void **state)
 {
     struct fake *f = *state;
@@ -254,6 +274,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_query_denied_in_block_poisons_transaction, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_query_syntax_error_42601_with_position, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_copy_verdict_0A000_unless_copy_allowed, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_query_pending_decision_then_allowed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_query_pending_decision_then_denied, setup, teardown),

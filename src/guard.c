@@ -49,6 +49,8 @@ struct stmt_scan {
     struct guard_kind_set nested; /* kinds below the top node, plus implied ones */
     bool unknown_nested;
     bool copy_protocol;       /* COPY FROM STDIN / TO STDOUT */
+    bool copy_allowed;        /* --copy allow: such a COPY is decided like any statement */
+    bool copy_to_client;      /* COPY ... TO STDOUT: it reads, like the SELECT it is */
     bool select_into;         /* SELECT ... INTO: creates a table */
     bool locking;             /* FOR UPDATE/SHARE */
     bool set_config_computed; /* set_config() whose setting name is not a literal */
@@ -233,8 +235,10 @@ static void scan_copy(struct stmt_scan *st, struct guard_span v)
 {
     struct guard_span f;
     /* STDIN/STDOUT is the absence of a file name; PROGRAM keeps its command there. */
-    if (!guard_json_get(v, "filename", &f))
-        st->copy_protocol = true;
+    if (guard_json_get(v, "filename", &f))
+        return;
+    st->copy_protocol = true;
+    st->copy_to_client = !(guard_json_get(v, "is_from", &f) && span_is(f, "true"));
 }
 
 static void scan_special(struct stmt_scan *st, enum guard_node special, struct guard_span v,
@@ -399,7 +403,8 @@ static bool eval_read_only(const struct stmt_scan *st, struct guard_decision *ou
 
     if (st->top < 0)
         what = st->unknown;
-    else if (!(guard_kind_flags((enum guard_kind)st->top) & GUARD_KF_READ))
+    else if (!(guard_kind_flags((enum guard_kind)st->top) & GUARD_KF_READ) &&
+             !st->copy_to_client) /* what it reads is checked as its nested kinds */
         what = guard_kind_name((enum guard_kind)st->top);
     else if (st->select_into)
         what = "SELECT INTO";
@@ -462,7 +467,7 @@ static bool eval_stmt(const struct stmt_scan *st, bool parses, struct guard_deci
 {
     char msg[256];
 
-    if (st->copy_protocol) {
+    if (st->copy_protocol && !st->copy_allowed) {
         decide(out, GUARD_COPY, "copy-protocol", "COPY is not supported through pgwire-proxy");
         return true;
     }
@@ -512,6 +517,7 @@ static void decide_tree(const struct guard_policy *p, bool parses, const char *j
         struct stmt_scan st;
         memset(&st, 0, sizeof st);
         st.p = guard_policy_parses(p) ? p : NULL;
+        st.copy_allowed = p && p->copy_allowed;
         if (!guard_json_get(elem, "stmt", &stmt) || !guard_json_first(stmt, &key, &val)) {
             malformed(out);
             return;

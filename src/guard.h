@@ -32,6 +32,11 @@ struct guard_policy *guard_policy_new(const char *const *deny, size_t ndeny,
                                       char *err, size_t errlen);
 void guard_policy_free(struct guard_policy *p);
 
+/* --copy allow, before the policy is shared: COPY FROM STDIN / TO STDOUT is decided like any
+ * statement (rules, read-only) instead of being refused as a protocol the proxy does not
+ * relay, and the statements after it in a Query are still decided. */
+void guard_policy_allow_copy(struct guard_policy *p);
+
 /* True when a policy needs the full parse of every statement (any rule or read-only). */
 bool guard_policy_parses(const struct guard_policy *p);
 

@@ -188,6 +188,7 @@ bool guard_kinds_self_check(void);
 struct guard_policy {
     uint64_t gen; /* lets a session cache notice it is looking at another policy */
     bool read_only;
+    bool copy_allowed; /* --copy allow: COPY is a statement like any other */
     bool kind_allow_list;
     bool has_rules;
     struct guard_kind_set deny, allow;

@@ -180,6 +180,11 @@ void guard_policy_free(struct guard_policy *p)
     free(p);
 }
 
+void guard_policy_allow_copy(struct guard_policy *p)
+{
+    p->copy_allowed = true;
+}
+
 bool guard_policy_parses(const struct guard_policy *p)
 {
     return p && (p->read_only || p->has_rules);

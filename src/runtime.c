@@ -22,6 +22,8 @@ struct runtime *runtime_new(struct config *cfg, char *err, size_t errlen)
                                   rt->cfg.read_only, err, errlen);
     if (!rt->policy)
         goto fail;
+    if (rt->cfg.copy == CONFIG_ALLOW)
+        guard_policy_allow_copy(rt->policy);
     if (rt->cfg.tls_cert) {
         rt->tls = tls_ctx_new(&rt->cfg, err, errlen);
         if (!rt->tls)

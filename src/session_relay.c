@@ -71,11 +71,9 @@ static void ensure_guard_cache(struct session *s)
 static int policy(void *ctx, const char *sql, size_t len, struct guard_decision *d)
 {
     struct session *s = ctx;
-    if (guard_check(s->rt->policy, s->gcache, sql, len, d))
-        return -1;
-    if (d->verdict == GUARD_COPY && s->relay.copy_allowed)
-        d->verdict = GUARD_ALLOW; /* --copy allow: the COPY sub-protocol is relayed */
-    return 0;
+    /* under --copy allow the policy decides COPY like any statement (runtime.c): a COPY
+     * verdict means the configuration in force refuses it */
+    return guard_check(s->rt->policy, s->gcache, sql, len, d) ? -1 : 0;
 }
 
 /* Picks up a configuration reloaded by SIGHUP: limits and policy apply from the next

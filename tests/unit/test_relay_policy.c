@@ -63,9 +63,10 @@ static void test_query_syntax_error_42601_with_position(void **state)
     assert_string_equal(f->last_rule, "");
 }
 
-/* --copy reject (the default): the policy's COPY verdict is answered 0A000 with its rule and
- * nothing goes upstream; under --copy allow the same statement is relayed. */
-static void test_copy_verdict_0A000_unless_copy_allowed(void **state)
+/* The policy's COPY verdict (--copy reject) is answered 0A000 with its rule and nothing goes
+ * upstream; the relay does not override it when the session started under --copy allow (a
+ * reload turned it off: the policy in force decides). */
+static void test_copy_verdict_0A000_rule_copy_protocol(void **state)
 {
     struct fake *f = *state;
     fake_verdict(f, GUARD_COPY, "copy-protocol", "COPY is not supported through pgwire-proxy", 0);
@@ -78,9 +79,14 @@ static void test_copy_verdict_0A000_unless_copy_allowed(void **state)
     fake_reset_out(f);
     fake_allow_copy(f);
     fake_query(f, "COPY t FROM STDIN");
+    assert_string_equal(fake_types(f), "EZ");
+    assert_report(f, 0, 'E', "ERROR", "0A000", NULL);
+    assert_int_equal(f->up_out.len, 0);
+    fake_reset_out(f);
+    f->verdict.verdict = GUARD_ALLOW; /* --copy allow in force: the policy allows it */
+    fake_query(f, "COPY t FROM STDIN");
     assert_int_equal(f->refs, 1);
     assert_int_equal(f->cli_out.len, 0);
-    assert_int_equal(f->r.st, RS_QUERY);
 }
 
 static void test_query_pending_decision_then_allowed(void **state)
@@ -275,7 +281,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_query_syntax_error_42601_with_position, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_copy_verdict_0A000_unless_copy_allowed, setup,
+        cmocka_unit_test_setup_teardown(test_copy_verdict_0A000_rule_copy_protocol, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_query_pending_decision_then_allowed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_query_pending_decision_then_denied, setup, teardown),

@@ -51,6 +51,9 @@ int relay_decide(struct relay *r, const char *sql, size_t len, struct guard_deci
         r->decided = false;
         return 0;
     }
+    /* one left from a wait the proxy's own statement interrupted (it took the state): the
+     * message is decided again, and must wait for that decision if it is pending */
+    r->decided = false;
     int rc = r->env->policy(r->ctx, sql, len, d);
     if (rc < 0) {
         memset(d, 0, sizeof(*d));

@@ -190,6 +190,52 @@ static void test_decision_of_a_dropped_parse_not_reused(void **state)
     fb_free(&b);
 }
 
+/* A Parse waits with its decision when the proxy's own statement takes over (the poison of a
+ * block whose tripped run had completed): afterwards the Parse is decided again, and when
+ * that decision is pending it waits for it instead of taking the old one. */
+static void test_decision_interrupted_by_poison_asked_again(void **state)
+{
+    struct fake *f = *state;
+    struct fbuf b = {0};
+    fake_allow_extended(f);
+    fake_in_block(f);
+    f->cfg.max_rows = 1;
+    fe_extended_query(&b, "SELECT x FROM t");
+    fake_client_buf(f, &b);
+    b.len = 0;
+    f->policy_rc = 1;
+    fe_parse(&b, "s2", "SELECT 2");
+    fake_client_buf(f, &b); /* waits for its decision */
+    b.len = 0;
+    f->cancel_is_pending = true; /* the decision arrives, the Parse is not handled yet */
+    struct guard_decision allow = {.verdict = GUARD_ALLOW};
+    fe_proto_decided(&f->r, &allow);
+    fb_msg(&b, '1', NULL, 0);
+    fb_msg(&b, '2', NULL, 0);
+    up_rows(&b, 2);
+    up_complete(&b, "SELECT 2");
+    up_ready(&b, 'T'); /* completed inside the block: the proxy fails the block */
+    upstream(f, &b);
+    assert_true(fake_poison_sent(f));
+    fake_reply_poison(f);
+    assert_string_equal(fake_types(f), "12DEZ");
+    int calls = f->policy_calls, sent = fake_up_count(f);
+    f->cancel_is_pending = false;
+    fake_pump_client(f);
+    fake_pump_client(f);
+    assert_int_equal(f->policy_calls, calls + 1); /* decided again */
+    assert_int_equal(fake_up_count(f), sent);     /* and waiting for it */
+    assert_int_equal(f->r.st, RS_POLICY);
+    struct guard_decision deny = {.verdict = GUARD_DENY};
+    snprintf(deny.rule, sizeof(deny.rule), "deny:select");
+    fe_proto_decided(&f->r, &deny);
+    fake_pump_client(f);
+    struct fmsg p = fake_up_msg(f, -1); /* refused: the proxy's failing Parse */
+    assert_int_equal(p.type, 'P');
+    assert_null(memmem(p.body, p.len, "SELECT 2", 8));
+    fb_free(&b);
+}
+
 static void test_query_policy_out_of_memory_refused(void **state)
 {
     struct fake *f = *state;
@@ -288,6 +334,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_decision_without_waiting_query_ignored, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_decision_of_a_dropped_parse_not_reused, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_decision_interrupted_by_poison_asked_again, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_query_policy_out_of_memory_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_only_reload_idle_switches_upstream_first, setup,

@@ -10,10 +10,10 @@
  *   [3] flags: 1 --extended-protocol allow, 2 --copy allow, 4 a deny verdict is the policy's
  *       COPY verdict instead (what the policy says under --copy reject)
  *   step byte h: h >> 6 == 0: client bytes (h & 63 of them); 1: upstream bytes (h & 63);
- *   2: upstream bytes ((h & 63) << 8 | next byte); 3: event h & 7: query timeout due, a pending
- *   decision arrives (allowed when h & 8), cancel pending on/off, a reload turns --read-only on,
- *   client backlog on/off, client writes fail from now on, upstream writes fail from now on,
- *   client input handled.
+ *   2: upstream bytes ((h & 63) << 8 | next byte); 3: event h & 7: query timeout due, a policy
+ *   decision arrives (allowed when h & 8; taken only while a message waits for one), cancel
+ *   pending on/off, a reload turns --read-only on, client backlog on/off, client writes fail
+ *   from now on, upstream writes fail from now on, client input handled.
  *
  * Each input runs twice, upstream bytes handed over whole and one byte at a time; both runs
  * must give the client and the upstream the same bytes. Invariants are checked after every

@@ -1,7 +1,9 @@
 /* libFuzzer target for the statement policy. The input is one or two SQL texts (split at the
  * first NUL). Each is decided under a deny policy, an allow + read-only policy and no policy,
  * with and without a decision cache: a cached answer must equal the uncached one, which is
- * what makes the cache's literal-abstracting key safe. Invariant breaks abort(). */
+ * what makes the cache's literal-abstracting key safe. The deny policy under --copy allow
+ * never answers with the COPY verdict, and decides every text the same as without it unless
+ * that was a COPY verdict. Invariant breaks abort(). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +19,7 @@
 #define NPOLICIES 3
 
 static struct guard_policy *policies[NPOLICIES]; /* the last one stays NULL: no rules */
+static struct guard_policy *copy_deny;           /* policies[0] under --copy allow */
 
 static void make_policies(void)
 {
@@ -28,7 +31,25 @@ static void make_policies(void)
         guard_policy_new(deny, sizeof(deny) / sizeof(deny[0]), NULL, 0, false, err, sizeof(err));
     policies[1] =
         guard_policy_new(NULL, 0, allow, sizeof(allow) / sizeof(allow[0]), true, err, sizeof(err));
-    CHECK(policies[0] && policies[1]);
+    copy_deny =
+        guard_policy_new(deny, sizeof(deny) / sizeof(deny[0]), NULL, 0, false, err, sizeof(err));
+    CHECK(policies[0] && policies[1] && copy_deny);
+    guard_policy_allow_copy(copy_deny);
+}
+
+static bool same(const struct guard_decision *a, const struct guard_decision *b);
+
+/* --copy allow only takes the COPY verdict away. */
+static void compare_copy_allowed(const char *sql)
+{
+    size_t len = strlen(sql);
+    struct guard_decision rejected, allowed;
+    if (guard_check(policies[0], NULL, sql, len, &rejected) != 0 ||
+        guard_check(copy_deny, NULL, sql, len, &allowed) != 0)
+        return; /* -ENOMEM */
+    CHECK(allowed.verdict != GUARD_COPY);
+    if (rejected.verdict != GUARD_COPY)
+        CHECK(same(&rejected, &allowed));
 }
 
 static void check_decision(const struct guard_decision *d, size_t len)
@@ -84,6 +105,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         decide(policies[i], cache, a);
         guard_cache_free(cache);
     }
+    compare_copy_allowed(a);
+    compare_copy_allowed(b);
     free(text);
     return 0;
 }

@@ -12,7 +12,7 @@ PKGS=(
   postgresql-15 postgresql-client-15 postgresql-contrib
   python3-pytest python3-psycopg2 python3-psycopg python3-asyncpg
   pgbouncer tmux procps valgrind
-  libpostgresql-jdbc-java haproxy python3-yaml strace
+  libpostgresql-jdbc-java haproxy python3-yaml strace docker-compose
 )
 
 missing=()

@@ -50,9 +50,9 @@ static void plan_entry(const struct audit_record *r, struct entry_plan *p)
         size += cost;
     }
     const char *strs[] = {
-        r->client_addr, r->user,          r->database, r->application,       r->outcome,
-        r->sqlstate,    r->rule,          r->protocol, r->upstream_sqlstate, r->upstream_status,
-        r->portal,      r->statement_name};
+        r->client_addr, r->user,           r->database, r->application,       r->outcome,
+        r->sqlstate,    r->rule,           r->protocol, r->upstream_sqlstate, r->upstream_status,
+        r->portal,      r->statement_name, r->auth,     r->cert_subject,      r->shadow_rule};
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
         size += str_size(strs[i]);
     *p = (struct entry_plan){.size = size,
@@ -98,11 +98,14 @@ static struct audit_entry *entry_new(const struct audit_record *r, const struct 
     at += p->sql_len + 1;
     e->rec.client_addr = copy_str(&at, r->client_addr);
     e->rec.user = copy_str(&at, r->user);
+    e->rec.auth = copy_str(&at, r->auth);
+    e->rec.cert_subject = copy_str(&at, r->cert_subject);
     e->rec.database = copy_str(&at, r->database);
     e->rec.application = copy_str(&at, r->application);
     e->rec.outcome = copy_str(&at, r->outcome);
     e->rec.sqlstate = copy_str(&at, r->sqlstate);
     e->rec.rule = copy_str(&at, r->rule);
+    e->rec.shadow_rule = copy_str(&at, r->shadow_rule);
     e->rec.protocol = copy_str(&at, r->protocol);
     e->rec.upstream_sqlstate = copy_str(&at, r->upstream_sqlstate);
     e->rec.upstream_status = copy_str(&at, r->upstream_status);

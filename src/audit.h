@@ -26,8 +26,6 @@ struct audit_log;
 #define AUDIT_RETRY_MS 5000
 /* At exit, closed logs get this long to write what they hold. */
 #define AUDIT_CLOSE_WAIT_MS 5000
-/* --max-parse-size does not exist yet: until it does, redaction parses at most this much. */
-#define AUDIT_MAX_PARSE_DEFAULT ((size_t)1 << 20)
 
 enum audit_param_kind { AUDIT_PARAM_NULL, AUDIT_PARAM_TEXT, AUDIT_PARAM_BINARY };
 
@@ -46,6 +44,8 @@ struct audit_record {
     uint64_t session_id;
     const char *client_addr;
     const char *user;
+    const char *auth;         /* how user was proven: "trust" (claimed), "scram-sha-256", ... */
+    const char *cert_subject; /* the client certificate's subject (RFC 2253), or NULL */
     const char *database;
     const char *application;
     const char *sql;
@@ -53,13 +53,16 @@ struct audit_record {
     uint64_t duration_us;
     uint64_t rows;
     uint64_t bytes;
-    /* "ok", "error", "denied", "limit", "rejected", "client_gone", "discarded" */
+    /* "ok", "error", "denied", "limit", "rejected", "client_gone", "discarded", and for a
+     * statement that ran as it would have directly: "would_deny", "would_limit" */
     const char *outcome;
-    const char *sqlstate; /* what the client was told; NULL when ok */
-    const char *rule;     /* guardrail rule, or NULL */
+    const char *sqlstate;    /* what the client was told; NULL when ok */
+    const char *rule;        /* guardrail rule, or NULL */
+    const char *shadow_rule; /* optional: a shadow rule or --on-limit warn that would also have
+                                acted, when rule does not name it */
     /* optional: what the upstream did, when known */
     const char *upstream_sqlstate;
-    const char *upstream_status; /* "committed", "rolled_back", "unknown" */
+    const char *upstream_status; /* stmt_upstream_name(): "committed", "rolled_back", ... */
     const char *protocol;        /* "simple" (when NULL), "extended", "copy" */
     const char *portal;          /* extended protocol: names as the client sent them */
     const char *statement_name;
@@ -75,8 +78,8 @@ struct audit_limits {
     unsigned retry_ms;
 };
 
-/* path "-" = stderr. redact: literals replaced by $n (libpg_query normalize, at most max_parse
- * bytes). Starts the writer thread. NULL on error (err says why). */
+/* path "-" = stderr. redact: literals replaced by $n (guard_redact, texts up to max_parse bytes,
+ * 0 = the default --max-parse-size). Starts the writer thread. NULL on error (err says why). */
 struct audit_log *audit_open(const char *path, bool redact, size_t max_parse, char *err,
                              size_t errlen);
 struct audit_log *audit_open_limits(const char *path, bool redact, size_t max_parse,

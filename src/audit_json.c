@@ -267,6 +267,8 @@ void audit_format(struct audit_text *t, const struct audit_entry *e, const char 
     text_printf(t, ",\"session\":%" PRIu64, r->session_id);
     text_field(t, "client", r->client_addr);
     text_field(t, "user", r->user);
+    text_field(t, "auth", r->auth ? r->auth : "trust");
+    optional_field(t, "cert_subject", r->cert_subject);
     text_field(t, "database", r->database);
     text_field(t, "application", r->application);
     audit_json_text_field(t, "statement", statement, statement_len);
@@ -277,6 +279,7 @@ void audit_format(struct audit_text *t, const struct audit_entry *e, const char 
     text_field(t, "outcome", r->outcome);
     nullable_field(t, "sqlstate", r->sqlstate);
     nullable_field(t, "rule", r->rule);
+    optional_field(t, "shadow_rule", r->shadow_rule);
     text_field(t, "protocol", r->protocol ? r->protocol : "simple");
     optional_field(t, "upstream_sqlstate", r->upstream_sqlstate);
     optional_field(t, "upstream_status", r->upstream_status);

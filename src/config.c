@@ -1,4 +1,5 @@
 #include "config.h"
+#include "config_int.h"
 #include "guard.h"
 #include "log.h"
 #include "upstream.h"
@@ -36,13 +37,14 @@ struct opt {
     const char *help;
 };
 
-static const char *const on_limit_choices[] = {"error", "truncate", NULL};
+static const char *const on_limit_choices[] = {"error", "truncate", "warn", NULL};
 static const char *const tls_mode_choices[] = {"allow", "require", NULL};
 static const char *const log_format_choices[] = {"text", "json", NULL};
 static const char *const log_level_choices[] = {"error", "warn", "info", "debug", NULL};
 static const char *const tls_cc_choices[] = {"none", "require", NULL};
 static const char *const tls_ver_choices[] = {"1.2", "1.3", NULL};
 static const char *const protocol_choices[] = {"reject", "allow", NULL};
+static const char *const auth_type_choices[] = {"trust", "scram-sha-256", "cert", "hba", NULL};
 
 #define OFF(f) offsetof(struct config, f)
 
@@ -87,12 +89,19 @@ static const struct opt opts[] = {
      "result bytes one statement may return; 0 = off (default 100MB)"},
     {"max-message-size", OPT_SIZE, OFF(max_message_bytes), NULL, 0, 0, "SIZE",
      "largest message a client may send, e.g. a long query (default 64MB)"},
-    {"on-limit", OPT_ENUM, OFF(on_limit), on_limit_choices, 0, 0, "error|truncate",
-     "what a row/byte limit does: fail the statement, or deliver the first rows and warn"},
+    {"on-limit", OPT_ENUM, OFF(on_limit), on_limit_choices, 0, 0, "error|truncate|warn",
+     "what a row/byte limit does: fail the statement, deliver the first rows and warn, or only "
+     "record it (audit, log, metrics) and deliver everything"},
     {"deny", OPT_LIST, OFF(deny), NULL, 0, 0, "RULE",
-     "deny a statement kind (drop, truncate, ...) or function:NAME; repeatable"},
+     "deny a statement kind (drop, truncate, ...), function:NAME or group:NAME; shadow:RULE only "
+     "records what it would deny; repeatable"},
     {"allow", OPT_LIST, OFF(allow), NULL, 0, 0, "RULE",
-     "allow only these statement kinds / functions; repeatable"},
+     "allow only these statement kinds / functions / group:NAME; shadow:RULE entries form a list "
+     "that only records; repeatable"},
+    {"permit", OPT_LIST, OFF(permit), NULL, 0, 0, "RULE",
+     "function:NAME, group:NAME or do: an exception to the always-refused classes; repeatable"},
+    {"max-parse-size", OPT_SIZE, OFF(max_parse_size), NULL, 0, 0, "SIZE",
+     "largest statement text the policy parses; larger ones get 54001 (default 1MB)"},
     {"peer-id", OPT_INT, OFF(peer_id), NULL, 0, 255, "N",
      "this instance's id (1-255) in cancel keys, for cancel routing between instances"},
     {"peer", OPT_LIST, OFF(peers), NULL, 0, 0, "ID=HOST:PORT",
@@ -130,6 +139,20 @@ static const struct opt opts[] = {
      "replace literals in audited statements with $n"},
     {"allow-core-dumps", OPT_BOOL, OFF(allow_core_dumps), NULL, 0, 0, NULL,
      "let the process dump core (off by default: a core would hold the DSN's password)"},
+    {"auth-type", OPT_ENUM, OFF(auth_type), auth_type_choices, 0, 0, "trust|scram-sha-256|cert|hba",
+     "how clients prove who they are: trust (the name they claim, default), SCRAM-SHA-256 "
+     "against --auth-file, a client certificate whose CN is the user, or --auth-hba-file"},
+    {"auth-file", OPT_STR, OFF(auth_file), NULL, 0, 0, "FILE",
+     "users and SCRAM verifiers (or passwords) in PgBouncer's userlist.txt format; reloaded on "
+     "SIGHUP"},
+    {"auth-hba-file", OPT_STR, OFF(auth_hba_file), NULL, 0, 0, "FILE",
+     "pg_hba.conf rules (local/host/hostssl/hostnossl; trust, reject, scram-sha-256, cert, peer) "
+     "for --auth-type hba"},
+    {"auth-secret-file", OPT_STR, OFF(auth_secret_file), NULL, 0, 0, "FILE",
+     "server secret that unknown users' SCRAM salts derive from, made (0600) on first start "
+     "(default <auth-file>.secret)"},
+    {"auth-failure-delay", OPT_DURATION, OFF(auth_failure_delay_ms), NULL, 0, 0, "DURATION",
+     "answer a failed authentication this much later, without blocking others (default 1s)"},
     {"config", OPT_STR, OFF(config_file), NULL, 0, 0, "FILE",
      "INI file with the same keys as the flags (flags > env > file > defaults)"},
 };
@@ -142,10 +165,11 @@ struct loader {
     enum level set_at[NOPTS];
     char *err;
     size_t errlen;
-    FILE *file;        /* config file being read */
-    int file_line;     /* its last line read */
-    int err_line;      /* line whose key or value failed */
-    int long_line_max; /* set to inih's line limit when a line exceeded it */
+    FILE *file;                    /* config file being read */
+    int file_line;                 /* its last line read */
+    int err_line;                  /* line whose key or value failed */
+    int long_line_max;             /* set to inih's line limit when a line exceeded it */
+    struct config_pending pending; /* [user:NAME] keys, applied after flags and env */
 };
 
 void config_defaults(struct config *c)
@@ -169,10 +193,13 @@ void config_defaults(struct config *c)
     c->max_message_bytes = 64ull * 1000 * 1000;
     c->on_limit = CONFIG_ON_LIMIT_ERROR;
     c->policy_cache = true;
+    c->max_parse_size = GUARD_DEFAULT_MAX_PARSE;
     c->tls_mode = CONFIG_TLS_ALLOW;
     c->tls_min_version = 0; /* index into tls_ver_choices: 1.2 */
     c->log_level = LOGL_INFO;
     c->log_format = CONFIG_LOG_TEXT;
+    c->auth_type = CONFIG_AUTH_TRUST;
+    c->auth_failure_delay_ms = 1000;
 }
 
 static char **str_field(struct config *c, const struct opt *o)
@@ -193,7 +220,11 @@ static size_t *list_count(struct config *c, const struct opt *o)
 {
     if (o->off == OFF(proxy_protocol_from))
         return &c->nproxy_protocol_from;
-    return o->off == OFF(deny) ? &c->ndeny : o->off == OFF(peers) ? &c->npeers : &c->nallow;
+    if (o->off == OFF(deny))
+        return &c->ndeny;
+    if (o->off == OFF(peers))
+        return &c->npeers;
+    return o->off == OFF(permit) ? &c->npermit : &c->nallow;
 }
 
 void config_free(struct config *c)
@@ -207,6 +238,7 @@ void config_free(struct config *c)
             free_list(str_field(c, o), list_count(c, o));
         }
     }
+    config_users_free(c);
 }
 
 /* The leading decimal number of s (no sign, no space); *end points at its unit. */
@@ -515,6 +547,31 @@ static int find_opt(const char *name, size_t len)
     return -1;
 }
 
+/* A section header: [pgwire-proxy] or [user:NAME]. Anything else is an error: a mistyped
+ * [usr:alice] would otherwise leave alice without her guardrails. */
+static int section_line(struct loader *l, const char *buf)
+{
+    const char *p = buf + strspn(buf, " \t");
+    if (*p != '[')
+        return 0;
+    const char *end = strchr(p, ']');
+    char name[128];
+    size_t n = end ? (size_t)(end - p - 1) : 0;
+    snprintf(name, sizeof(name), "%.*s", (int)(n < sizeof(name) ? n : sizeof(name) - 1), p + 1);
+    if (end && (!strcmp(name, "pgwire-proxy") || !strcmp(name, "pgwire_proxy")))
+        return 0;
+    const char *user = NULL;
+    int rc = end ? config_user_section(name, &user) : -1;
+    if (rc == 0)
+        return 0;
+    if (rc == -2)
+        fail(l, "section [%s]: a user name is 1 to %d bytes", name, CONFIG_USER_MAX - 1);
+    else
+        fail(l, "unknown section [%s] (the file takes [pgwire-proxy] and [user:NAME])", name);
+    l->err_line = l->file_line;
+    return -1;
+}
+
 /* inih's line reader. Counting lines here lets an error name its own line; it stops at the
  * first bad key or value, and at a line longer than inih's fixed buffer, which inih would
  * otherwise split and parse as two lines (a long DSN's tail read as a key). */
@@ -524,6 +581,8 @@ static char *file_read_line(char *buf, int size, void *stream)
     if (l->err_line || !fgets(buf, size, l->file))
         return NULL;
     l->file_line++;
+    if (section_line(l, buf))
+        return NULL;
     size_t n = strlen(buf);
     if (n + 1 == (size_t)size && buf[n - 1] != '\n') {
         int ch = getc(l->file);
@@ -539,11 +598,31 @@ static char *file_read_line(char *buf, int size, void *stream)
     return buf;
 }
 
+/* A key in a [user:NAME] section: checked now (a key that is no per-user key is an error at
+ * its line), applied once flags and environment have made the top level. */
+static int user_value(struct loader *l, const char *user, const char *section, const char *name,
+                      const char *value)
+{
+    int idx = find_opt(name, strlen(name));
+    if (idx < 0)
+        fail(l, "section [%s]: unknown config key '%s'", section, name);
+    else if (!config_user_key_allowed(opts[idx].name))
+        fail(l, "section [%s]: key '%s' cannot be set per user (per-user keys: %s)", section, name,
+             CONFIG_USER_KEYS);
+    else if (config_user_record(&l->pending, user, opts[idx].name, value, l->file_line))
+        fail(l, "section [%s]: out of memory or more than %d users", section, CONFIG_MAX_USERS);
+    else
+        return 1;
+    l->err_line = l->file_line;
+    return 0;
+}
+
 static int file_value(void *user, const char *section, const char *name, const char *value)
 {
     struct loader *l = user;
-    if (section[0] && strcmp(section, "pgwire-proxy") != 0 && strcmp(section, "pgwire_proxy"))
-        return 1; /* other sections are for other tools */
+    const char *uname = NULL;
+    if (section[0] && config_user_section(section, &uname) == 0)
+        return user_value(l, uname, section, name, value);
     int idx = find_opt(name, strlen(name));
     if (idx < 0 || opts[idx].off == OFF(config_file))
         fail(l, "unknown config key '%s'", name);
@@ -563,11 +642,13 @@ static int load_file(struct loader *l, const char *path)
     int rc = ini_parse_stream(file_read_line, l, file_value, l);
     fclose(l->file);
     l->file = NULL;
-    if (rc == 0 && !l->long_line_max)
+    if (rc == 0 && !l->long_line_max && !l->err_line)
         return 0;
     if (rc < 0)
         return fail(l, "config file '%s': out of memory", path);
-    char inner[256];
+    char inner[384];
+    if (rc == 0 && l->err_line) /* a section header, refused by the line reader */
+        rc = l->err_line;
     if (rc > 0 && rc == l->err_line)
         snprintf(inner, sizeof(inner), "%s", l->err);
     else if (rc > 0)
@@ -618,6 +699,8 @@ static void print_help(FILE *out)
                  opts[i].arg ? opts[i].arg : "");
         fprintf(out, "  %-36s %s\n", left, opts[i].help);
     }
+    fprintf(out, "  %-36s %s\n", "--hash-password",
+            "read a password from standard input, print its SCRAM-SHA-256 verifier, exit");
     fprintf(out, "  %-36s %s\n  %-36s %s\n\n", "--version", "print the version and exit", "--help",
             "print this help and exit");
     fprintf(out,
@@ -700,6 +783,39 @@ static enum config_result validate_proxy_from(struct loader *l)
     return CONFIG_OK;
 }
 
+void config_guard_rules(const struct config *c, struct guard_rules *r)
+{
+    memset(r, 0, sizeof *r);
+    r->deny = (const char *const *)c->deny;
+    r->ndeny = c->ndeny;
+    r->allow = (const char *const *)c->allow;
+    r->nallow = c->nallow;
+    r->permit = (const char *const *)c->permit;
+    r->npermit = c->npermit;
+    r->read_only = c->read_only;
+    r->relay_copy = c->copy == CONFIG_ALLOW;
+    r->max_parse = (size_t)c->max_parse_size;
+}
+
+static enum config_result validate_auth(struct loader *l)
+{
+    const struct config *c = l->c;
+    const char *need = NULL;
+    if (c->auth_type == CONFIG_AUTH_SCRAM && !c->auth_file)
+        need = "--auth-type scram-sha-256 needs --auth-file FILE (userlist.txt format)";
+    else if (c->auth_type == CONFIG_AUTH_HBA && !c->auth_hba_file)
+        need = "--auth-type hba needs --auth-hba-file FILE (pg_hba.conf format)";
+    else if (c->auth_type == CONFIG_AUTH_CERT && (!c->tls_ca || !c->tls_cert))
+        need = "--auth-type cert needs --tls-cert, --tls-key and --tls-ca: client certificates can "
+               "only be checked if a root certificate store is available";
+    else if (c->auth_hba_file && c->auth_type != CONFIG_AUTH_HBA)
+        need = "--auth-hba-file needs --auth-type hba";
+    if (!need)
+        return CONFIG_OK;
+    fail(l, "%s", need);
+    return CONFIG_ERROR;
+}
+
 static enum config_result validate(struct loader *l)
 {
     struct config *c = l->c;
@@ -742,16 +858,23 @@ static enum config_result validate(struct loader *l)
         fail(l, "--tls-client-cert require needs --tls-ca");
         return CONFIG_ERROR;
     }
+    if (c->max_parse_size < GUARD_MIN_MAX_PARSE || c->max_parse_size > GUARD_MAX_MAX_PARSE) {
+        fail(l, "invalid value %llu bytes for --max-parse-size: expected a size from 1kB to 16MB",
+             (unsigned long long)c->max_parse_size);
+        return CONFIG_ERROR;
+    }
     /* rules are checked here, so an unknown kind exits 2 like any invalid value */
     char gerr[256];
-    struct guard_policy *policy =
-        guard_policy_new((const char *const *)c->deny, c->ndeny, (const char *const *)c->allow,
-                         c->nallow, c->read_only, gerr, sizeof(gerr));
+    struct guard_rules rules;
+    config_guard_rules(c, &rules);
+    struct guard_policy *policy = guard_policy_compile(&rules, gerr, sizeof(gerr));
     if (!policy) {
         fail(l, "%s", gerr);
         return CONFIG_ERROR;
     }
     guard_policy_free(policy);
+    if (validate_auth(l) != CONFIG_OK)
+        return CONFIG_ERROR;
     if (c->metrics_listen) {
         char host[256];
         int port;
@@ -788,14 +911,18 @@ static enum config_result load_all(struct config *c, int argc, char **argv, char
         if (p && *p)
             c->config_file = strdup(p);
     }
-    if (c->config_file && load_file(&l, c->config_file))
+    if ((c->config_file && load_file(&l, c->config_file)) || load_env(&l, envp)) {
+        config_pending_free(&l.pending);
         return CONFIG_ERROR;
-    if (load_env(&l, envp))
-        return CONFIG_ERROR;
+    }
     r = load_flags(&l, argc, argv, out, true);
-    if (r != CONFIG_OK)
-        return r;
-    return validate(&l);
+    if (r == CONFIG_OK)
+        r = validate(&l);
+    /* profiles start from the finished top level; each is checked like it */
+    if (r == CONFIG_OK && config_user_build(c, &l.pending, c->config_file, err, errlen))
+        r = CONFIG_ERROR;
+    config_pending_free(&l.pending);
+    return r;
 }
 
 enum config_result config_load(struct config *c, int argc, char **argv, char **envp, void *out,
@@ -811,6 +938,57 @@ enum config_result config_reload(struct config *c, int argc, char **argv, char *
                                  size_t errlen)
 {
     return config_load(c, argc, argv, envp, stdout, err, errlen);
+}
+
+int config_copy(struct config *dst, const struct config *src)
+{
+    *dst = *src;
+    dst->users = NULL;
+    dst->nusers = 0;
+    bool ok = true;
+    for (size_t i = 0; i < NOPTS; i++) {
+        const struct opt *o = &opts[i];
+        char **f = str_field(dst, o);
+        if (o->type == OPT_STR && *f) {
+            *f = strdup(*f);
+            ok &= *f != NULL;
+        } else if (o->type == OPT_LIST) {
+            for (size_t k = 0; k < *list_count(dst, o); k++) {
+                f[k] = strdup(f[k]);
+                ok &= f[k] != NULL;
+            }
+        }
+    }
+    if (!ok)
+        config_free(dst);
+    return ok ? 0 : -1;
+}
+
+int config_apply_key(struct config *c, const char *key, const char *value, bool first, char *err,
+                     size_t errlen)
+{
+    struct loader l = {.c = c, .err = err, .errlen = errlen};
+    int idx = find_opt(key, strlen(key));
+    if (idx < 0)
+        return fail(&l, "unknown config key '%s'", key);
+    l.set_at[idx] = first ? LVL_DEFAULT : LVL_FILE; /* the first replaces a list, later add */
+    return apply(&l, (size_t)idx, value, LVL_FILE) ? -1 : 0;
+}
+
+int config_check_policy(const struct config *c, char *err, size_t errlen)
+{
+    char why[256];
+    if (upstream_dsn_check(c->upstream_dsn, why, sizeof(why)) != 0) {
+        snprintf(err, errlen,
+                 "invalid value for upstream: %s (the DSN is not shown: it may hold a password)",
+                 why);
+        return -1;
+    }
+    struct guard_policy *policy =
+        guard_policy_new((const char *const *)c->deny, c->ndeny, (const char *const *)c->allow,
+                         c->nallow, c->read_only, err, errlen);
+    guard_policy_free(policy);
+    return policy ? 0 : -1;
 }
 
 char *config_redact_dsn(const char *dsn)

@@ -10,10 +10,26 @@
 
 #define CONFIG_MAX_RULES 64
 
-enum config_on_limit { CONFIG_ON_LIMIT_ERROR, CONFIG_ON_LIMIT_TRUNCATE };
+/* --on-limit: what a row/byte budget does when a statement goes past it. WARN is its shadow
+ * form: the statement runs to its end unchanged and the audit, log and metrics record it. */
+enum config_on_limit { CONFIG_ON_LIMIT_ERROR, CONFIG_ON_LIMIT_TRUNCATE, CONFIG_ON_LIMIT_WARN };
 enum config_tls_mode { CONFIG_TLS_ALLOW, CONFIG_TLS_REQUIRE };
 enum config_log_format { CONFIG_LOG_TEXT, CONFIG_LOG_JSON };
 enum config_protocol { CONFIG_REJECT, CONFIG_ALLOW };
+enum config_auth_type { CONFIG_AUTH_TRUST, CONFIG_AUTH_SCRAM, CONFIG_AUTH_CERT, CONFIG_AUTH_HBA };
+
+#define CONFIG_MAX_USERS 1024 /* [user:NAME] sections */
+#define CONFIG_USER_MAX  64   /* a user name with its NUL, as a session keeps it */
+
+struct config;
+
+/* A [user:NAME] section: the top-level configuration with the section's keys applied. */
+struct config_user {
+    char name[CONFIG_USER_MAX];
+    struct config *cfg;  /* effective configuration (its own users list is empty) */
+    int max_connections; /* a ceiling for this user's sessions; 0 = none */
+    int line;            /* where the section starts, for messages */
+};
 
 struct config {
     char listen_host[256];
@@ -43,6 +59,9 @@ struct config {
     size_t ndeny;
     char *allow[CONFIG_MAX_RULES];
     size_t nallow;
+    char *permit[CONFIG_MAX_RULES]; /* exceptions to the always-refused policy classes */
+    size_t npermit;
+    uint64_t max_parse_size;       /* largest text the policy parses; not reloadable */
     char *peers[CONFIG_MAX_RULES]; /* "ID=HOST:PORT" of other instances, for cancel routing */
     size_t npeers;
     int peer_id;           /* this instance's id (1..255) encoded in cancel keys; 0 = no peering */
@@ -64,6 +83,13 @@ struct config {
     bool audit_redact;
     bool allow_core_dumps; /* else the process is made non-dumpable: cores hold the DSN */
     char *config_file;
+    int auth_type;                  /* enum config_auth_type */
+    char *auth_file;                /* userlist.txt */
+    char *auth_hba_file;            /* pg_hba.conf subset */
+    char *auth_secret_file;         /* mock salts' server secret; NULL = <auth-file>.secret */
+    uint64_t auth_failure_delay_ms; /* a failed authentication is answered this much later */
+    struct config_user *users;      /* [user:NAME] sections, sorted by name */
+    size_t nusers;
 };
 
 enum config_result {
@@ -86,12 +112,28 @@ enum config_result config_load(struct config *c, int argc, char **argv, char **e
 enum config_result config_reload(struct config *c, int argc, char **argv, char **envp, char *err,
                                  size_t errlen);
 
+/* The profile of a user (its [user:NAME] section), or NULL. */
+const struct config_user *config_find_user(const struct config *c, const char *name);
+
+/* A deep copy of src without its users (for a profile's effective configuration). 0 or -1. */
+int config_copy(struct config *dst, const struct config *src);
+/* Applies one key = value to c as a profile does: a list value replaces the list (on the first
+ * key of that name; later ones add). 0, or -1 with err ("invalid value ..."). */
+int config_apply_key(struct config *c, const char *key, const char *value, bool first, char *err,
+                     size_t errlen);
+/* The guard policy and DSN of c are usable (what validation checks at the top level). */
+int config_check_policy(const struct config *c, char *err, size_t errlen);
+
 /* Value parsers, exposed for tests. Return 0 or -EINVAL. */
 int config_parse_duration_ms(const char *s, uint64_t *out);
 int config_parse_size(const char *s, uint64_t *out);
 int config_parse_hostport(const char *s, char *host, size_t hostlen, int *port);
 /* "ID=HOST:PORT" with ID 1..255. */
 int config_parse_peer(const char *s, int *id, char *host, size_t hostlen, int *port);
+
+/* The policy rules of c (pointers into c). */
+struct guard_rules;
+void config_guard_rules(const struct config *c, struct guard_rules *r);
 
 /* The DSN as libpq reads it, every password replaced by "********", for logs; a fixed text
  * for a DSN that does not parse (upstream_dsn_redact). Caller frees. */

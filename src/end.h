@@ -13,6 +13,7 @@ enum session_end {
     SE_STARTUP_TIMEOUT, /* no complete startup in time */
     SE_CANCEL_REQUEST,  /* connection only carried a CancelRequest */
     SE_REJECTED,        /* connection limit, TLS required, bad startup */
+    SE_AUTH_FAILED,     /* the client did not prove its identity */
     SE_UPSTREAM_CONNECT,
     SE_UPSTREAM_LOST, /* upstream closed, failed, or broke the protocol */
     SE_GUARDRAIL,     /* a guardrail ended the session (read-only lost, idle timeout, ...) */

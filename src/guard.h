@@ -9,13 +9,21 @@
 struct guard_policy;
 struct guard_cache;
 
+/* --max-parse-size: the largest text the guard parses (bytes). The parser threads' stacks and
+ * the memory of a parse are sized from it (guard_parse_stack_bytes, docs/policy.md). */
+#define GUARD_DEFAULT_MAX_PARSE ((size_t)1000 * 1000)
+#define GUARD_MIN_MAX_PARSE     ((size_t)1000)
+#define GUARD_MAX_MAX_PARSE     ((size_t)16 * 1000 * 1000)
+
 enum guard_verdict {
     GUARD_ALLOW = 0,
-    GUARD_DENY,        /* 42501: a deny rule matched, or an allow list did not */
-    GUARD_READ_ONLY,   /* 25006: a write in --read-only mode */
-    GUARD_COPY,        /* 0A000: COPY FROM STDIN / TO STDOUT (the proxy does not relay COPY) */
+    GUARD_DENY,        /* 42501: a deny rule matched, an allow list did not, or an always-refused
+                          class (SQL given as text, a computed set_config name) */
+    GUARD_READ_ONLY,   /* 25006: a write or a side effect in --read-only mode */
+    GUARD_COPY,        /* 0A000: COPY FROM STDIN / TO STDOUT while --copy reject */
     GUARD_SYNTAX,      /* 42601: the parser rejected the text; message/cursorpos as PostgreSQL */
-    GUARD_TOO_COMPLEX, /* 54001: nested too deeply to parse safely */
+    GUARD_TOO_COMPLEX, /* 54001: larger than --max-parse-size while a rule needs the parse */
+    GUARD_BUSY,        /* 53000: the parser threads' queue is full; the client may retry */
 };
 
 struct guard_decision {
@@ -23,29 +31,88 @@ struct guard_decision {
     char rule[96];     /* e.g. "deny:drop", "deny:function:pg_sleep", "allow", "read-only" */
     char message[256]; /* primary message for the ErrorResponse */
     int cursorpos;     /* GUARD_SYNTAX: 1-based position, 0 = none */
+    /* GUARD_ALLOW: the rule the shadow: entries would have refused the text by, spelled as an
+     * enforced rule's id ("deny:truncate", "allow", "sql-text"); "" = none. The statement runs;
+     * the relay only records it. */
+    char shadow_rule[96];
 };
 
-/* Compiles rules. deny/allow entries: a statement kind ("drop", "create_role", "select",
- * ...) or "function:NAME". Unknown kinds are an error (err says which and lists kinds). */
+/* Compiles rules (grammar in docs/policy.md). deny/allow entries: a statement kind ("drop",
+ * "select", ...), a family ("alter", "create", "drop"), "function:NAME" or "group:NAME", each of
+ * them optionally as "shadow:ENTRY": shadow entries form a policy of their own (with the same
+ * permit entries, without read-only mode) that is decided alongside and never refuses. permit
+ * entries name exceptions to the always-refused classes: "function:NAME", "group:NAME" or "do".
+ * max_parse 0 means GUARD_DEFAULT_MAX_PARSE. Errors name the entry (err); NULL then. */
+struct guard_rules {
+    const char *const *deny;
+    size_t ndeny;
+    const char *const *allow;
+    size_t nallow;
+    const char *const *permit;
+    size_t npermit;
+    bool read_only;
+    bool relay_copy; /* --copy allow: COPY FROM STDIN / TO STDOUT is decided like any statement
+                        (kind copy; in read-only mode only COPY TO STDOUT) instead of refused */
+    size_t max_parse;
+};
+struct guard_policy *guard_policy_compile(const struct guard_rules *rules, char *err,
+                                          size_t errlen);
+/* The same without permit entries, at the default ceiling. */
 struct guard_policy *guard_policy_new(const char *const *deny, size_t ndeny,
                                       const char *const *allow, size_t nallow, bool read_only,
                                       char *err, size_t errlen);
+/* Reference counting (atomic): a queued parse job keeps its policy past a reload. A new
+ * policy holds one reference; guard_policy_free() drops it (same as unref). NULL is ignored. */
+struct guard_policy *guard_policy_ref(struct guard_policy *p);
+void guard_policy_unref(struct guard_policy *p);
 void guard_policy_free(struct guard_policy *p);
 
-/* --copy allow, before the policy is shared: COPY FROM STDIN / TO STDOUT is decided like any
- * statement (rules, read-only) instead of being refused as a protocol the proxy does not
- * relay, and the statements after it in a Query are still decided. */
-void guard_policy_allow_copy(struct guard_policy *p);
-
-/* True when a policy needs the full parse of every statement (any rule or read-only). */
+/* True when a policy needs the full parse of every statement (any rule, shadow or not, or
+ * read-only). */
 bool guard_policy_parses(const struct guard_policy *p);
+/* True when a policy can refuse a statement by its rules (an enforced rule or read-only mode);
+ * false for no policy and for one of shadow rules only. */
+bool guard_policy_enforces(const struct guard_policy *p);
+/* A policy that enforces nothing refuses nothing: a refusal of d (made by the guard, or by its
+ * caller: a full parser queue, no memory) becomes GUARD_ALLOW with its rule as shadow_rule. A
+ * syntax error is simply allowed (PostgreSQL reports it), a COPY refusal stays (--copy reject
+ * is not a rule). No-op for any other policy. */
+void guard_shadow_only(const struct guard_policy *p, struct guard_decision *d);
+/* The policy's parse ceiling (GUARD_DEFAULT_MAX_PARSE for NULL). */
+size_t guard_policy_max_parse(const struct guard_policy *p);
 
 /* Per-session decision cache (may be NULL to disable). */
 struct guard_cache *guard_cache_new(void);
 void guard_cache_free(struct guard_cache *c);
 
-/* Decides a simple-protocol Query string (may hold several statements). sql is NUL-terminated,
- * len = strlen(sql). Returns 0, or -ENOMEM. */
+/* Where guard_precheck() leaves what guard_cache_store() needs later. */
+#define GUARD_CACHE_KEY_MAX 4096
+struct guard_cache_key {
+    uint64_t gen; /* the policy generation the key was made under */
+    size_t len;   /* 0 = do not cache */
+    char text[GUARD_CACHE_KEY_MAX];
+};
+
+/* A decision in three steps, so the parse can run off the session's thread.
+ *
+ * guard_precheck: on the session's thread, cheap. Returns 0 when *out is final (no rule needs
+ * a parse, a cache hit, or over max_parse: GUARD_TOO_COMPLEX), 1 when the text must be parsed
+ * (key then holds the cache key for guard_cache_store). max_parse 0 = the policy's ceiling.
+ *
+ * guard_decide: parses and decides. Thread-safe and pure (no shared mutable state); needs
+ * guard_parse_stack_bytes(guard_policy_max_parse(p)) of stack. Returns 0, or -ENOMEM.
+ * *cacheable tells whether the answer holds for every text of the same cache key.
+ *
+ * guard_cache_store: back on the session's thread, when *cacheable.
+ *
+ * guard_check: the three in a row (synchronous). sql is a Query string (may hold several
+ * statements), read up to its first NUL or len bytes. Returns 0, or -ENOMEM. */
+int guard_precheck(const struct guard_policy *p, struct guard_cache *c, const char *sql, size_t len,
+                   size_t max_parse, struct guard_decision *out, struct guard_cache_key *key);
+int guard_decide(const struct guard_policy *p, const char *sql, size_t len,
+                 struct guard_decision *out, bool *cacheable);
+void guard_cache_store(struct guard_cache *c, const struct guard_policy *p,
+                       const struct guard_cache_key *key, const struct guard_decision *d);
 int guard_check(const struct guard_policy *p, struct guard_cache *cache, const char *sql,
                 size_t len, struct guard_decision *out);
 
@@ -63,19 +130,26 @@ void guard_error_for(const struct guard_decision *d, struct guard_error *e);
 /* Lists every statement kind name, for --help/docs ("NULL"-terminated). */
 const char *const *guard_kind_names(void);
 
-/* The parser reads statements as a UTF-8-safe client with standard_conforming_strings=on
- * would send them. Returns why a reported upstream setting breaks that (the session must end),
- * or NULL when it is safe. */
+/* Returns why a reported upstream setting breaks the guard's reading of SQL text (the session
+ * must end), or NULL when it is safe. standard_conforming_strings is always safe: texts that
+ * read differently under its two values are decided under both. */
 const char *guard_unsafe_setting(const char *name, const char *value);
 
-/* Stack a thread needs to parse, normalize or fingerprint any text of up to max_parse bytes:
- * libpg_query recurses once per nesting level and checks no stack depth of its own. */
+/* Stack a thread needs to parse, normalize or fingerprint any text of up to max_parse bytes
+ * (0 = GUARD_DEFAULT_MAX_PARSE): libpg_query recurses once per nesting level of the tree and
+ * checks no stack depth of its own. A measured bound with margin (docs/policy.md). */
 size_t guard_parse_stack_bytes(size_t max_parse);
 
-/* The statement text an audit record shows under --audit-redact: literals replaced by $n.
- * Texts over max_parse bytes (0 = no bound) or that do not parse are replaced by a marker.
- * Parses: call it on a thread with guard_parse_stack_bytes(max_parse) of stack. Returns a
- * malloc'd string, or NULL when out of memory. */
+/* After a parse of len bytes on this thread: gives the deep part of the thread's stack and
+ * free heap back to the kernel when the text was big (a no-op for small ones). */
+void guard_parse_release(size_t len);
+
+/* The statement text an audit record shows under --audit-redact: literals replaced by $n,
+ * comments dropped, and SQL held in string arguments of functions that run SQL given as text
+ * shown redacted after the statement: `SELECT query_to_xml($1, ...) /+ $1: SELECT f($1) +/`.
+ * Texts over max_parse bytes (0 = GUARD_DEFAULT_MAX_PARSE) or that do not lex are replaced by
+ * a marker. Parses: call it on a thread with guard_parse_stack_bytes(max_parse) of stack.
+ * Returns a malloc'd string, or NULL when out of memory. */
 char *guard_redact(const char *sql, size_t len, size_t max_parse);
 
 /* --- budgets: per statement, counted on DataRow messages --- */

@@ -142,16 +142,21 @@ enum guard_kind {
         GUARD_K_COUNT
 };
 
-/* How guard.c must look inside a node beyond its kind. */
+/* How the scanner must look inside a statement node beyond its kind. */
 enum guard_node {
     GUARD_NODE_PLAIN = 0,
-    GUARD_NODE_COPY,   /* STDIN/STDOUT vs file/program */
-    GUARD_NODE_SET,    /* variable name, transaction modes */
-    GUARD_NODE_TXN,    /* READ WRITE, two-phase commit */
-    GUARD_NODE_VACUUM, /* vacuum or analyze */
-    GUARD_NODE_CTAS,   /* create_table_as or create_materialized_view */
-    GUARD_NODE_DEFINE, /* create_aggregate/operator/type/text_search/collation */
-    GUARD_NODE_CALL,   /* CALL's FuncCall is a typed field, not a tagged node */
+    GUARD_NODE_COPY,     /* STDIN/STDOUT vs file/program; FROM inserts, TO reads */
+    GUARD_NODE_SET,      /* variable name, value, transaction modes */
+    GUARD_NODE_TXN,      /* access modes, chain, transaction end, two-phase commit */
+    GUARD_NODE_VACUUM,   /* vacuum or analyze */
+    GUARD_NODE_CTAS,     /* create_table_as or create_materialized_view */
+    GUARD_NODE_DEFINE,   /* create_aggregate/operator/type/text_search/collation; names functions */
+    GUARD_NODE_CALL,     /* CALL's FuncCall is a typed field, not a tagged node */
+    GUARD_NODE_INSERT,   /* ON CONFLICT DO UPDATE updates */
+    GUARD_NODE_FUNCDEF,  /* DefElems that name functions (SUPPORT, HANDLER, RESTRICT, ...) */
+    GUARD_NODE_FUNCLIST, /* a field that is a function name list (trigger, handler, ...) */
+    GUARD_NODE_OBJFUNC,  /* an ObjectWithArgs field that names a function (cast, transform) */
+    GUARD_NODE_OPCLASS,  /* operator class/family items: FUNCTION n name(...) */
 };
 
 #define GUARD_KIND_WORDS 2
@@ -181,50 +186,318 @@ void guard_kind_snake(const char *node, size_t len, char *buf, size_t cap);
 /* Test hook: the node table must be strcmp-sorted for the binary search. */
 bool guard_kinds_self_check(void);
 
-/* --- compiled policy (guard_policy.c); read by guard.c --- */
+/* --- functions the policy knows by name (guard_funcs.c) --- */
 /* NAMEDATALEN: PostgreSQL truncates longer identifiers, so no call can name more. */
 #define FUNC_NAME_MAX 64
 
-struct guard_policy {
-    uint64_t gen; /* lets a session cache notice it is looking at another policy */
-    bool read_only;
-    bool copy_allowed; /* --copy allow: COPY is a statement like any other */
-    bool kind_allow_list;
-    bool has_rules;
-    struct guard_kind_set deny, allow;
-    const char *deny_rule[GUARD_K_COUNT]; /* rule text (kind or family) that denies the kind */
-    char (*deny_funcs)[FUNC_NAME_MAX];
-    size_t ndeny_funcs;
-    char (*allow_funcs)[FUNC_NAME_MAX];
-    size_t nallow_funcs;
+/* X(ID, name): function groups, for group:NAME rules. */
+#define GUARD_GROUP_LIST(X)                                                                        \
+    X(FILE_ACCESS, "file_access")                                                                  \
+    X(SIGNAL, "signal")                                                                            \
+    X(SLEEP, "sleep")                                                                              \
+    X(SQL_TEXT, "sql_text")                                                                        \
+    X(LARGE_OBJECT, "large_object")                                                                \
+    X(ADVISORY_LOCK, "advisory_lock")                                                              \
+    X(REPLICATION, "replication")                                                                  \
+    X(ADMIN, "admin")
+
+enum guard_group {
+#define GUARD_X_GROUP(id, name) GUARD_G_##id,
+    GUARD_GROUP_LIST(GUARD_X_GROUP)
+#undef GUARD_X_GROUP
+        GUARD_G_COUNT
+};
+#define GUARD_GBIT(g) (1u << (unsigned)GUARD_G_##g)
+
+/* Function flags. */
+#define GUARD_FN_SQL_TEXT_2ARGS 1u /* in sql_text only when called with two arguments */
+#define GUARD_FN_IS_SET         2u /* set_config(): SET by another name */
+#define GUARD_FN_IS_NOTIFY      4u /* pg_notify(): NOTIFY by another name */
+
+struct guard_fn {
+    const char *name;
+    unsigned groups;       /* GUARD_GBIT()s */
+    unsigned flags;        /* GUARD_FN_* */
+    const char *ro_reason; /* non-NULL: a side effect read-only mode refuses (the why) */
 };
 
-/* --- JSON walker over libpg_query's output (bounds-checked, no allocation) --- */
+/* The entry for a lowercase function name, or NULL. */
+const struct guard_fn *guard_fn_lookup(const char *name);
+/* Group by name; -1 when there is none. */
+int guard_group_lookup(const char *name);
+const char *guard_group_name(unsigned g);
+/* Test/doc hooks: the table in order, and its sortedness. */
+const struct guard_fn *guard_fn_table(size_t *n);
+bool guard_funcs_self_check(void);
+
+/* --- compiled policy (guard_policy.c) --- */
+struct guard_name_list {
+    char (*names)[FUNC_NAME_MAX];
+    size_t n;
+};
+
+struct guard_policy {
+    _Atomic int refs;
+    uint64_t gen; /* lets a session cache notice it is looking at another policy */
+    size_t max_parse;
+    bool read_only;
+    bool relay_copy;
+    bool kind_allow_list;
+    bool func_allow_list; /* some allow entry names a function or a group */
+    bool has_rules;
+    bool permit_do;
+    struct guard_kind_set deny, allow;
+    const char *deny_rule[GUARD_K_COUNT]; /* rule text (kind or family) that denies the kind */
+    struct guard_name_list deny_funcs, allow_funcs, permit_funcs;
+    unsigned deny_groups, allow_groups, permit_groups;
+    /* the shadow: entries, compiled as a policy of their own (same permit entries, same
+     * ceiling, no read-only mode); NULL when there are none */
+    struct guard_policy *shadow;
+};
+
+bool guard_name_in(const struct guard_name_list *l, const char *name);
+
+/* --- JSON helpers over libpg_query's output (bounds-checked, no allocation) --- */
 struct guard_span {
     const char *p;
     size_t n;
 };
 
-size_t guard_json_ws(struct guard_span s, size_t i);
 /* End (one past the closing quote) of the string at s.p[i]=='"'; 0 when malformed. */
 size_t guard_json_string_end(struct guard_span s, size_t i);
-/* End of the value starting at s.p[i]; 0 when malformed. */
-size_t guard_json_value_end(struct guard_span s, size_t i);
-/* Value of key in the object obj (obj.p[0] == '{'). */
-bool guard_json_get(struct guard_span obj, const char *key, struct guard_span *val);
-/* First key (without quotes) and its value: how a node {"Type":{...}} is read. */
-bool guard_json_first(struct guard_span obj, struct guard_span *key, struct guard_span *val);
-/* Iterates the array arr; *pos starts at 0. */
-bool guard_json_next(struct guard_span arr, size_t *pos, struct guard_span *elem);
 /* Decodes the JSON string str (with its quotes) into buf, NUL-terminated, optionally
  * ASCII-lowercased. Returns false when it does not fit or is malformed. */
 bool guard_json_text(struct guard_span str, char *buf, size_t cap, bool lower);
-/* True when the JSON string str (with quotes, no escapes) equals lit. */
-bool guard_json_is(struct guard_span str, const char *lit);
+
+/* --- one pass over the parse tree (guard_walk.c drives guard_scan.c) --- */
+
+/* What the functions a statement reaches meet in one policy's lists: the enforced policy's,
+ * or its shadow's. */
+struct guard_fn_hits {
+    char deny_rule[96]; /* "function:NAME" or "group:NAME" of the first denied function */
+    char deny_func[FUNC_NAME_MAX];
+    char sql_text[FUNC_NAME_MAX];    /* first function that runs SQL given as text */
+    char not_allowed[FUNC_NAME_MAX]; /* first function outside a function allow list */
+    bool not_allowed_field;          /* ... seen as a field selection */
+};
+
+/* Per statement: what its tree contains and what the policy found in it. */
+struct guard_stmt {
+    int top;                       /* enum guard_kind; -1 = a statement node we do not know */
+    struct guard_kind_set nested;  /* kinds below the top node (subqueries, CTEs, ...) */
+    struct guard_kind_set implied; /* kinds it performs without their node (MERGE ... DELETE,
+                                      ON CONFLICT DO UPDATE, set_config, COPY FROM) */
+    bool unknown_nested;
+    bool copy_protocol;    /* COPY FROM STDIN / TO STDOUT */
+    bool copy_out;         /* of those, COPY TO STDOUT: reads, like the query it runs */
+    bool select_into;      /* SELECT ... INTO: creates a table */
+    bool locking;          /* FOR UPDATE/SHARE */
+    bool computed_setting; /* set_config() whose setting name is not a literal */
+    bool txn_end;          /* COMMIT, ROLLBACK, PREPARE TRANSACTION */
+    bool malformed;
+    char unknown[48];
+    char ro_what[96];            /* read-only violation found by inspecting a node */
+    char ro_func[FUNC_NAME_MAX]; /* first side-effect function (read-only mode) */
+    const char *ro_reason;
+    struct guard_fn_hits fn;        /* in the enforced policy */
+    struct guard_fn_hits shadow_fn; /* in its shadow policy (when it has one) */
+};
+
+/* A growing byte string: the dual-reading summary. */
+struct guard_buf {
+    char *p;
+    size_t n, cap;
+    bool oom;
+};
+void guard_buf_add(struct guard_buf *b, const void *data, size_t n);
+
+/* String literals passed to functions that run SQL given as text, for the audit redaction:
+ * where each starts in the text and its (JSON-escaped) value. */
+struct guard_sqlarg {
+    long loc;
+    struct guard_span val;
+};
+struct guard_sqlargs {
+    struct guard_sqlarg *v;
+    size_t n, cap;
+    bool oom;
+};
+
+struct guard_scan;
+/* Called once per statement when its walk is complete: false stops the walk. */
+typedef bool (*guard_stmt_fn)(struct guard_scan *sc);
+
+struct guard_scan {
+    const struct guard_policy *p;
+    struct guard_stmt st;
+    bool in_stmt, top_seen;
+    bool literal;   /* a decision read a literal: never cache it by shape */
+    bool malformed; /* the JSON itself */
+    bool oom;
+    struct guard_buf *sum;         /* statements, kinds and functions in order; NULL = not kept */
+    struct guard_sqlargs *sqlargs; /* NULL = not collected */
+    guard_stmt_fn on_stmt;
+    void *arg;
+    size_t visits; /* bytes examined: the linear-time test reads it */
+    /* the walk's own stacks (heap, bounded by the JSON size) */
+    struct guard_frame *fr;
+    size_t nfr, capfr;
+    struct guard_slot *sl;
+    size_t nsl, capsl;
+};
+
+/* Walks json once, calling sc->on_stmt after each statement. Returns 0, or -ENOMEM. Frees
+ * nothing of sc: call guard_scan_done(). */
+int guard_walk(struct guard_scan *sc, const char *json, size_t len);
+/* Test hook: the key and node tables are sorted for their binary searches. */
+bool guard_walk_self_check(void);
+void guard_scan_done(struct guard_scan *sc);
+
+/* Frames and slots are guard_walk.c's; guard_scan.c reads and annotates them. */
+#define GUARD_NONE UINT32_MAX
+
+struct guard_frame {
+    uint32_t count; /* members or elements so far */
+    uint32_t slot;  /* state slot of this body or list; GUARD_NONE */
+    uint32_t body;  /* index of the nearest body frame at or above this one */
+    uint32_t cap;   /* slot*2+which that an A_Const here fills; GUARD_NONE */
+    uint32_t aux;   /* per node: a String's role, a COPY's fields, an item's type */
+    uint16_t node;  /* node id (guard_scan.c) when this object is a node body */
+    uint16_t key;   /* objects: the current key; arrays: the key holding the array */
+    int16_t kind;   /* statement bodies: enum guard_kind, refined as fields arrive */
+    uint8_t special;
+    uint8_t type;  /* '{' or '[' */
+    uint8_t flags; /* GUARD_FR_* */
+};
+#define GUARD_FR_KEY     1u  /* object: a key is expected next */
+#define GUARD_FR_NAME    2u  /* a String here names a function for its slot */
+#define GUARD_FR_TOP     4u  /* the top statement body */
+#define GUARD_FR_FUNCREF 8u  /* DefElem/ObjectWithArgs/item: names a function */
+#define GUARD_FR_OWNS    16u /* slot was pushed for this frame: popped with it */
+
+#define GUARD_VAL_MAX 64
+enum guard_cap {
+    GUARD_CAP_NONE = 0,
+    GUARD_CAP_STR,
+    GUARD_CAP_NUM,
+    GUARD_CAP_BOOL,
+    GUARD_CAP_OTHER
+};
+
+struct guard_slot {
+    char name[FUNC_NAME_MAX]; /* function name, setting name or DefElem name */
+    uint32_t nargs;
+    uint8_t cap[2]; /* enum guard_cap of the captured arguments */
+    bool long_val[2];
+    char val[2][GUARD_VAL_MAX]; /* lowercased */
+    uint32_t txn_ro; /* transaction_read_only DefElems: 0 none, 1 last READ ONLY, 2 READ WRITE */
+    uint32_t misc;   /* per node: SET kind, transaction kind, opclass item type, ... */
+};
+
+/* Node and key ids for the scanner (guard_walk.c interns them). */
+enum guard_key {
+    GK_OTHER = 0,
+#define GUARD_KEY_LIST(X)                                                                          \
+    X(ACTION, "action")                                                                            \
+    X(ACTIONS, "actions")                                                                          \
+    X(ARG, "arg")                                                                                  \
+    X(ARGS, "args")                                                                                \
+    X(BOOLVAL, "boolval")                                                                          \
+    X(BSVAL, "bsval")                                                                              \
+    X(COMMANDTYPE, "commandType")                                                                  \
+    X(DEFINITION, "definition")                                                                    \
+    X(DEFNAME, "defname")                                                                          \
+    X(FIELDS, "fields")                                                                            \
+    X(FILENAME, "filename")                                                                        \
+    X(FROMSQL, "fromsql")                                                                          \
+    X(FUNC, "func")                                                                                \
+    X(FUNC_NAME, "func_name")                                                                      \
+    X(FUNC_OPTIONS, "func_options")                                                                \
+    X(FUNCCALL, "funccall")                                                                        \
+    X(FUNCNAME, "funcname")                                                                        \
+    X(FVAL, "fval")                                                                                \
+    X(HANDLER_NAME, "handler_name")                                                                \
+    X(INDIRECTION, "indirection")                                                                  \
+    X(INTOCLAUSE, "intoClause")                                                                    \
+    X(IS_FROM, "is_from")                                                                          \
+    X(IS_VACUUMCMD, "is_vacuumcmd")                                                                \
+    X(ITEMS, "items")                                                                              \
+    X(ITEMTYPE, "itemtype")                                                                        \
+    X(IVAL, "ival")                                                                                \
+    X(KIND, "kind")                                                                                \
+    X(LOCATION, "location")                                                                        \
+    X(NAME, "name")                                                                                \
+    X(OBJNAME, "objname")                                                                          \
+    X(OBJTYPE, "objtype")                                                                          \
+    X(ONCONFLICTCLAUSE, "onConflictClause")                                                        \
+    X(OPTIONS, "options")                                                                          \
+    X(PARAMS, "params")                                                                            \
+    X(PLHANDLER, "plhandler")                                                                      \
+    X(PLINLINE, "plinline")                                                                        \
+    X(PLVALIDATOR, "plvalidator")                                                                  \
+    X(STMT, "stmt")                                                                                \
+    X(STMTS, "stmts")                                                                              \
+    X(SVAL, "sval")                                                                                \
+    X(TOSQL, "tosql")
+#define GUARD_X_KEY(id, s) GK_##id,
+    GUARD_KEY_LIST(GUARD_X_KEY)
+#undef GUARD_X_KEY
+        GK_COUNT
+};
+
+enum guard_nid {
+    GN_NONE = 0,
+    GN_STMT, /* a statement node: frame kind/special say which */
+#define GUARD_NID_LIST(X)                                                                          \
+    X(A_CONST, "A_Const")                                                                          \
+    X(A_INDIRECTION, "A_Indirection")                                                              \
+    X(COLUMNREF, "ColumnRef")                                                                      \
+    X(CREATEOPCLASSITEM, "CreateOpClassItem")                                                      \
+    X(DEFELEM, "DefElem")                                                                          \
+    X(FUNCCALL, "FuncCall")                                                                        \
+    X(INTOCLAUSE, "IntoClause")                                                                    \
+    X(LIST, "List")                                                                                \
+    X(LOCKINGCLAUSE, "LockingClause")                                                              \
+    X(MERGEWHENCLAUSE, "MergeWhenClause")                                                          \
+    X(OBJECTWITHARGS, "ObjectWithArgs")                                                            \
+    X(ONCONFLICTCLAUSE, "OnConflictClause")                                                        \
+    X(STRING, "String")                                                                            \
+    X(TYPECAST, "TypeCast")                                                                        \
+    X(TYPENAME, "TypeName")
+#define GUARD_X_NID(id, s) GN_##id,
+    GUARD_NID_LIST(GUARD_X_NID)
+#undef GUARD_X_NID
+        GN_VALUE, /* A_Const's value: {"sval":"x"}, {"ival":1}, {} */
+    GN_OTHER,     /* a node the scanner does not look into */
+};
+
+/* guard_scan.c: the events of the walk. f is the frame the event is about. */
+void guard_scan_body(struct guard_scan *sc, size_t f);
+void guard_scan_body_end(struct guard_scan *sc, size_t f);
+void guard_scan_list(struct guard_scan *sc, size_t f);
+void guard_scan_elem(struct guard_scan *sc, size_t f);
+void guard_scan_list_end(struct guard_scan *sc, size_t f);
+void guard_scan_scalar(struct guard_scan *sc, size_t f, struct guard_span val);
+/* The statement element of "stmts" begins / ends. */
+void guard_scan_stmt_begin(struct guard_scan *sc);
+bool guard_scan_stmt_end(struct guard_scan *sc);
+/* Pushes a zeroed slot; GUARD_NONE when out of memory (sc->oom is then set). */
+uint32_t guard_scan_slot(struct guard_scan *sc);
+
+/* --- one statement's verdict (guard_eval.c) --- */
+/* Returns true when the statement is not allowed (out filled). hits: what its functions met in
+ * p's lists (st->fn, or st->shadow_fn when p is a shadow policy). after_txn_end: an earlier
+ * statement of the same Query ended a transaction. */
+bool guard_eval_stmt(const struct guard_policy *p, const struct guard_stmt *st,
+                     const struct guard_fn_hits *hits, bool after_txn_end,
+                     struct guard_decision *out);
+void guard_decide_fill(struct guard_decision *out, enum guard_verdict v, const char *rule,
+                       const char *message);
+/* Copies src into dst (cap bytes) without splitting a UTF-8 sequence. */
+void guard_copy_text(char *dst, size_t cap, const char *src);
 
 /* --- decision cache --- */
-#define GUARD_CACHE_SLOTS   16
-#define GUARD_CACHE_KEY_MAX 4096
+#define GUARD_CACHE_SLOTS 16
 
 /* Writes the cache key for sql into key (cap bytes); returns its length, 0 = do not cache. */
 size_t guard_cache_key(const char *sql, size_t len, char *key, size_t cap);
@@ -235,9 +508,8 @@ void guard_cache_put(struct guard_cache *c, uint64_t gen, const char *key, size_
 /* Test/metrics hook. */
 uint64_t guard_cache_hits(const struct guard_cache *c);
 
-/* Statements whose estimated parse-tree depth exceeds this are refused before parsing
- * (PostgreSQL itself rejects expressions a few thousand levels deep with 54001). */
-#define GUARD_MAX_DEPTH 10000
-size_t guard_depth_estimate(const char *sql, size_t len);
+/* --- test hooks (guard.c) --- */
+/* Bytes the walk examined while deciding sql (both readings). */
+size_t guard_decide_visits(const struct guard_policy *p, const char *sql, size_t len);
 
 #endif

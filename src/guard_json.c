@@ -1,17 +1,9 @@
-/* A small bounds-checked reader for the JSON that pg_query_parse() prints. It never allocates
- * and never recurses: nesting depth follows the SQL, and a deep expression must not be able to
- * exhaust the stack of a session thread. The input is trusted to be well-formed, but every
+/* String helpers for the JSON that pg_query_parse() prints: finding a string's end and decoding
+ * it. They never allocate and never recurse. The input is trusted to be well-formed, but every
  * index is still checked so a surprise costs a "malformed" answer, never an out-of-bounds read. */
 #include "guard_internal.h"
 
 #include <string.h>
-
-size_t guard_json_ws(struct guard_span s, size_t i)
-{
-    while (i < s.n && (s.p[i] == ' ' || s.p[i] == '\n' || s.p[i] == '\r' || s.p[i] == '\t'))
-        i++;
-    return i;
-}
 
 size_t guard_json_string_end(struct guard_span s, size_t i)
 {
@@ -24,111 +16,6 @@ size_t guard_json_string_end(struct guard_span s, size_t i)
             return i + 1;
     }
     return 0;
-}
-
-size_t guard_json_value_end(struct guard_span s, size_t i)
-{
-    size_t depth = 0;
-
-    while (i < s.n) {
-        char c = s.p[i];
-        if (c == '"') {
-            i = guard_json_string_end(s, i);
-            if (i == 0 || depth == 0)
-                return i;
-        } else if (c == '{' || c == '[') {
-            depth++;
-            i++;
-        } else if (c == '}' || c == ']') {
-            if (depth == 0)
-                return 0;
-            i++;
-            if (--depth == 0)
-                return i;
-        } else if (depth == 0) {
-            /* number, true, false, null */
-            size_t start = i;
-            while (i < s.n && strchr(",}] \t\r\n", s.p[i]) == NULL)
-                i++;
-            return i > start ? i : 0;
-        } else {
-            i++;
-        }
-    }
-    return 0;
-}
-
-/* Reads `"key": value` at i; on success *next is just past the value. */
-static bool read_member(struct guard_span s, size_t i, struct guard_span *key,
-                        struct guard_span *val, size_t *next)
-{
-    size_t ke = guard_json_string_end(s, i);
-    if (ke == 0)
-        return false;
-    size_t j = guard_json_ws(s, ke);
-    if (j >= s.n || s.p[j] != ':')
-        return false;
-    j = guard_json_ws(s, j + 1);
-    size_t ve = guard_json_value_end(s, j);
-    if (ve == 0)
-        return false;
-    key->p = s.p + i + 1;
-    key->n = ke - i - 2;
-    val->p = s.p + j;
-    val->n = ve - j;
-    *next = ve;
-    return true;
-}
-
-bool guard_json_get(struct guard_span obj, const char *key, struct guard_span *val)
-{
-    size_t klen = strlen(key);
-    size_t i;
-
-    if (obj.n < 2 || obj.p[0] != '{')
-        return false;
-    i = guard_json_ws(obj, 1);
-    while (i < obj.n && obj.p[i] == '"') {
-        struct guard_span k;
-        if (!read_member(obj, i, &k, val, &i))
-            return false;
-        if (k.n == klen && memcmp(k.p, key, klen) == 0)
-            return true;
-        i = guard_json_ws(obj, i);
-        if (i >= obj.n || obj.p[i] != ',')
-            return false;
-        i = guard_json_ws(obj, i + 1);
-    }
-    return false;
-}
-
-bool guard_json_first(struct guard_span obj, struct guard_span *key, struct guard_span *val)
-{
-    size_t next;
-
-    if (obj.n < 2 || obj.p[0] != '{')
-        return false;
-    return read_member(obj, guard_json_ws(obj, 1), key, val, &next);
-}
-
-bool guard_json_next(struct guard_span arr, size_t *pos, struct guard_span *elem)
-{
-    size_t i = *pos;
-
-    if (arr.n < 2 || arr.p[0] != '[')
-        return false;
-    i = guard_json_ws(arr, i == 0 ? 1 : i);
-    if (i < arr.n && arr.p[i] == ',' && *pos != 0)
-        i = guard_json_ws(arr, i + 1);
-    if (i >= arr.n || arr.p[i] == ']')
-        return false;
-    size_t e = guard_json_value_end(arr, i);
-    if (e == 0)
-        return false;
-    elem->p = arr.p + i;
-    elem->n = e - i;
-    *pos = e;
-    return true;
 }
 
 static int hex_value(char c)
@@ -248,11 +135,4 @@ bool guard_json_text(struct guard_span str, char *buf, size_t cap, bool lower)
     }
     buf[o] = '\0';
     return true;
-}
-
-bool guard_json_is(struct guard_span str, const char *lit)
-{
-    size_t n = strlen(lit);
-    return str.n == n + 2 && str.p[0] == '"' && memcmp(str.p + 1, lit, n) == 0 &&
-           str.p[n + 1] == '"';
 }

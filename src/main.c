@@ -1,11 +1,16 @@
 /* pgwire-proxy: CLI → config → server_run(). */
+#include "authfile.h"
 #include "config.h"
 #include "server.h"
 
 #include <stdio.h>
+#include <string.h>
 
 int main(int argc, char **argv)
 {
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--hash-password") == 0)
+            return authfile_hash_password_cli(stdin, stdout, stderr);
     struct config cfg;
     char err[512];
     switch (config_load(&cfg, argc, argv, NULL, stdout, err, sizeof(err))) {

@@ -1,11 +1,51 @@
 #include "runtime.h"
 #include "audit.h"
+#include "auth.h"
 #include "guard.h"
 #include "tls.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Each [user:NAME] profile with its own compiled policy. */
+static int build_profiles(struct runtime *rt, char *err, size_t errlen)
+{
+    if (!rt->cfg.nusers)
+        return 0;
+    rt->profiles = calloc(rt->cfg.nusers, sizeof(*rt->profiles));
+    if (!rt->profiles) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < rt->cfg.nusers; i++) {
+        const struct config_user *u = &rt->cfg.users[i];
+        struct runtime_profile *p = &rt->profiles[rt->nprofiles];
+        p->name = u->name;
+        p->cfg = u->cfg;
+        p->max_connections = u->max_connections;
+        struct guard_rules rules;
+        config_guard_rules(u->cfg, &rules);
+        p->policy = guard_policy_compile(&rules, err, errlen);
+        if (!p->policy)
+            return -1;
+        rt->nprofiles++;
+    }
+    return 0;
+}
+
+static int profile_cmp(const void *key, const void *elem)
+{
+    return strcmp(key, ((const struct runtime_profile *)elem)->name);
+}
+
+const struct runtime_profile *runtime_profile(const struct runtime *rt, const char *user)
+{
+    const struct runtime_profile *p =
+        user && rt->nprofiles ? bsearch(user, rt->profiles, rt->nprofiles, sizeof(*p), profile_cmp)
+                              : NULL;
+    return p ? p : &rt->base;
+}
 
 struct runtime *runtime_new(struct config *cfg, char *err, size_t errlen)
 {
@@ -17,21 +57,25 @@ struct runtime *runtime_new(struct config *cfg, char *err, size_t errlen)
     rt->cfg = *cfg;
     memset(cfg, 0, sizeof(*cfg)); /* ownership moved */
     atomic_init(&rt->refs, 1);
-    rt->policy = guard_policy_new((const char *const *)rt->cfg.deny, rt->cfg.ndeny,
-                                  (const char *const *)rt->cfg.allow, rt->cfg.nallow,
-                                  rt->cfg.read_only, err, errlen);
+    struct guard_rules rules;
+    config_guard_rules(&rt->cfg, &rules);
+    rt->policy = guard_policy_compile(&rules, err, errlen);
     if (!rt->policy)
         goto fail;
-    if (rt->cfg.copy == CONFIG_ALLOW)
-        guard_policy_allow_copy(rt->policy);
+    rt->base = (struct runtime_profile){.cfg = &rt->cfg, .policy = rt->policy};
+    if (build_profiles(rt, err, errlen))
+        goto fail;
+    rt->auth = auth_conf_new(&rt->cfg, rt->auth_warning, sizeof(rt->auth_warning), err, errlen);
+    if (!rt->auth)
+        goto fail;
     if (rt->cfg.tls_cert) {
         rt->tls = tls_ctx_new(&rt->cfg, err, errlen);
         if (!rt->tls)
             goto fail;
     }
     if (rt->cfg.audit_log) {
-        rt->audit = audit_open(rt->cfg.audit_log, rt->cfg.audit_redact, AUDIT_MAX_PARSE_DEFAULT,
-                               err, errlen);
+        rt->audit = audit_open(rt->cfg.audit_log, rt->cfg.audit_redact,
+                               (size_t)rt->cfg.max_parse_size, err, errlen);
         if (!rt->audit)
             goto fail;
     }
@@ -46,6 +90,10 @@ void runtime_release(struct runtime *rt)
     if (!rt || atomic_fetch_sub(&rt->refs, 1) != 1)
         return;
     guard_policy_free(rt->policy);
+    for (size_t i = 0; i < rt->nprofiles; i++)
+        guard_policy_free(rt->profiles[i].policy);
+    free(rt->profiles);
+    auth_conf_free(rt->auth);
     tls_ctx_free(rt->tls);
     audit_close(rt->audit);
     config_free(&rt->cfg);

@@ -14,10 +14,24 @@
 struct guard_policy;
 struct tls_ctx;
 struct audit_log;
+struct auth_conf;
+
+/* What a session runs under: the top level, or a [user:NAME] profile. */
+struct runtime_profile {
+    const char *name; /* NULL: the top level */
+    const struct config *cfg;
+    struct guard_policy *policy;
+    int max_connections; /* per-user ceiling, 0 = none */
+};
 
 struct runtime {
     struct config cfg;
     struct guard_policy *policy;
+    struct auth_conf *auth;
+    struct runtime_profile base;      /* users without a profile */
+    struct runtime_profile *profiles; /* sorted by name, as cfg.users */
+    size_t nprofiles;
+    char auth_warning[320]; /* logged when the generation is installed; "" = none */
     struct tls_ctx *tls;
     struct audit_log *audit;
     atomic_int refs;
@@ -36,6 +50,8 @@ struct runtimes {
  * with err when the configuration cannot be used. */
 struct runtime *runtime_new(struct config *cfg, char *err, size_t errlen);
 void runtime_release(struct runtime *rt);
+/* The profile a user's sessions run under. */
+const struct runtime_profile *runtime_profile(const struct runtime *rt, const char *user);
 
 void runtimes_init(struct runtimes *h, struct runtime *first);
 /* A reference to the current generation (release it with runtime_release). */

@@ -4,6 +4,7 @@
 #include "admission.h"
 #include "audit.h"
 #include "cancel.h"
+#include "guard_pool.h"
 #include "conn.h"
 #include "health.h"
 #include "http.h"
@@ -14,6 +15,7 @@
 #include "runtime.h"
 #include "session.h"
 #include "startup_gate.h"
+#include "user_limits.h"
 #include "worker.h"
 
 #include <errno.h>
@@ -30,7 +32,6 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
-#define WORKER_STACK_SIZE  (64u << 20) /* backs the policy parser's recursion */
 #define ACCEPT_BATCH       64
 #define ACCEPT_BACKOFF_MIN 50   /* ms without accepting after EMFILE/ENFILE ... */
 #define ACCEPT_BACKOFF_MAX 1000 /* ... doubling up to this */
@@ -44,6 +45,8 @@ struct server {
     struct admission *admission; /* connections in startup, per client address */
     struct health *health; /* the upstream probe behind /healthz; NULL without --metrics-listen */
     struct reaper *reaper;
+    struct guard_pool *parsers;
+    struct user_limits *user_limits;
     struct conn_mem client_mem;
     struct session_counts counts;
     struct shutdown_state shutdown;
@@ -94,6 +97,18 @@ static void start_shutdown(struct server *srv, bool immediate)
     (void)w;
 }
 
+/* Parser stacks were sized from --max-parse-size at start: a reload keeps it. */
+static void keep_start_only_options(struct server *srv, struct config *cfg)
+{
+    struct runtime *rt = runtimes_acquire(&srv->runtimes);
+    uint64_t running = rt->cfg.max_parse_size;
+    runtime_release(rt);
+    if (cfg->max_parse_size != running)
+        LOG_WARN(0, "reload_partial", "--max-parse-size changes need a restart; still %llu bytes",
+                 (unsigned long long)running);
+    cfg->max_parse_size = running;
+}
+
 static void reload(struct server *srv)
 {
     struct config cfg;
@@ -102,6 +117,7 @@ static void reload(struct server *srv)
         LOG_ERROR(0, "reload_failed", "keeping the running configuration: %s", err);
         return;
     }
+    keep_start_only_options(srv, &cfg);
     struct runtime *rt = runtime_new(&cfg, err, sizeof(err));
     if (!rt) {
         config_free(&cfg);
@@ -119,6 +135,8 @@ static void reload(struct server *srv)
         health_set_upstream(srv->health, rt->cfg.upstream_dsn);
     apply_limits(srv, &rt->cfg);
     log_setup(rt->cfg.log_level, rt->cfg.log_format == CONFIG_LOG_JSON);
+    if (rt->auth_warning[0])
+        LOG_WARN(0, "auth_file", "%s", rt->auth_warning);
     unsigned gen;
     struct runtime *old = runtimes_install(&srv->runtimes, rt);
     gen = rt->gen;
@@ -354,8 +372,10 @@ int server_run(struct config *cfg, int argc, char **argv)
     srv.cancels = cancel_table_new();
     srv.reaper = reaper_new();
     srv.admission = admission_start();
+    srv.user_limits = user_limits_new();
     struct runtime *rt = runtime_new(cfg, err, sizeof(err));
-    if (!rt || srv.shutdown_efd < 0 || !srv.cancels || !srv.reaper || !srv.admission || sfd < 0) {
+    if (!rt || srv.shutdown_efd < 0 || !srv.cancels || !srv.reaper || !srv.admission ||
+        !srv.user_limits || sfd < 0) {
         fprintf(stderr, "pgwire-proxy: %s\n", rt ? strerror(errno) : err);
         if (!rt)
             exit_code = 2; /* TLS files, audit log path: the configuration is unusable */
@@ -363,6 +383,8 @@ int server_run(struct config *cfg, int argc, char **argv)
     }
     rt->gen = 1;
     runtimes_init(&srv.runtimes, rt);
+    if (rt->auth_warning[0])
+        LOG_WARN(0, "auth_file", "%s", rt->auth_warning);
     const struct config *c = &rt->cfg;
     apply_limits(&srv, c);
     raise_fd_limit(c);
@@ -372,16 +394,29 @@ int server_run(struct config *cfg, int argc, char **argv)
      * PostgreSQL, and fewer loops batch more events per wake-up: on 2 CPUs one worker costs
      * ~20% less CPU per query than two (bench/RESULTS.md). */
     int nw = c->workers > 0 ? c->workers : (ncpu >= 4 ? (int)(ncpu / 2) : 1);
+    /* the parser threads take the large texts: parsing is CPU work, one thread per CPU */
+    srv.parsers = guard_pool_new(ncpu < 1   ? 1
+                                 : ncpu > 8 ? 8
+                                            : (int)ncpu,
+                                 (size_t)c->max_parse_size, err, sizeof(err));
+    if (!srv.parsers) {
+        fprintf(stderr, "pgwire-proxy: %s\n", err);
+        goto out;
+    }
     struct session_env env = {.runtimes = &srv.runtimes,
+                              .user_limits = srv.user_limits,
                               .cancels = srv.cancels,
                               .client_mem = &srv.client_mem,
                               .reaper = srv.reaper,
+                              .parsers = srv.parsers,
                               .counts = &srv.counts,
                               .admission = srv.admission,
                               .shutdown = &srv.shutdown,
                               .next_id = &srv.next_id};
+    /* a worker parses only texts up to SESSION_INLINE_PARSE itself */
     srv.workers =
-        worker_pool_start(nw, &env, srv.shutdown_efd, WORKER_STACK_SIZE, err, sizeof(err));
+        worker_pool_start(nw, &env, srv.shutdown_efd, guard_parse_stack_bytes(SESSION_INLINE_PARSE),
+                          err, sizeof(err));
     if (!srv.workers) {
         fprintf(stderr, "pgwire-proxy: %s\n", err);
         goto out;
@@ -431,8 +466,10 @@ out:
     if (sfd >= 0)
         close(sfd);
     if (!srv.workers) {
+        guard_pool_free(srv.parsers); /* no session holds a job now */
         reaper_free(srv.reaper);
         admission_free(srv.admission);
+        user_limits_free(srv.user_limits);
         if (srv.runtimes.cur)
             runtime_release(srv.runtimes.cur);
         cancel_table_free(srv.cancels);

@@ -7,6 +7,7 @@
 #include "guard.h"
 #include "log.h"
 #include "metrics.h"
+#include "metrics_user.h"
 #include "session_int.h"
 #include "startup_gate.h"
 #include "tls.h"
@@ -24,10 +25,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define CLOSING_GRACE_MS  1000 /* for the client's last bytes */
-#define TERMINATE_WAIT_MS 2000 /* an idle backend's EOF after Terminate */
-#define REAP_WAIT_MS      5000 /* a backend's EOF after pg_terminate_backend */
-#define CLI_EVENTS        (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
+#define CLI_EVENTS (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
 
 #define CONTAINER(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
@@ -106,7 +104,7 @@ static void shutdown_check(struct session *s, int64_t now)
         return;
     int mode = atomic_load(&s->env->shutdown->mode);
     int64_t deadline = atomic_load(&s->env->shutdown->deadline_ms);
-    if (s->phase == PH_STARTUP) {
+    if (s->phase == PH_STARTUP || s->phase == PH_AUTH) {
         session_end_with(s, SE_SHUTDOWN);
         return;
     }
@@ -166,6 +164,9 @@ static void session_timers(struct session *s, int64_t now)
             metrics_connection(METRICS_CONN_PROTOCOL_ERROR);
             session_end_with(s, SE_STARTUP_TIMEOUT);
         }
+        break;
+    case PH_AUTH:
+        session_auth_timer(s, now);
         break;
     case PH_CONNECT:
         if (now >= s->deadline_ms) {
@@ -303,6 +304,8 @@ static enum session_end step(struct session *s, int64_t now)
     switch (s->phase) {
     case PH_STARTUP:
         return startup_step_session(s);
+    case PH_AUTH:
+        return session_auth_step(s);
     case PH_CONNECT:
         if (s->up.can_read || s->up.can_write || s->up_watched_fd < 0) {
             s->up.can_read = s->up.can_write = false;
@@ -410,6 +413,7 @@ struct session *session_new(const struct session_env *env, struct loop *loop, in
     if (!s || !s->su) {
         struct session_accept left = *acc;
         startup_gate_leave(env->admission, &left);
+        atomic_fetch_sub(&env->counts->live, 1);
         free(s);
         close(fd);
         return NULL;
@@ -420,6 +424,7 @@ struct session *session_new(const struct session_env *env, struct loop *loop, in
     startup_init(s->su);
     s->env = env;
     s->acc = *acc;
+    s->client = acc->peer;
     s->loop = loop;
     s->task.fn = on_task;
     s->timer.fn = on_timer;
@@ -429,7 +434,10 @@ struct session *session_new(const struct session_env *env, struct loop *loop, in
     s->up_watched_fd = -1;
     s->id = atomic_fetch_add(env->next_id, 1) + 1;
     s->rt = runtimes_acquire(env->runtimes);
+    s->prof = &s->rt->base;
     s->cfg = &s->rt->cfg;
+    s->auth_method = "trust";
+    s->metrics_user = -1; /* "other" until the user is known */
     s->rt_gen = s->rt->gen;
     s->phase = PH_STARTUP;
     s->relay.tx = 'I';
@@ -441,7 +449,6 @@ struct session *session_new(const struct session_env *env, struct loop *loop, in
         limit = STARTUP_GATE_HEADER_TIMEOUT_MS;
     s->deadline_ms = netio_now_ms() + limit;
     startup_gate_format_peer(peer, s->addr, sizeof(s->addr));
-    atomic_fetch_add(&env->counts->live, 1);
     if (loop_watch_add(loop, &s->cli_watch, fd, CLI_EVENTS)) {
         LOG_ERROR(s->id, "epoll_failed", "%s", strerror(errno));
         s->phase = PH_DONE;
@@ -457,8 +464,14 @@ void session_free(struct session *s)
     const struct session_env *env = s->env;
     if (s->admitted && s->end != SE_REJECTED && s->end != SE_UPSTREAM_CONNECT && s->end != SE_NONE)
         LOG_INFO(s->id, "session_end", "client=%s reason=%s", s->addr, session_end_name(s->end));
-    if (s->counted_open)
+    if (s->counted_open) {
         metrics_session_close();
+        metrics_user_session(s->metrics_user, -1);
+    }
+    if (s->user_count)
+        atomic_fetch_sub(s->user_count, 1);
+    session_auth_free(s);
+    free(s->upstream_dsn);
     loop_task_cancel(s->loop, &s->task);
     loop_timer_cancel(s->loop, &s->timer);
     loop_waiter_cancel(s->loop, &s->waiter);
@@ -473,6 +486,7 @@ void session_free(struct session *s)
         startup_release(s->su);
         free(s->su);
     }
+    session_policy_release(s);
     guard_cache_free(s->gcache);
     relay_release(&s->relay);
     conn_release(&s->cli);

@@ -1,12 +1,15 @@
 /* From a complete startup to relaying: admission against --max-connections, the libpq
  * connect upstream (non-blocking, driven by socket readiness), the cancel key, and the greeting
  * the client gets (the upstream's reported settings, our BackendKeyData). */
+#include "auth.h"
 #include "cancel.h"
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
+#include "metrics_user.h"
 #include "session_int.h"
 #include "startup_gate.h"
+#include "user_limits.h"
 #include "wire.h"
 
 #include <errno.h>
@@ -28,19 +31,41 @@ static void copy_param(char *dst, size_t len, const char *v)
     snprintf(dst, len, "%.*s", (int)take, v ? v : "");
 }
 
+/* A profile's max-connections: counted per user name across the process, before the upstream
+ * connection, with PostgreSQL's text for a role's connection limit. */
+static enum session_end admit_user(struct session *s)
+{
+    int max = s->prof->max_connections;
+    if (!max)
+        return SE_NONE;
+    s->user_count = user_limits_counter(s->env->user_limits, s->user);
+    int n = s->user_count ? atomic_fetch_add(s->user_count, 1) + 1 : max + 1;
+    if (n <= max)
+        return SE_NONE;
+    char msg[128];
+    snprintf(msg, sizeof(msg), "too many connections for role \"%s\"", s->user);
+    metrics_connection(METRICS_CONN_REJECTED_LIMIT);
+    metrics_user_connection(s->metrics_user, false);
+    LOG_WARN(s->id, "connection_rejected", "client=%s user=%s user_limit=%d", s->addr, s->user,
+             max);
+    session_fatal(s, "53300", msg, NULL);
+    return SE_REJECTED;
+}
+
 static enum session_end admit(struct session *s)
 {
     startup_gate_leave(s->env->admission, &s->acc); /* out of startup, into the ceiling */
     int n = atomic_fetch_add(&s->env->counts->admitted, 1) + 1;
+    int max = s->rt->cfg.max_connections; /* the process's ceiling, whatever the profile */
     s->admitted = true;
-    if (n > s->cfg->max_connections) {
+    if (n > max) {
         metrics_connection(METRICS_CONN_REJECTED_LIMIT);
-        LOG_WARN(s->id, "connection_rejected", "client=%s limit=%d", s->addr,
-                 s->cfg->max_connections);
+        metrics_user_connection(s->metrics_user, false);
+        LOG_WARN(s->id, "connection_rejected", "client=%s limit=%d", s->addr, max);
         session_fatal(s, "53300", "sorry, too many clients already", NULL);
         return SE_REJECTED;
     }
-    return SE_NONE;
+    return admit_user(s);
 }
 
 static enum session_end connect_failed(struct session *s, const char *code, const char *err)
@@ -51,13 +76,35 @@ static enum session_end connect_failed(struct session *s, const char *code, cons
     return SE_UPSTREAM_CONNECT;
 }
 
+/* The short form of the method in application_name; none for a claimed (trust) name. */
+static const char *audit_tag(const char *method)
+{
+    if (strcmp(method, "scram-sha-256") == 0)
+        return "scram";
+    return strcmp(method, "trust") == 0 ? NULL : method;
+}
+
+static struct upstream_request request(struct session *s)
+{
+    return (struct upstream_request){.cfg = s->cfg,
+                                     .startup = &s->su->sp,
+                                     .client_addr = s->addr,
+                                     .user = s->user,
+                                     .auth_tag = audit_tag(s->auth_method)};
+}
+
 enum session_end session_startup_done(struct session *s)
 {
     const struct wire_startup *sp = &s->su->sp;
     copy_param(s->user, sizeof(s->user), wire_startup_get(sp, "user"));
     copy_param(s->database, sizeof(s->database), wire_startup_get(sp, "database"));
     copy_param(s->app, sizeof(s->app), wire_startup_get(sp, "application_name"));
-    struct upstream_request req = {.cfg = s->cfg, .startup = sp, .client_addr = s->addr};
+    /* the profile decides nothing about authentication: it applies once the name is proven */
+    s->prof = runtime_profile(s->rt, s->user);
+    s->cfg = s->prof->cfg;
+    s->metrics_user =
+        metrics_user_slot(s->user, s->prof->name || auth_conf_knows(s->rt->auth, s->user));
+    struct upstream_request req = request(s);
     char code[6], err[512];
     /* values that cannot be carried upstream whole are refused before any connection */
     if (upstream_check_startup(&req, code, err, sizeof(err)) != 0) {
@@ -66,9 +113,19 @@ enum session_end session_startup_done(struct session *s)
         session_fatal(s, code, err, NULL);
         return SE_PROTOCOL;
     }
+    return session_auth_begin(s);
+}
+
+enum session_end session_authenticated(struct session *s)
+{
     enum session_end e = admit(s);
     if (e != SE_NONE)
         return e;
+    struct upstream_request req = request(s);
+    char code[6], err[512];
+    s->upstream_dsn = strdup(s->cfg->upstream_dsn);
+    if (!s->upstream_dsn)
+        return SE_INTERNAL;
     s->up_connect_start_us = netio_now_us();
     if (upstream_start(&s->upc, &req, code, err, sizeof(err)) != 0)
         return connect_failed(s, code, err);
@@ -162,10 +219,13 @@ static enum session_end connected(struct session *s)
     s->deadline_ms = 0;
     metrics_connection(METRICS_CONN_ACCEPTED);
     metrics_session_open();
+    metrics_user_connection(s->metrics_user, true);
+    metrics_user_session(s->metrics_user, 1);
     s->counted_open = true;
     warn_superuser(s);
-    LOG_INFO(s->id, "session_start", "client=%s user=%s database=%s application=%s upstream_pid=%u",
-             s->addr, s->user, s->database, s->app, s->upc.pid);
+    LOG_INFO(s->id, "session_start",
+             "client=%s user=%s auth=%s database=%s application=%s upstream_pid=%u", s->addr,
+             s->user, s->auth_method, s->database, s->app, s->upc.pid);
     return SE_NONE;
 }
 

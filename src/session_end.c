@@ -26,6 +26,7 @@ static const char *const end_names[] = {
     [SE_STARTUP_TIMEOUT] = "startup_timeout",
     [SE_CANCEL_REQUEST] = "cancel_request",
     [SE_REJECTED] = "rejected",
+    [SE_AUTH_FAILED] = "auth_failed",
     [SE_UPSTREAM_CONNECT] = "upstream_connect_failed",
     [SE_UPSTREAM_LOST] = "upstream_lost",
     [SE_GUARDRAIL] = "guardrail",
@@ -105,7 +106,8 @@ void session_reap_backend(struct session *s)
     s->reaped = true;
     LOG_WARN(s->id, "backend_terminated", "client=%s upstream_pid=%u did not end in time", s->addr,
              s->upc.pid);
-    reaper_terminate(s->env->reaper, s->cfg->upstream_dsn, s->upc.pid);
+    reaper_terminate(s->env->reaper, s->upstream_dsn ? s->upstream_dsn : s->cfg->upstream_dsn,
+                     s->upc.pid);
 }
 
 static void send_terminate(struct session *s)

@@ -1,5 +1,7 @@
-/* Session internals shared by session.c (lifecycle, turns, timers, ending), session_connect.c
- * (admission, upstream connect, greeting) and session_relay.c (the relay's environment). */
+/* Session internals shared by session.c (lifecycle, turns, timers, shutdown), session_end.c
+ * (the one ending path), session_auth.c (the client's authentication), session_connect.c
+ * (admission, upstream connect, greeting), session_policy.c (policy decisions, large texts on
+ * the parser threads) and session_relay.c (the relay's environment). */
 #ifndef PGWP_SESSION_INT_H
 #define PGWP_SESSION_INT_H
 
@@ -13,12 +15,14 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #define SESSION_CLIENT_BUF   8192        /* client receive buffer, grown for big messages */
 #define SESSION_UPSTREAM_BUF (64 * 1024) /* upstream receive buffer: messages are streamed */
 
 enum session_phase {
     PH_STARTUP, /* negotiation and TLS with the client */
+    PH_AUTH,    /* authenticating the client (SASL exchange, or a failure's delay) */
     PH_CONNECT, /* libpq connecting upstream */
     PH_RELAY,   /* relaying statements */
     PH_CLOSING, /* last bytes to the client; the upstream backend ends; then done */
@@ -31,7 +35,7 @@ struct session {
     struct loop *loop;
     struct loop_task task;
     struct loop_timer timer;
-    struct loop_waiter waiter; /* a cancel ticket or parse job that wakes the loop */
+    struct loop_waiter waiter; /* woken by a cancel delivered, a parse job done, audit room */
     struct loop_watch cli_watch, up_watch;
     uint64_t id;
 
@@ -52,10 +56,20 @@ struct session {
     bool cli_open;   /* the client still gets what the relay produces */
     size_t cli_need; /* size of the incomplete message at the front of its buffer */
     char addr[64];
+    struct sockaddr_storage client; /* the client's address: the socket's, or a PROXY header's */
     char user[64];
     char database[64];
     char app[64];
     struct startup *su; /* only until the upstream connection is made */
+
+    /* identity: the method that proved the user ("trust": claimed), a certificate's subject */
+    struct session_auth *auth; /* during PH_AUTH only */
+    const char *auth_method;
+    char cert_subject[256];
+    const struct runtime_profile *prof; /* the user's profile in rt */
+    atomic_int *user_count;             /* counted against the profile's max-connections */
+    int metrics_user;                   /* label slot of the user (or "other") */
+    char *upstream_dsn;                 /* the DSN this session connected with (reaper) */
 
     struct upstream upc; /* libpq during connect, then the cancel handle */
     bool up_open;        /* libpq connection (or its socket) still open */
@@ -76,11 +90,18 @@ struct session {
 
     struct relay relay;
     struct guard_cache *gcache;
+    struct session_parse *parse;   /* a text the parser pool decides (session_policy.c) */
     struct audit_wait *audit_wait; /* a record the full audit queue refused */
 };
 
 /* session.c */
 void session_schedule(struct session *s);
+/* The proxy's own cancel of whatever runs upstream (one at a time). */
+void session_cancel_upstream(struct session *s);
+/* True while that cancel is still on its way (the loop is woken once it lands). */
+bool session_cancel_pending(struct session *s);
+/* A FATAL ErrorResponse queued for the client, while it still gets output. */
+void session_fatal(struct session *s, const char *code, const char *message, const char *detail);
 
 /* session_end.c */
 void session_end_with(struct session *s, enum session_end e);
@@ -89,13 +110,26 @@ void session_close_client(struct session *s);
 void session_close_upstream(struct session *s);
 void session_reap_backend(struct session *s);
 int64_t session_grace_ms(const struct session *s);
-void session_cancel_upstream(struct session *s);
-bool session_cancel_pending(struct session *s);
-void session_fatal(struct session *s, const char *code, const char *message, const char *detail);
+
+/* session_auth.c */
+enum session_end session_auth_begin(struct session *s);
+enum session_end session_auth_step(struct session *s);
+/* PH_AUTH's deadline: a failure's delayed answer, or the startup timeout. */
+void session_auth_timer(struct session *s, int64_t now);
+void session_auth_free(struct session *s);
 
 /* session_connect.c */
 enum session_end session_startup_done(struct session *s);
+/* The client is authenticated: admission, then the upstream connection. */
+enum session_end session_authenticated(struct session *s);
 enum session_end session_connect_step(struct session *s);
+
+/* session_policy.c: guard_check's three steps, with the parse off the loop for large texts.
+ * decide: 0 decided, 1 pending (the relay gets fe_proto_decided from poll), -1 no memory. */
+int session_policy_decide(struct session *s, const char *sql, size_t len, struct guard_decision *d);
+void session_policy_poll(struct session *s);
+void session_policy_release(struct session *s);
+void session_policy_cache(struct session *s);
 
 /* session_relay.c */
 int session_relay_begin(struct session *s);

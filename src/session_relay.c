@@ -61,23 +61,15 @@ static bool cancel_pending(void *ctx)
     return session_cancel_pending(ctx);
 }
 
-/* The decision cache only pays off when statements are parsed. */
-static void ensure_guard_cache(struct session *s)
-{
-    if (!s->gcache && s->cfg->policy_cache && guard_policy_parses(s->rt->policy))
-        s->gcache = guard_cache_new();
-}
-
 static int policy(void *ctx, const char *sql, size_t len, struct guard_decision *d)
 {
-    struct session *s = ctx;
-    /* under --copy allow the policy decides COPY like any statement (runtime.c): a COPY
-     * verdict means the configuration in force refuses it */
-    return guard_check(s->rt->policy, s->gcache, sql, len, d) ? -1 : 0;
+    return session_policy_decide(ctx, sql, len, d);
 }
 
-/* Picks up a configuration reloaded by SIGHUP: limits and policy apply from the next
- * statement; a reload that turned --read-only on reaches the upstream before it. */
+/* Picks up a configuration reloaded by SIGHUP: limits and policy (the user's profile in the
+ * new generation) apply from the next statement; a reload that turned --read-only on reaches
+ * the upstream before it. The upstream DSN and the per-user ceiling stay what the session
+ * started with. */
 static void refresh(void *ctx)
 {
     struct session *s = ctx;
@@ -87,7 +79,8 @@ static void refresh(void *ctx)
     bool was_read_only = s->cfg->read_only;
     runtime_release(s->rt);
     s->rt = rt;
-    s->cfg = &rt->cfg;
+    s->prof = runtime_profile(rt, s->user);
+    s->cfg = s->prof->cfg;
     s->rt_gen = rt->gen;
     s->relay.cfg = s->cfg;
     s->relay.gen = rt->gen;
@@ -97,7 +90,7 @@ static void refresh(void *ctx)
         guard_cache_free(s->gcache);
         s->gcache = NULL;
     }
-    ensure_guard_cache(s);
+    session_policy_cache(s);
 }
 
 /* A record a full audit queue refused, with its own copies of what it points to: the
@@ -105,7 +98,7 @@ static void refresh(void *ctx)
 struct audit_wait {
     struct audit_record rec;
     char *sql; /* one allocation: the text, the names and the parameters */
-    char sqlstate[6], upstream_sqlstate[6], rule[96];
+    char sqlstate[6], upstream_sqlstate[6], rule[96], shadow_rule[96];
 };
 
 static size_t str_size(const char *p)
@@ -159,6 +152,8 @@ static void keep_record(struct session *s, const struct audit_record *r)
         w->rec.upstream_sqlstate = memcpy(w->upstream_sqlstate, r->upstream_sqlstate, 6);
     if (r->rule)
         w->rec.rule = strncpy(w->rule, r->rule, sizeof(w->rule) - 1);
+    if (r->shadow_rule) /* the statement's own buffer: the next statement reuses it */
+        w->rec.shadow_rule = strncpy(w->shadow_rule, r->shadow_rule, sizeof(w->shadow_rule) - 1);
     s->audit_wait = w;
 }
 
@@ -204,9 +199,13 @@ static void statement_done(void *ctx, const struct stmt *st, enum stmt_outcome o
         s->end == SE_CLIENT_EOF || s->end == SE_CLIENT_ERROR || s->end == SE_CLIENT_STALLED;
     if (!s->cli_open && client_left)
         o = STMT_CLIENT_GONE; /* whatever the upstream made of it, nobody saw the result */
+    struct stmt_audit view;
+    stmt_audit_view(st, o, &view);
     struct audit_record r = {.session_id = s->id,
                              .client_addr = s->addr,
                              .user = s->user,
+                             .auth = s->auth_method,
+                             .cert_subject = s->cert_subject[0] ? s->cert_subject : NULL,
                              .database = s->database,
                              .application = s->app,
                              .sql = st->sql,
@@ -214,13 +213,16 @@ static void statement_done(void *ctx, const struct stmt *st, enum stmt_outcome o
                              .duration_us = us,
                              .rows = st->rows,
                              .bytes = st->bytes,
-                             .outcome = stmt_outcome_audit_name(o),
+                             .outcome = view.outcome,
                              .sqlstate = st->sqlstate[0] ? st->sqlstate : NULL,
-                             .rule = st->rule,
+                             .rule = view.rule,
+                             .shadow_rule = view.shadow_rule,
                              .upstream_sqlstate =
                                  st->upstream_sqlstate[0] ? st->upstream_sqlstate : NULL,
                              .upstream_status = stmt_upstream_name(st->upstream),
-                             .protocol = info ? info->protocol : "simple",
+                             .protocol = info       ? info->protocol
+                                         : st->copy ? "copy"
+                                                    : "simple",
                              .portal = info ? info->portal : NULL,
                              .statement_name = info ? info->statement_name : NULL,
                              .executes = info ? info->executes : 0};
@@ -266,7 +268,7 @@ int session_relay_begin(struct session *s)
     s->relay.audit_params = s->rt->audit && !s->cfg->audit_redact;
     if (conn_reserve(&s->up, SESSION_UPSTREAM_BUF) || conn_reserve(&s->cli, SESSION_CLIENT_BUF))
         return -1;
-    ensure_guard_cache(s);
+    session_policy_cache(s);
     return 0;
 }
 
@@ -421,6 +423,7 @@ enum session_end session_relay_turn(struct session *s)
             return relay_end(s);
         size_t before_u = s->up.rlen, before_c = s->cli.rlen;
         size_t before_o = conn_send_backlog(&s->cli);
+        session_policy_poll(s);
         bool in_u = s->up.can_read, in_c = s->cli.can_read;
         enum relay_state before_st = r->st;
         enum session_end e = read_upstream(s);

@@ -98,6 +98,7 @@ static enum session_end header_accept(struct session *s, const struct proxy_prot
         return SE_CLIENT_ERROR; /* peeked, so it is there: anything else is a broken socket */
     if (h->has_src) {
         startup_gate_format_peer(&h->src, s->addr, sizeof(s->addr));
+        s->client = h->src; /* what pg_hba.conf rules match */
         admission_key_from(&h->src, &s->acc.key);
     }
     s->acc.proxy_pending = false;

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,8 @@
 
 struct tls_ctx {
     SSL_CTX *ctx;
+    uint8_t cert_hash[EVP_MAX_MD_SIZE]; /* tls-server-end-point */
+    unsigned cert_hash_len;             /* 0: undefined for this certificate */
 };
 
 static void ssl_err(char *err, size_t errlen, const char *what, const char *file)
@@ -54,6 +57,24 @@ static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outle
     return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
+/* RFC 5929 §4.1: the certificate's signature hash, MD5 and SHA-1 raised to SHA-256; none for
+ * a signature without a single hash (Ed25519, Ed448), as PostgreSQL decides. */
+static void cert_hash(struct tls_ctx *t)
+{
+    X509 *cert = SSL_CTX_get0_certificate(t->ctx);
+    int md_nid = NID_undef;
+    t->cert_hash_len = 0;
+    if (!cert || !X509_get_signature_info(cert, &md_nid, NULL, NULL, NULL))
+        return;
+    const EVP_MD *md = NULL;
+    if (md_nid == NID_md5 || md_nid == NID_sha1)
+        md = EVP_sha256();
+    else if (md_nid != NID_undef)
+        md = EVP_get_digestbynid(md_nid);
+    if (md && X509_digest(cert, md, t->cert_hash, &t->cert_hash_len) != 1)
+        t->cert_hash_len = 0;
+}
+
 struct tls_ctx *tls_ctx_new(const struct config *cfg, char *err, size_t errlen)
 {
     struct tls_ctx *t = calloc(1, sizeof(*t));
@@ -95,6 +116,8 @@ struct tls_ctx *tls_ctx_new(const struct config *cfg, char *err, size_t errlen)
             NULL);
     }
     SSL_CTX_set_alpn_select_cb(t->ctx, alpn_select, NULL);
+    cert_hash(t);
+    SSL_CTX_set_app_data(t->ctx, t);
     return t;
 fail:
     tls_ctx_free(t);
@@ -162,4 +185,66 @@ bool tls_peer_verified(SSL *ssl)
     bool ok = cert && SSL_get_verify_result(ssl) == X509_V_OK;
     X509_free(cert);
     return ok;
+}
+
+int tls_server_end_point(SSL *ssl, const uint8_t **data, size_t *len)
+{
+    const struct tls_ctx *t = ssl ? SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)) : NULL;
+    if (!t || !t->cert_hash_len)
+        return -1;
+    *data = t->cert_hash;
+    *len = t->cert_hash_len;
+    return 0;
+}
+
+static X509 *verified_peer(SSL *ssl)
+{
+    if (!ssl)
+        return NULL;
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+    X509 *cert = SSL_get1_peer_certificate(ssl);
+#else
+    X509 *cert = SSL_get_peer_certificate(ssl);
+#endif
+    if (cert && SSL_get_verify_result(ssl) != X509_V_OK) {
+        X509_free(cert);
+        cert = NULL;
+    }
+    return cert;
+}
+
+int tls_peer_cn(SSL *ssl, char *out, size_t outlen)
+{
+    X509 *cert = verified_peer(ssl);
+    int rc = -1;
+    out[0] = 0;
+    X509_NAME *name = cert ? X509_get_subject_name(cert) : NULL;
+    int at = name ? X509_NAME_get_index_by_NID(name, NID_commonName, -1) : -1;
+    const ASN1_STRING *v = at >= 0 ? X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, at)) : NULL;
+    unsigned char *utf8 = NULL;
+    int n = v ? ASN1_STRING_to_UTF8(&utf8, v) : -1;
+    if (n >= 0) {
+        /* a NUL inside the CN would let "alice\0.evil" pass as "alice" */
+        rc = memchr(utf8, 0, (size_t)n) || (size_t)n >= outlen ? -2 : 0;
+        if (rc == 0) {
+            memcpy(out, utf8, (size_t)n);
+            out[n] = 0;
+        }
+    }
+    OPENSSL_free(utf8);
+    X509_free(cert);
+    return rc;
+}
+
+void tls_peer_subject(SSL *ssl, char *out, size_t outlen)
+{
+    X509 *cert = verified_peer(ssl);
+    out[0] = 0;
+    BIO *bio = cert ? BIO_new(BIO_s_mem()) : NULL;
+    if (bio && X509_NAME_print_ex(bio, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253) >= 0) {
+        int n = BIO_read(bio, out, (int)outlen - 1);
+        out[n > 0 ? n : 0] = 0;
+    }
+    BIO_free(bio);
+    X509_free(cert);
 }

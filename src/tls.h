@@ -22,6 +22,15 @@ void tls_free_ssl(SSL *ssl);
 void tls_drop_ssl(SSL *ssl);
 /* True when ssl (NULL: plaintext) carries a client certificate that verified against --tls-ca. */
 bool tls_peer_verified(SSL *ssl);
+/* The client certificate's first CN into out. 0; -1 no verified certificate or no CN; -2 a CN
+ * with an embedded NUL (CVE-2009-4034) or longer than out. */
+int tls_peer_cn(SSL *ssl, char *out, size_t outlen);
+/* The verified client certificate's subject DN in RFC 2253 form, or "" (always terminated). */
+void tls_peer_subject(SSL *ssl, char *out, size_t outlen);
+/* tls-server-end-point channel binding data (RFC 5929): the hash of this connection's server
+ * certificate, computed when the certificate was loaded. 0 with *len; -1 when it is undefined
+ * (a signature without one hash, e.g. Ed25519): then -PLUS is not offered. */
+int tls_server_end_point(SSL *ssl, const uint8_t **data, size_t *len);
 /* True when the handshake agreed on ALPN "postgresql". */
 bool tls_alpn_negotiated(SSL *ssl);
 

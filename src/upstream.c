@@ -10,11 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Client startup parameters applied upstream; everything else the client sends is ignored
- * (credentials and database always come from the operator's DSN). */
-#define UPSTREAM_TIMEOUT_MARGIN_MS 1000
-#define UPSTREAM_AUDIT_USER_MAX    32 /* bytes of the encoded user in the audit suffix */
+#define UPSTREAM_TIMEOUT_MARGIN_MS 1000 /* statement_timeout upstream: --query-timeout + this */
+#define UPSTREAM_AUDIT_USER_MAX    32   /* bytes of the encoded user in the audit suffix */
 
+/* Client startup parameters applied upstream as options (client_encoding and application_name
+ * have keywords of their own); everything else the client sends is ignored (credentials and
+ * database always come from the operator's DSN). */
 static const char *const option_params[] = {"DateStyle", "TimeZone", "IntervalStyle",
                                             "extra_float_digits"};
 
@@ -331,9 +332,12 @@ int upstream_start(struct upstream *u, const struct upstream_request *req, char 
     if (build_options(options, sizeof(options), req, &too_long) != 0)
         return upstream_check_startup(req, sqlstate, err, errlen);
     const char *app = wire_startup_get(req->startup, "application_name");
-    char appname[64];
-    upstream_audit_name(appname, sizeof(appname), app, wire_startup_get(req->startup, "user"),
-                        req->client_addr);
+    char appname[64], where[96];
+    /* "<app> [<user>@<addr> <method>]": the method is part of the part that is never cut */
+    snprintf(where, sizeof(where), "%s%s%s", req->client_addr ? req->client_addr : "?",
+             req->auth_tag ? " " : "", req->auth_tag ? req->auth_tag : "");
+    upstream_audit_name(appname, sizeof(appname), app,
+                        req->user ? req->user : wire_startup_get(req->startup, "user"), where);
     const char *enc = wire_startup_get(req->startup, "client_encoding");
     /* Keywords before dbname are defaults the DSN may override; those after win over it. */
     const char *keys[8], *vals[8];

@@ -30,6 +30,8 @@ struct upstream_request {
     const struct config *cfg;
     const struct wire_startup *startup; /* client's startup params (allowlisted ones applied) */
     const char *client_addr;            /* "ip:port" for the audit application_name */
+    const char *user;                   /* the session's user (NULL: the startup packet's) */
+    const char *auth_tag;               /* how it was proven, for application_name; NULL: claimed */
 };
 
 /* Starts a non-blocking connect. 0, or -1 with sqlstate (6 bytes) and a client-safe message. */

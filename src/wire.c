@@ -236,6 +236,14 @@ void wire_build_auth_ok(struct wire_buf *b)
     msg_end(&m);
 }
 
+void wire_build_auth(struct wire_buf *b, uint32_t code, const void *data, size_t len)
+{
+    struct msg m = msg_begin(b, 'R');
+    msg_u32(&m, code);
+    msg_put(&m, data, len);
+    msg_end(&m);
+}
+
 void wire_build_param_status(struct wire_buf *b, const char *name, const char *value)
 {
     struct msg m = msg_begin(b, 'S');

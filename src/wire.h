@@ -117,6 +117,8 @@ struct wire_buf {
 
 void wire_buf_init(struct wire_buf *b, uint8_t *storage, size_t cap);
 void wire_build_auth_ok(struct wire_buf *b);
+/* An Authentication message: code (10 SASL, 11 SASLContinue, 12 SASLFinal) and its data. */
+void wire_build_auth(struct wire_buf *b, uint32_t code, const void *data, size_t len);
 void wire_build_param_status(struct wire_buf *b, const char *name, const char *value);
 void wire_build_backend_key(struct wire_buf *b, uint32_t pid, uint32_t secret);
 void wire_build_rfq(struct wire_buf *b, char status);

@@ -213,9 +213,10 @@ def test_psycopg2_cancel(proxy, dconn):
     app = marker("psycopg2-cancel")
     conn = proxy.connect(application_name=app)
     try:
-        t, fired = cancel_in_thread(conn, dconn, app)
         with conn.cursor() as cur:
             cur.execute("select 1")
+            # only now: a watcher started before could see `select 1` active and cancel it
+            t, fired = cancel_in_thread(conn, dconn, app)
             with pytest.raises(psycopg2.errors.QueryCanceled) as exc:
                 cur.execute("select pg_sleep(30)")
             assert cancel_took(t, fired, time.monotonic()) < CANCEL_BOUND

@@ -9,8 +9,8 @@ import asyncpg
 import psycopg
 import pytest
 
-from pgwp import (both, errors, only_error, proxy_only, recreate, rfq, shape, table_rows,
-                  tags, types)
+from pgwp import (audit_lines, both, errors, only_error, proxy_only, recreate, rfq, shape,
+                  table_rows, tags, types)
 
 pytestmark = proxy_only
 
@@ -307,3 +307,20 @@ def test_copy_default_reject_is_unchanged(start_proxy, dest):
         got = c.ext_query("copy copy_dest to stdout")
         assert only_error(got)["C"] == "0A000" and rfq(got) == "I", got
         assert tags(c.query("select 1")) == ["SELECT 1"]
+
+
+def test_copy_is_audited_with_protocol_copy(start_proxy, dconn, dest, tmp_path):
+    path = tmp_path / "audit.jsonl"
+    p = start_proxy(*COPY, "--audit-log", str(path))
+    with p.raw() as c:
+        got = copy_in(c, "copy_dest", [b"1\tone\n2\ttwo\n"])
+        assert tags(got) == ["COPY 2"], got
+        got = c.query("copy copy_dest to stdout")
+        assert tags(got) == ["COPY 2"] and len(copy_data_rows(got)) == 2, got
+        c.query("select 1")
+    recs = audit_lines(path, 3)
+    assert [(r["protocol"], r["outcome"], r["statement"]) for r in recs] == [
+        ("copy", "ok", "copy copy_dest from stdin"),
+        ("copy", "ok", "copy copy_dest to stdout"),
+        ("simple", "ok", "select 1")], recs
+    assert recs[1]["rows"] == 2

@@ -55,6 +55,12 @@ def test_man_page_documents_every_option():
         assert sig in text
 
 
+def test_readme_documents_every_option():
+    text = open(os.path.join(REPO, "README.md")).read()
+    missing = [o for o in help_options() if f"`{o}" not in text]
+    assert not missing, f"options in --help but not in the README's tables: {missing}"
+
+
 def test_man_page_renders_without_warnings():
     if not shutil.which("man"):
         pytest.skip("man not installed")
@@ -81,7 +87,7 @@ def test_ini_example_is_accepted(pg, start_proxy, tmp_path):
                  if re.match(r"^;\s?[a-z-]+\s*=", ln)}
     documented = keys | commented
     missing = [o for o in help_options() if o[2:] not in documented
-               and o not in ("--config", "--help", "--version")]
+               and o not in ("--config", "--help", "--version", "--hash-password")]
     assert not missing, f"options not in the INI example: {missing}"
     mport = free_port()
     # flags override the file's listen/metrics/upstream; everything else comes from the file

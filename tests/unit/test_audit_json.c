@@ -109,12 +109,21 @@ static void test_record_keys(void **state)
     r.rows = 1;
     r.bytes = 11;
     format_entry(&t, &r);
-    assert_non_null(strstr(t.buf, "\"session\":7,\"client\":\"127.0.0.1:5000\",\"user\":\"alice\","
-                                  "\"database\":\"app\",\"application\":\"psql\","
-                                  "\"statement\":\"select 1\",\"duration_ms\":1.500,\"rows\":1,"
-                                  "\"bytes\":11,\"outcome\":\"ok\",\"sqlstate\":null,"
-                                  "\"rule\":null,\"protocol\":\"simple\"}\n"));
+    assert_non_null(strstr(t.buf,
+                           "\"session\":7,\"client\":\"127.0.0.1:5000\",\"user\":\"alice\","
+                           "\"auth\":\"trust\",\"database\":\"app\",\"application\":\"psql\","
+                           "\"statement\":\"select 1\",\"duration_ms\":1.500,\"rows\":1,"
+                           "\"bytes\":11,\"outcome\":\"ok\",\"sqlstate\":null,"
+                           "\"rule\":null,\"protocol\":\"simple\"}\n"));
     assert_int_equal(strncmp(t.buf, "{\"time\":\"", 9), 0);
+    /* a proven identity: the method, and the certificate's subject when there is one */
+    r.auth = "cert";
+    r.cert_subject = "CN=alice,O=Example";
+    format_entry(&t, &r);
+    assert_non_null(strstr(t.buf, "\"user\":\"alice\",\"auth\":\"cert\","
+                                  "\"cert_subject\":\"CN=alice,O=Example\",\"database\""));
+    r.auth = NULL;
+    r.cert_subject = NULL;
 
     struct audit_param p[] = {
         {.kind = AUDIT_PARAM_NULL},
@@ -142,6 +151,11 @@ static void test_record_keys(void **state)
                "\",\"statement_name_hex\":\"73ff\",\"params\":[null,\"abc\","
                "{\"text\":\"abc\",\"bytes\":10},{\"text\":\"" R "\",\"bytes\":1,\"hex\":\"ff\"},"
                "{\"binary\":16}],\"executes\":3}\n"));
+    /* a shadow rule that would also have acted follows the rule */
+    r.shadow_rule = "deny:truncate";
+    format_entry(&t, &r);
+    assert_non_null(strstr(t.buf, "\"rule\":\"query-timeout\",\"shadow_rule\":\"deny:truncate\","
+                                  "\"protocol\""));
     audit_text_free(&t);
 }
 

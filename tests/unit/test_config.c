@@ -85,6 +85,55 @@ static void test_unknown_rule_is_a_config_error(void **state)
     config_free(&c);
 }
 
+/* --max-parse-size takes a size in range; --permit takes exception entries; a shadow: entry's
+ * mistakes are one line naming the entry. */
+static void test_policy_options(void **state)
+{
+    (void)state;
+    struct config c;
+    char err[512];
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream", "host=x", "--max-parse-size", "64kB",
+                          "--deny", "drop", "--permit", "function:query_to_xml", "--permit",
+                          "group:sql_text"),
+                     CONFIG_OK);
+    assert_int_equal(c.max_parse_size, 64000);
+    assert_int_equal(c.npermit, 2);
+    assert_string_equal(c.permit[1], "group:sql_text");
+    config_free(&c);
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream", "host=x", "--max-parse-size", "999"),
+                     CONFIG_ERROR);
+    assert_non_null(strstr(err, "--max-parse-size"));
+    assert_non_null(strstr(err, "1kB to 16MB"));
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream", "host=x", "--max-parse-size", "17MB"),
+                     CONFIG_ERROR);
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream", "host=x", "--max-parse-size", "lots"),
+                     CONFIG_ERROR);
+    assert_non_null(strstr(err, "--max-parse-size"));
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream", "host=x", "--permit", "select"),
+                     CONFIG_ERROR);
+    assert_non_null(strstr(err, "invalid permit rule"));
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream", "host=x", "--deny", "shadow:drop",
+                          "--allow", "shadow:select"),
+                     CONFIG_OK);
+    assert_int_equal(c.ndeny, 1);
+    assert_string_equal(c.deny[0], "shadow:drop");
+    config_free(&c);
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream", "host=x", "--deny", "shadow:shadow:drop"),
+                     CONFIG_ERROR);
+    assert_non_null(strstr(err, "shadow: is given twice"));
+    assert_null(strchr(err, '\n'));
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream", "host=x", "--allow", "shadow:nope"),
+                     CONFIG_ERROR);
+    assert_non_null(strstr(err, "\"shadow:nope\": unknown statement kind \"nope\" in allow list"));
+    assert_null(strchr(err, '\n'));
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream", "host=x", "--deny", "shadow:"),
+                     CONFIG_ERROR);
+    assert_non_null(strstr(err, "empty shadow rule"));
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream", "host=x", "--deny", "group:nope"),
+                     CONFIG_ERROR);
+    assert_non_null(strstr(err, "group:nope"));
+}
+
 static void test_defaults(void **state)
 {
     struct config c;
@@ -114,6 +163,8 @@ static void test_defaults(void **state)
     assert_int_equal(c.max_startup_per_address, 64);
     assert_int_equal(c.nproxy_protocol_from, 0);
     assert_false(c.allow_core_dumps);
+    assert_int_equal(c.npermit, 0);
+    assert_int_equal(c.max_parse_size, 1000000);
     config_free(&c);
 }
 
@@ -684,10 +735,7 @@ static const char ini_text[] = "; comment\n"
                                "query_timeout = 5m\n"
                                "deny = drop, truncate\n"
                                "read-only = yes\n"
-                               "listen = 0.0.0.0:6000\n"
-                               "\n"
-                               "[some-other-tool]\n"
-                               "bogus = 1\n";
+                               "listen = 0.0.0.0:6000\n";
 
 static void test_file(void **state)
 {
@@ -764,6 +812,120 @@ static void test_file_errors(void **state)
     assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", "--config", "/nonexistent/x.ini"),
                      CONFIG_ERROR);
     assert_err_line(err, "/nonexistent/x.ini", "cannot read");
+}
+
+static void test_user_sections(void **state)
+{
+    char *path = write_temp("upstream = host=x\n"
+                            "max-rows = 100\n"
+                            "deny = drop, truncate\n"
+                            "[user:alice]\n"
+                            "read-only = on\n"
+                            "max-rows = 5\n"
+                            "deny = delete\n"
+                            "deny = function:pg_sleep\n"
+                            "max-connections = 2\n"
+                            "upstream = host=x user=ro\n"
+                            "[user:bob]\n"
+                            "max_rows = 0\n"
+                            "[pgwire-proxy]\n"
+                            "max-connections = 50\n");
+    struct config c;
+    char err[512];
+    assert_int_equal(LOAD(&c, no_env, err, "--config", path, "--max-bytes", "1MB"), CONFIG_OK);
+    assert_int_equal(c.nusers, 2);
+    assert_int_equal(c.max_connections, 50);
+    const struct config_user *a = config_find_user(&c, "alice"), *b = config_find_user(&c, "bob");
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_null(config_find_user(&c, "carol"));
+    assert_null(config_find_user(&c, "Alice"));
+    assert_true(a->cfg->read_only);
+    assert_int_equal(a->cfg->max_rows, 5);
+    assert_int_equal(a->max_connections, 2);
+    assert_int_equal(a->cfg->max_connections, 50); /* the global ceiling stays global */
+    assert_string_equal(a->cfg->upstream_dsn, "host=x user=ro");
+    /* a list set in a profile replaces the top level's */
+    assert_int_equal(a->cfg->ndeny, 2);
+    assert_string_equal(a->cfg->deny[0], "delete");
+    assert_string_equal(a->cfg->deny[1], "function:pg_sleep");
+    /* unset keys inherit the top level, flags included */
+    assert_int_equal(a->cfg->max_bytes, 1000000);
+    assert_false(b->cfg->read_only);
+    assert_int_equal(b->cfg->max_rows, 0);
+    assert_int_equal(b->max_connections, 0);
+    assert_int_equal(b->cfg->ndeny, 2);
+    assert_string_equal(b->cfg->upstream_dsn, "host=x");
+    assert_int_equal(b->cfg->nusers, 0);
+    config_free(&c);
+    drop_temp(path);
+}
+
+static void test_user_section_errors(void **state)
+{
+    static const struct {
+        const char *text;
+        const char *line;
+        const char *what;
+    } cases[] = {
+        {"[usr:alice]\nread-only = on\n", "line 1", "unknown section [usr:alice]"},
+        {"max-rows = 1\n[alice]\n", "line 2", "unknown section [alice]"},
+        {"[user:]\n", "line 1", "section [user:]: a user name is 1 to 63 bytes"},
+        {"[user:alice]\nlisten = 0.0.0.0:1\n", "line 2",
+         "section [user:alice]: key 'listen' cannot be set per user (per-user keys: read-only"},
+        {"[user:alice]\nbogus = 1\n", "line 2", "section [user:alice]: unknown config key 'bogus'"},
+        {"[user:alice]\n\nmax-rows = lots\n", "line 3",
+         "section [user:alice]: invalid value 'lots' for config key 'max-rows'"},
+        {"[user:alice]\nmax-connections = 0\n", "line 2",
+         "section [user:alice]: invalid value '0' for key 'max-connections'"},
+        {"[user:alice]\ndeny = dorp\n", "line 2",
+         "section [user:alice]: unknown statement kind \"dorp\" in deny"},
+        {"[user:alice]\nupstream = host='x\n", "section [user:alice]",
+         "invalid value for upstream"},
+        {"[user:alice]\nauth-type = trust\n", "line 2", "cannot be set per user"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *path = write_temp(cases[i].text);
+        struct config c;
+        char err[512];
+        assert_int_equal(LOAD(&c, no_env, err, "--config", path, "--upstream=host=y"),
+                         CONFIG_ERROR);
+        assert_err_line(err, path, cases[i].line);
+        assert_err_line(err, cases[i].what, NULL);
+        drop_temp(path);
+    }
+}
+
+static void test_auth_options(void **state)
+{
+    struct config c;
+    char err[512];
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x"), CONFIG_OK);
+    assert_int_equal(c.auth_type, CONFIG_AUTH_TRUST);
+    assert_int_equal(c.auth_failure_delay_ms, 1000);
+    config_free(&c);
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", "--auth-type", "scram-sha-256",
+                          "--auth-file", "/x/users.txt", "--auth-failure-delay", "250ms"),
+                     CONFIG_OK);
+    assert_int_equal(c.auth_type, CONFIG_AUTH_SCRAM);
+    assert_string_equal(c.auth_file, "/x/users.txt");
+    assert_int_equal(c.auth_failure_delay_ms, 250);
+    config_free(&c);
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", "--auth-type", "scram-sha-256"),
+                     CONFIG_ERROR);
+    assert_err_line(err, "--auth-type scram-sha-256 needs --auth-file", NULL);
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", "--auth-type", "hba"),
+                     CONFIG_ERROR);
+    assert_err_line(err, "--auth-type hba needs --auth-hba-file", NULL);
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", "--auth-type", "cert"),
+                     CONFIG_ERROR);
+    assert_err_line(err, "root certificate store", NULL);
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", "--auth-hba-file", "/x"),
+                     CONFIG_ERROR);
+    assert_err_line(err, "--auth-hba-file needs --auth-type hba", NULL);
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream=host=x", "--auth-type", "md5"),
+                     CONFIG_ERROR);
+    assert_err_line(err, "one of trust, scram-sha-256, cert, hba", NULL);
 }
 
 /* inih splits lines longer than its buffer; a long DSN must be refused, not misread */
@@ -951,7 +1113,11 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unknown_rule_is_a_config_error),
+        cmocka_unit_test(test_policy_options),
         cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_user_sections),
+        cmocka_unit_test(test_user_section_errors),
+        cmocka_unit_test(test_auth_options),
         cmocka_unit_test(test_load_minimal_keeps_defaults),
         cmocka_unit_test(test_duration_valid),
         cmocka_unit_test(test_duration_invalid),

@@ -1,62 +1,38 @@
 /* Statement policy, decision cache and budgets. The policy table is the contract: each row is a
  * SQL text, a policy and the verdict a client must see. */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include <cmocka.h>
-
-#include "guard.h"
-#include "guard_internal.h"
-
-#define NONE  GUARD_ALLOW
-#define DENY  GUARD_DENY
-#define RO    GUARD_READ_ONLY
-#define COPY  GUARD_COPY
-#define SYNTX GUARD_SYNTAX
-
-/* deny/allow: comma-separated rules; "-" = pass a NULL policy. */
-struct policy_case {
-    const char *deny;
-    const char *allow;
-    bool read_only;
-    const char *sql;
-    enum guard_verdict verdict;
-    const char *rule; /* expected rule; NULL = not checked */
-};
+#include "guard_test.h"
 
 static const struct policy_case cases[] = {
-    /* always-on rules, no policy at all */
+    /* no policy: nothing is parsed, PostgreSQL judges every text alone (the relay refuses
+     * COPY when the upstream starts it) */
     {"-", NULL, false, "SELECT 1", NONE, ""},
-    {"-", NULL, false, "COPY t FROM STDIN", COPY, "copy-protocol"},
-    {"-", NULL, false, "copy t to stdout", COPY, "copy-protocol"},
-    {"-", NULL, false, "COPY (SELECT 1) TO STDOUT WITH (FORMAT csv)", COPY, "copy-protocol"},
-    {"-", NULL, false, "SELECT 1; CoPy t FROM stdin", COPY, "copy-protocol"},
-    {"-", NULL, false, "COPY t FROM '/tmp/x'", NONE, ""},
-    {"-", NULL, false, "COPY t TO PROGRAM 'cat'", NONE, ""},
-    {"-", NULL, false, "SELECT * FROM copy_log", NONE, ""},
-    {"-", NULL, false, "SET standard_conforming_strings = off", DENY,
-     "standard_conforming_strings"},
-    {"-", NULL, false, "reset standard_conforming_strings", DENY, "standard_conforming_strings"},
-    {"-", NULL, false, "SET LOCAL backslash_quote = on", DENY, "standard_conforming_strings"},
-    {"-", NULL, false, "SET \"Standard_Conforming_Strings\" TO off", DENY,
-     "standard_conforming_strings"},
-    {"-", NULL, false, "SET U&\"\\0073tandard_conforming_strings\" = off", DENY,
-     "standard_conforming_strings"},
-    {"-", NULL, false, "SELECT set_config('standard_conforming_strings', 'off', false)", DENY,
-     "standard_conforming_strings"},
-    {"-", NULL, false, "SELECT pg_catalog.set_config('backslash_quote'::text, 'on', true)", DENY,
-     "standard_conforming_strings"},
-    {"-", NULL, false, "SHOW standard_conforming_strings", NONE, ""},
+    {"-", NULL, false, "COPY t FROM STDIN", NONE, ""},
+    {"-", NULL, false, "SELECT 1; CoPy t FROM stdin", NONE, ""},
+    {"-", NULL, false, "SET standard_conforming_strings = off", NONE, ""},
+    {"-", NULL, false, "SET LOCAL backslash_quote = on", NONE, ""},
+    {"-", NULL, false, "SELECT set_config('standard_conforming_strings', 'off', false)", NONE, ""},
     {"-", NULL, false, "SELECT set_config(name, 'x', false) FROM t", NONE, ""},
     {"-", NULL, false, "selec 1", NONE, ""},
-    {"-", NULL, false, "copy t from stdin selec", NONE, ""},
+    /* no rules, --copy reject: a text whose first keyword is COPY is parsed to refuse the
+     * sub-protocol before it starts */
     {"", NULL, false, "COPY t FROM STDIN", COPY, "copy-protocol"},
     {"", NULL, false, "DROP TABLE t", NONE, ""},
+    {"", NULL, false, "SELECT query_to_xml('select 1', true, false, '')", NONE, ""},
+    /* with a policy: COPY through the protocol, and the string settings are plain SETs */
+    {"drop", NULL, false, "COPY t FROM STDIN", COPY, "copy-protocol"},
+    {"drop", NULL, false, "copy t to stdout", COPY, "copy-protocol"},
+    {"drop", NULL, false, "COPY (SELECT 1) TO STDOUT WITH (FORMAT csv)", COPY, "copy-protocol"},
+    {"drop", NULL, false, "SELECT 1; CoPy t FROM stdin", COPY, "copy-protocol"},
+    {"drop", NULL, false, "COPY t FROM '/tmp/x'", NONE, ""},
+    {"drop", NULL, false, "COPY t TO PROGRAM 'cat'", NONE, ""},
+    {"drop", NULL, false, "SELECT * FROM copy_log", NONE, ""},
+    {"drop", NULL, false, "SET standard_conforming_strings = off", NONE, ""},
+    {"drop", NULL, false, "reset standard_conforming_strings", NONE, ""},
+    {"drop", NULL, false, "SET U&\"\\0073tandard_conforming_strings\" = off", NONE, ""},
+    {"drop", NULL, false, "SELECT set_config('standard_conforming_strings', 'off', false)", NONE,
+     ""},
+    {"set", NULL, false, "SET standard_conforming_strings = off", DENY, "deny:set"},
+    {"drop", NULL, false, "SELECT set_config(name, 'x', false) FROM t", DENY, "set-config"},
 
     /* deny by kind: spelling games */
     {"drop", NULL, false, "DrOp TaBlE t", DENY, "deny:drop"},
@@ -133,7 +109,7 @@ static const struct policy_case cases[] = {
     {"function:pg_sleep", NULL, false, "SELECT now()", NONE, ""},
     {"function:p", NULL, false, "CALL p()", DENY, "deny:function:p"},
     {"function:pg_sleep", NULL, false, "SELECT set_config(name, 'x', false) FROM t", DENY,
-     "standard_conforming_strings"},
+     "set-config"},
 
     /* read-only */
     {NULL, NULL, true, "SELECT * FROM t", NONE, ""},
@@ -153,7 +129,7 @@ static const struct policy_case cases[] = {
     {NULL, NULL, true, "CALL p()", RO, "read-only"},
     {NULL, NULL, true, "SET transaction_read_only = off", RO, "read-only"},
     {NULL, NULL, true, "SET default_transaction_read_only TO off", RO, "read-only"},
-    {NULL, NULL, true, "RESET default_transaction_read_only", RO, "read-only"},
+    {NULL, NULL, true, "RESET default_transaction_read_only", NONE, ""},
     {NULL, NULL, true, "SET SESSION AUTHORIZATION bob", RO, "read-only"},
     {NULL, NULL, true, "SET ROLE bob", RO, "read-only"},
     {NULL, NULL, true, "RESET ROLE", RO, "read-only"},
@@ -218,112 +194,55 @@ static const struct policy_case cases[] = {
     {NULL, NULL, true, "", NONE, ""},
 };
 
-static char **split_rules(const char *list, size_t *n)
-{
-    char **out = calloc(16, sizeof *out);
-    *n = 0;
-    if (!list || !*list)
-        return out;
-    char *copy = strdup(list), *save = NULL;
-    for (char *tok = strtok_r(copy, ",", &save); tok && *n < 16; tok = strtok_r(NULL, ",", &save))
-        out[(*n)++] = strdup(tok);
-    free(copy);
-    return out;
-}
-
-static void free_rules(char **r, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(r[i]);
-    free(r);
-}
-
-static struct guard_policy *make_policy(const char *deny, const char *allow, bool ro)
-{
-    size_t nd, na;
-    char err[512] = "";
-    char **d = split_rules(deny, &nd), **a = split_rules(allow, &na);
-    struct guard_policy *p = guard_policy_new((const char *const *)d, nd, (const char *const *)a,
-                                              na, ro, err, sizeof err);
-    if (!p)
-        fail_msg("policy deny=%s allow=%s: %s", deny ? deny : "", allow ? allow : "", err);
-    free_rules(d, nd);
-    free_rules(a, na);
-    return p;
-}
-
-static void check(const struct guard_policy *p, struct guard_cache *c, const char *sql,
-                  struct guard_decision *d)
-{
-    assert_int_equal(guard_check(p, c, sql, strlen(sql), d), 0);
-}
-
 static void test_policy_table(void **state)
 {
     (void)state;
-    size_t n = sizeof cases / sizeof cases[0];
-    assert_true(n >= 60);
-    for (size_t i = 0; i < n; i++) {
-        const struct policy_case *t = &cases[i];
-        bool null_policy = t->deny && strcmp(t->deny, "-") == 0;
-        struct guard_policy *p = null_policy ? NULL : make_policy(t->deny, t->allow, t->read_only);
-        struct guard_cache *c = guard_cache_new();
-        struct guard_decision d, d1, d2;
+    assert_true(sizeof cases / sizeof cases[0] >= 60);
+    gt_run_table("policy", cases, sizeof cases / sizeof cases[0]);
+}
 
-        assert_non_null(c);
-        check(p, NULL, t->sql, &d);
-        if (d.verdict != t->verdict || (t->rule && strcmp(d.rule, t->rule) != 0))
-            fail_msg("case %zu [%s]: verdict %d rule \"%s\" (%s), want %d \"%s\"", i, t->sql,
-                     (int)d.verdict, d.rule, d.message, (int)t->verdict, t->rule ? t->rule : "");
-        if (d.verdict != GUARD_ALLOW && d.message[0] == '\0')
-            fail_msg("case %zu [%s]: empty message", i, t->sql);
-        /* A miss and then a (possible) hit must both give the uncached answer. */
-        check(p, c, t->sql, &d1);
-        check(p, c, t->sql, &d2);
-        if (memcmp(&d, &d1, sizeof d) != 0 || memcmp(&d, &d2, sizeof d) != 0)
-            fail_msg("case %zu [%s]: cached decision differs", i, t->sql);
-        guard_cache_free(c);
-        guard_policy_free(p);
-    }
+static struct guard_policy *gt_make(const char *deny, const char *allow, bool ro)
+{
+    return gt_policy(deny, allow, NULL, ro);
 }
 
 static void test_messages(void **state)
 {
     (void)state;
-    struct guard_policy *p = make_policy("drop,function:pg_sleep", NULL, false);
+    struct guard_policy *p = gt_make("drop,function:pg_sleep", NULL, false);
     struct guard_decision d;
 
-    check(p, NULL, "selec 1", &d);
+    gt_check(p, NULL, "selec 1", &d);
     assert_int_equal(d.verdict, GUARD_SYNTAX);
     assert_string_equal(d.message, "syntax error at or near \"selec\"");
     assert_int_equal(d.cursorpos, 1);
-    check(p, NULL, "SELECT 1; DROP TABLE", &d);
+    gt_check(p, NULL, "SELECT 1; DROP TABLE", &d);
     assert_string_equal(d.message, "syntax error at end of input");
     assert_int_equal(d.cursorpos, 21);
-    check(p, NULL, "SELECT 1 FROM t WHERE", &d);
+    gt_check(p, NULL, "SELECT 1 FROM t WHERE", &d);
     assert_int_equal(d.cursorpos, 22);
 
-    check(p, NULL, "DROP TABLE t", &d);
+    gt_check(p, NULL, "DROP TABLE t", &d);
     assert_string_equal(d.message, "statement denied by pgwire-proxy policy: deny:drop");
     assert_int_equal(d.cursorpos, 0);
-    check(p, NULL, "DROP ROLE r", &d);
+    gt_check(p, NULL, "DROP ROLE r", &d);
     assert_string_equal(d.message,
                         "statement denied by pgwire-proxy policy: deny:drop (drop_role)");
-    check(p, NULL, "SELECT pg_sleep(1)", &d);
+    gt_check(p, NULL, "SELECT pg_sleep(1)", &d);
     assert_string_equal(d.message,
                         "statement denied by pgwire-proxy policy: deny:function:pg_sleep");
-    check(p, NULL, "COPY t FROM STDIN", &d);
+    gt_check(p, NULL, "COPY t FROM STDIN", &d);
     assert_int_equal(d.verdict, GUARD_COPY);
     assert_string_equal(d.message, "COPY is not supported through pgwire-proxy");
     guard_policy_free(p);
 
-    p = make_policy(NULL, "select", true);
-    check(p, NULL, "DELETE FROM t", &d);
+    p = gt_make(NULL, "select", true);
+    gt_check(p, NULL, "DELETE FROM t", &d);
     assert_int_equal(d.verdict, GUARD_READ_ONLY);
     assert_string_equal(d.message, "cannot execute delete in read-only mode");
-    check(p, NULL, "SET ROLE bob", &d);
+    gt_check(p, NULL, "SET ROLE bob", &d);
     assert_string_equal(d.message, "cannot execute SET role in read-only mode");
-    check(p, NULL, "SHOW x", &d);
+    gt_check(p, NULL, "SHOW x", &d);
     assert_int_equal(d.verdict, GUARD_DENY);
     assert_string_equal(d.message,
                         "statement denied by pgwire-proxy policy: allow (show is not in the allow "
@@ -450,66 +369,66 @@ static void test_cache_key(void **state)
 static void test_cache_hits(void **state)
 {
     (void)state;
-    struct guard_policy *p = make_policy("drop,delete,function:pg_sleep", NULL, false);
+    struct guard_policy *p = gt_make("drop,delete,function:pg_sleep", NULL, false);
     struct guard_cache *c = guard_cache_new();
     struct guard_decision d;
 
-    check(p, c, "SELECT * FROM t WHERE a = 1", &d);
+    gt_check(p, c, "SELECT * FROM t WHERE a = 1", &d);
     assert_int_equal(guard_cache_hits(c), 0);
-    check(p, c, "SELECT * FROM t WHERE a = 2", &d);
+    gt_check(p, c, "SELECT * FROM t WHERE a = 2", &d);
     assert_int_equal(guard_cache_hits(c), 1);
     assert_int_equal(d.verdict, GUARD_ALLOW);
-    check(p, c, "DELETE FROM t WHERE a = 5", &d);
-    check(p, c, "DELETE FROM t WHERE a = 6", &d);
+    gt_check(p, c, "DELETE FROM t WHERE a = 5", &d);
+    gt_check(p, c, "DELETE FROM t WHERE a = 6", &d);
     assert_int_equal(guard_cache_hits(c), 2);
     assert_int_equal(d.verdict, GUARD_DENY);
     assert_string_equal(d.rule, "deny:delete");
 
     /* Dollar quotes hide statement boundaries from the key lexer: no shared key. */
-    check(p, c, "SELECT $$'$$; SELECT 1; --'", &d);
+    gt_check(p, c, "SELECT $$'$$; SELECT 1; --'", &d);
     assert_int_equal(d.verdict, GUARD_ALLOW);
-    check(p, c, "SELECT $$'$$; DROP TABLE t; --'", &d);
+    gt_check(p, c, "SELECT $$'$$; DROP TABLE t; --'", &d);
     assert_int_equal(d.verdict, GUARD_DENY);
     assert_string_equal(d.rule, "deny:drop");
     /* ... and exact text still hits. */
     uint64_t h = guard_cache_hits(c);
-    check(p, c, "SELECT $$'$$; DROP TABLE t; --'", &d);
+    gt_check(p, c, "SELECT $$'$$; DROP TABLE t; --'", &d);
     assert_int_equal(guard_cache_hits(c), h + 1);
     assert_int_equal(d.verdict, GUARD_DENY);
 
     /* UESCAPE comes from a string literal and changes the identifier. */
-    check(p, c, "SELECT U&\"pg_sl!0065ep\" UESCAPE '#'(1)", &d);
+    gt_check(p, c, "SELECT U&\"pg_sl!0065ep\" UESCAPE '#'(1)", &d);
     assert_int_equal(d.verdict, GUARD_ALLOW);
-    check(p, c, "SELECT U&\"pg_sl!0065ep\" UESCAPE '!'(1)", &d);
+    gt_check(p, c, "SELECT U&\"pg_sl!0065ep\" UESCAPE '!'(1)", &d);
     assert_int_equal(d.verdict, GUARD_DENY);
 
     /* A syntax error is never cached: the same shape can be valid. The other way round, a
      * cached ALLOW answers for a same-shaped text the parser would reject; PostgreSQL then
      * reports the syntax error itself, and a shape's statement kinds cannot differ. */
-    check(p, c, "FETCH 99999999999 FROM c", &d);
+    gt_check(p, c, "FETCH 99999999999 FROM c", &d);
     assert_int_equal(d.verdict, GUARD_SYNTAX);
     assert_int_equal(d.cursorpos, 7);
-    check(p, c, "FETCH 5 FROM c", &d);
+    gt_check(p, c, "FETCH 5 FROM c", &d);
     assert_int_equal(d.verdict, GUARD_ALLOW);
-    check(p, c, "FETCH 99999999999 FROM c", &d);
+    gt_check(p, c, "FETCH 99999999999 FROM c", &d);
     assert_int_equal(d.verdict, GUARD_ALLOW);
     guard_policy_free(p);
 
     /* set_config() decisions read a literal: not cached by shape. */
-    p = make_policy(NULL, NULL, true);
-    check(p, c, "SELECT set_config('work_mem', '1MB', false)", &d);
+    p = gt_make(NULL, NULL, true);
+    gt_check(p, c, "SELECT set_config('work_mem', '1MB', false)", &d);
     assert_int_equal(d.verdict, GUARD_ALLOW);
-    check(p, c, "SELECT set_config('role', 'bob', false)", &d);
+    gt_check(p, c, "SELECT set_config('role', 'bob', false)", &d);
     assert_int_equal(d.verdict, GUARD_READ_ONLY);
     guard_policy_free(p);
 
     /* Another policy: old entries must not answer. */
-    p = make_policy("drop", NULL, false);
-    check(p, c, "DELETE FROM t WHERE a = 7", &d);
+    p = gt_make("drop", NULL, false);
+    gt_check(p, c, "DELETE FROM t WHERE a = 7", &d);
     assert_int_equal(d.verdict, GUARD_ALLOW);
     guard_policy_free(p);
-    p = make_policy("delete", NULL, false);
-    check(p, c, "DELETE FROM t WHERE a = 8", &d);
+    p = gt_make("delete", NULL, false);
+    gt_check(p, c, "DELETE FROM t WHERE a = 8", &d);
     assert_int_equal(d.verdict, GUARD_DENY);
     guard_policy_free(p);
     guard_cache_free(c);
@@ -519,19 +438,19 @@ static void test_cache_hits(void **state)
 static void test_cache_bounded(void **state)
 {
     (void)state;
-    struct guard_policy *p = make_policy("drop", NULL, false);
+    struct guard_policy *p = gt_make("drop", NULL, false);
     struct guard_cache *c = guard_cache_new();
     struct guard_decision d;
     char sql[64];
 
     for (int i = 0; i < 40; i++) {
         snprintf(sql, sizeof sql, "SELECT * FROM t%c%c", 'a' + i / 26, 'a' + i % 26);
-        check(p, c, sql, &d);
+        gt_check(p, c, sql, &d);
     }
     assert_int_equal(guard_cache_hits(c), 0);
-    check(p, c, "SELECT * FROM tbn", &d); /* the last one is still there */
+    gt_check(p, c, "SELECT * FROM tbn", &d); /* the last one is still there */
     assert_int_equal(guard_cache_hits(c), 1);
-    check(p, c, "SELECT * FROM taa", &d); /* the first one was evicted */
+    gt_check(p, c, "SELECT * FROM taa", &d); /* the first one was evicted */
     assert_int_equal(guard_cache_hits(c), 1);
 
     /* Past the key limit nothing is cached, but the decision is the same. */
@@ -541,8 +460,8 @@ static void test_cache_bounded(void **state)
     for (size_t i = strlen(big); i < n; i++)
         big[i] = i % 2 ? ' ' : '\n';
     big[n] = '\0';
-    check(p, c, big, &d);
-    check(p, c, big, &d);
+    gt_check(p, c, big, &d);
+    gt_check(p, c, big, &d);
     assert_int_equal(guard_cache_hits(c), 1);
     assert_int_equal(d.verdict, GUARD_DENY);
     free(big);
@@ -556,15 +475,16 @@ static void test_no_rules_skips_parse(void **state)
     struct guard_cache *c = guard_cache_new();
     struct guard_decision d;
 
-    /* No trigger word: allowed without touching the cache or the parser. */
-    check(NULL, c, "SELECT abalance FROM pgbench_accounts WHERE aid = 1", &d);
-    check(NULL, c, "SELECT abalance FROM pgbench_accounts WHERE aid = 2", &d);
+    /* Without rules nothing is parsed and the cache is never touched: even COPY and the
+     * string settings are left to PostgreSQL (the relay refuses a COPY the upstream starts). */
+    gt_check(NULL, c, "SELECT abalance FROM pgbench_accounts WHERE aid = 1", &d);
+    gt_check(NULL, c, "SELECT abalance FROM pgbench_accounts WHERE aid = 2", &d);
     assert_int_equal(d.verdict, GUARD_ALLOW);
     assert_int_equal(guard_cache_hits(c), 0);
-    check(NULL, c, "COPY t FROM STDIN", &d);
-    check(NULL, c, "COPY t FROM STDIN", &d);
-    assert_int_equal(d.verdict, GUARD_COPY);
-    assert_int_equal(guard_cache_hits(c), 1);
+    gt_check(NULL, c, "COPY t FROM STDIN", &d);
+    gt_check(NULL, c, "COPY t FROM STDIN", &d);
+    assert_int_equal(d.verdict, GUARD_ALLOW);
+    assert_int_equal(guard_cache_hits(c), 0);
     /* len is honoured as PostgreSQL reads a Query: up to the NUL. */
     const char with_nul[] = "SELECT 1\0COPY t FROM STDIN";
     assert_int_equal(guard_check(NULL, NULL, with_nul, sizeof with_nul - 1, &d), 0);
@@ -639,81 +559,112 @@ static void test_error_for_decisions(void **state)
     guard_policy_free(p);
 }
 
-static char *repeat_sql(const char *head, const char *unit, size_t n)
-{
-    size_t hl = strlen(head), ul = strlen(unit);
-    char *q = malloc(hl + n * ul + 1);
-    memcpy(q, head, hl);
-    for (size_t i = 0; i < n; i++)
-        memcpy(q + hl + i * ul, unit, ul);
-    q[hl + n * ul] = 0;
-    return q;
-}
-
-/* Deep chains once crashed the proxy inside libpg_query's recursive tree output; they must be
- * refused before parsing, while long flat lists (bulk VALUES, IN lists, AND chains) pass. */
-static void test_depth_estimate(void **state)
+/* Over --max-parse-size a policy refuses with 54001 before parsing; without rules the text is
+ * not looked at (PostgreSQL judges it). The ceiling comes from the policy, or the caller. */
+static void test_parse_ceiling(void **state)
 {
     (void)state;
-    static const struct {
-        const char *head, *unit;
-        size_t n;
-        bool deep;
-    } chains[] = {
-        {"select 1 ", "+ 1 ", 200000, true},
-        {"select 'a' ", "|| 'a' ", 50000, true},
-        {"select ", "not ", 20000, true},
-        {"select 1 ", "union all select 1 ", 5000, true},
-        {"select ", "(", 20000, true},
-        {"select 1::int", "::int", 20000, true},
-        {"insert into t values (1, -2)", ", (1, -2)", 100000, false},
-        {"select 1 where 1 in (1", ", 1", 100000, false},
-        {"select 1 where true", " and true", 100000, false},
-        {"select '", "+ + + ", 100000, false}, /* inside a string literal */
-        {"select $x$", "+ + ", 100000, false},
-        {"select 1 -- ", "+ + ", 100000, false},
-        {"select 1 /* ", "+ + ", 100000, false},
-    };
-    for (size_t i = 0; i < sizeof(chains) / sizeof(chains[0]); i++) {
-        char *q = repeat_sql(chains[i].head, chains[i].unit, chains[i].n);
-        size_t d = guard_depth_estimate(q, strlen(q));
-        if (chains[i].deep != (d > GUARD_MAX_DEPTH))
-            fail_msg("case %zu (%s%s x %zu): estimate %zu", i, chains[i].head, chains[i].unit,
-                     chains[i].n, d);
-        free(q);
-    }
-    /* under the limit the parse itself is safe, and the estimate is an upper bound */
-    char *q = repeat_sql("select 1 ", "+ 1 ", 9000);
-    assert_true(guard_depth_estimate(q, strlen(q)) >= 9000);
-    free(q);
-}
-
-static void test_deep_statement_refused_with_policy(void **state)
-{
-    (void)state;
-    char err[256];
     const char *deny[] = {"drop"};
-    struct guard_policy *p = guard_policy_new(deny, 1, NULL, 0, false, err, sizeof(err));
-    char *q = repeat_sql("select 1 ", "+ 1 ", 200000);
+    struct guard_rules r = {.deny = deny, .ndeny = 1, .max_parse = 2000};
+    char err[256];
+    struct guard_policy *p = guard_policy_compile(&r, err, sizeof err);
     struct guard_decision d;
-    assert_int_equal(guard_check(p, NULL, q, strlen(q), &d), 0);
-    assert_int_equal(d.verdict, GUARD_TOO_COMPLEX);
     struct guard_error e;
+    struct guard_cache_key key;
+    assert_non_null(p);
+    assert_int_equal(guard_policy_max_parse(p), 2000);
+
+    char *q = gt_repeat("select 1", "+1", 996, ""); /* 2000 bytes: at the ceiling */
+    assert_int_equal(strlen(q), 2000);
+    gt_check(p, NULL, q, &d);
+    assert_int_equal(d.verdict, GUARD_ALLOW);
+    free(q);
+    q = gt_repeat("select 1", "+1", 997, ""); /* 2002 bytes */
+    gt_check(p, NULL, q, &d);
+    assert_int_equal(d.verdict, GUARD_TOO_COMPLEX);
     guard_error_for(&d, &e);
     assert_string_equal(e.code, "54001");
-    assert_string_equal(e.detail, "rule: parser-depth");
-    /* no rules: left to PostgreSQL, which answers 54001 itself */
+    assert_string_equal(e.detail, "rule: max-parse-size");
+    assert_non_null(strstr(e.message, "--max-parse-size of 2000 bytes"));
+    assert_non_null(e.hint);
+    /* guard_decide enforces it too: a caller cannot make it parse more */
+    bool cacheable = true;
+    assert_int_equal(guard_decide(p, q, strlen(q), &d, &cacheable), 0);
+    assert_int_equal(d.verdict, GUARD_TOO_COMPLEX);
+    assert_false(cacheable);
+    /* a caller's lower ceiling wins */
+    assert_int_equal(guard_precheck(p, NULL, "select 1, 2, 3", 14, 10, &d, &key), 0);
+    assert_int_equal(d.verdict, GUARD_TOO_COMPLEX);
+    assert_int_equal(guard_precheck(p, NULL, "select 1, 2, 3", 14, 0, &d, &key), 1);
+    /* no rules: never parsed, whatever its size */
     assert_int_equal(guard_check(NULL, NULL, q, strlen(q), &d), 0);
     assert_int_equal(d.verdict, GUARD_ALLOW);
     free(q);
     guard_policy_free(p);
+    /* the default */
+    p = gt_policy("drop", NULL, NULL, false);
+    assert_int_equal(guard_policy_max_parse(p), GUARD_DEFAULT_MAX_PARSE);
+    guard_policy_free(p);
+}
+
+/* The three steps give what guard_check gives, and the cache is fed by the third. */
+static void test_precheck_decide_store(void **state)
+{
+    (void)state;
+    struct guard_policy *p = gt_policy("delete", NULL, NULL, false);
+    struct guard_cache *c = guard_cache_new();
+    struct guard_cache_key key;
+    struct guard_decision d;
+    bool cacheable = false;
+
+    const char *sql = "DELETE FROM t WHERE a = 1";
+    assert_int_equal(guard_precheck(p, c, sql, strlen(sql), 0, &d, &key), 1);
+    assert_true(key.len > 0);
+    assert_int_equal(guard_decide(p, sql, strlen(sql), &d, &cacheable), 0);
+    assert_int_equal(d.verdict, GUARD_DENY);
+    assert_true(cacheable);
+    guard_cache_store(c, p, &key, &d);
+    sql = "DELETE FROM t WHERE a = 2";
+    assert_int_equal(guard_precheck(p, c, sql, strlen(sql), 0, &d, &key), 0);
+    assert_int_equal(d.verdict, GUARD_DENY);
+    assert_int_equal(guard_cache_hits(c), 1);
+    /* a key made under another policy is not stored */
+    struct guard_policy *q = gt_policy("drop", NULL, NULL, false);
+    sql = "SELECT 7";
+    assert_int_equal(guard_precheck(p, c, sql, strlen(sql), 0, &d, &key), 1);
+    guard_cache_store(c, q, &key, &d);
+    assert_int_equal(guard_precheck(p, c, sql, strlen(sql), 0, &d, &key), 1);
+    /* no rules: decided at once, nothing to store */
+    assert_int_equal(guard_precheck(NULL, c, sql, strlen(sql), 0, &d, &key), 0);
+    assert_int_equal(key.len, 0);
+    assert_int_equal(guard_decide(NULL, sql, strlen(sql), &d, &cacheable), 0);
+    assert_int_equal(d.verdict, GUARD_ALLOW);
+    guard_policy_free(q);
+    guard_policy_free(p);
+    guard_cache_free(c);
+}
+
+/* A policy outlives its creator's reference while a job holds one. */
+static void test_policy_refcount(void **state)
+{
+    (void)state;
+    struct guard_policy *p = gt_policy("drop", NULL, NULL, false);
+    struct guard_decision d;
+    assert_ptr_equal(guard_policy_ref(p), p);
+    guard_policy_free(p); /* the creator's */
+    gt_check(p, NULL, "DROP TABLE t", &d);
+    assert_int_equal(d.verdict, GUARD_DENY);
+    guard_policy_unref(p); /* the job's: freed now (ASan checks) */
+    assert_null(guard_policy_ref(NULL));
+    guard_policy_unref(NULL);
 }
 
 static void test_unsafe_settings(void **state)
 {
     (void)state;
+    /* texts that read differently with it off are decided under both readings */
     assert_null(guard_unsafe_setting("standard_conforming_strings", "on"));
-    assert_non_null(guard_unsafe_setting("standard_conforming_strings", "off"));
+    assert_null(guard_unsafe_setting("standard_conforming_strings", "off"));
     assert_null(guard_unsafe_setting("client_encoding", "UTF8"));
     assert_null(guard_unsafe_setting("client_encoding", "LATIN1"));
     assert_non_null(guard_unsafe_setting("client_encoding", "SJIS"));
@@ -736,8 +687,9 @@ int main(void)
         cmocka_unit_test(test_budget),
         cmocka_unit_test(test_unsafe_settings),
         cmocka_unit_test(test_error_for_decisions),
-        cmocka_unit_test(test_depth_estimate),
-        cmocka_unit_test(test_deep_statement_refused_with_policy),
+        cmocka_unit_test(test_parse_ceiling),
+        cmocka_unit_test(test_precheck_decide_store),
+        cmocka_unit_test(test_policy_refcount),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,99 +1,122 @@
-/* The statement policy under --copy allow (guard_policy_allow_copy): COPY FROM STDIN / TO
- * STDOUT is decided like any statement. A COPY verdict that stopped the decision let --deny
- * copy, --read-only and every later statement of the Query through. */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <cmocka.h>
+/* The COPY sub-protocol in the policy: refused under --copy reject even without rules (found
+ * by its first keyword, then parsed), and under --copy allow decided like any statement:
+ * kind copy, and in read-only mode only COPY TO STDOUT, which reads. */
+#include "guard_test.h"
 
-#include <string.h>
-
-#include "guard.h"
-
-struct copy_case {
-    const char *deny; /* one rule, or NULL */
-    bool read_only;
-    const char *sql;
-    enum guard_verdict verdict;
-    const char *rule;
-};
-
-static const struct copy_case copy_cases[] = {
-    {"copy", false, "COPY t FROM STDIN", GUARD_DENY, "deny:copy"},
-    {"copy", false, "COPY (SELECT 1) TO STDOUT", GUARD_DENY, "deny:copy"},
-    {"drop", false, "COPY t TO STDOUT; DROP TABLE t", GUARD_DENY, "deny:drop"},
-    {"drop", false, "COPY t FROM STDIN", GUARD_ALLOW, ""},
-    {NULL, true, "COPY t FROM STDIN", GUARD_READ_ONLY, "read-only"},
-    {NULL, true, "COPY t TO STDOUT", GUARD_ALLOW, ""},
-    {NULL, true, "COPY (SELECT 1) TO STDOUT", GUARD_ALLOW, ""},
-    {NULL, true, "COPY (DELETE FROM t RETURNING *) TO STDOUT", GUARD_READ_ONLY, "read-only"},
-    {NULL, true, "COPY t TO '/tmp/x'", GUARD_READ_ONLY, "read-only"}, /* a file: not a read */
-    {NULL, false, "COPY t FROM STDIN; COPY t TO STDOUT", GUARD_ALLOW, ""},
-};
-
-static struct guard_policy *policy_of(const struct copy_case *c)
+static struct guard_policy *copy_policy(const char *deny, const char *allow, bool ro,
+                                        bool relay_copy)
 {
-    char err[256] = "";
-    const char *deny[] = {c->deny};
-    struct guard_policy *p =
-        guard_policy_new(deny, c->deny ? 1 : 0, NULL, 0, c->read_only, err, sizeof err);
+    size_t nd = 0, na = 0;
+    char err[512] = "";
+    char **d = gt_split(deny, &nd), **a = gt_split(allow, &na);
+    struct guard_rules r = {.deny = (const char *const *)d,
+                            .ndeny = nd,
+                            .allow = (const char *const *)a,
+                            .nallow = na,
+                            .read_only = ro,
+                            .relay_copy = relay_copy};
+    struct guard_policy *p = guard_policy_compile(&r, err, sizeof err);
     if (!p)
-        fail_msg("policy %s: %s", c->deny ? c->deny : "-", err);
+        fail_msg("policy: %s", err);
+    gt_free(d, nd);
+    gt_free(a, na);
     return p;
 }
 
-static void decide(const struct guard_policy *p, struct guard_cache *cache, const char *sql,
-                   struct guard_decision *d)
-{
-    assert_int_equal(guard_check(p, cache, sql, strlen(sql), d), 0);
-}
+struct copy_case {
+    const char *sql;
+    enum guard_verdict verdict;
+    const char *rule; /* NULL = not checked */
+};
 
-static void test_copy_allowed_decided_like_any_statement(void **state)
+static void run(struct guard_policy *p, const struct copy_case *cases, size_t n)
 {
-    (void)state;
-    for (size_t i = 0; i < sizeof copy_cases / sizeof copy_cases[0]; i++) {
-        const struct copy_case *c = &copy_cases[i];
-        struct guard_policy *p = policy_of(c);
-        struct guard_cache *cache = guard_cache_new();
-        struct guard_decision d, cached;
-        guard_policy_allow_copy(p);
-        decide(p, NULL, c->sql, &d);
-        if (d.verdict != c->verdict || strcmp(d.rule, c->rule) != 0)
-            fail_msg("case %zu [%s]: verdict %d rule \"%s\", want %d \"%s\"", i, c->sql,
-                     (int)d.verdict, d.rule, (int)c->verdict, c->rule);
-        decide(p, cache, c->sql, &cached);
-        decide(p, cache, c->sql, &cached); /* a cache hit gives the same answer */
-        assert_memory_equal(&d, &cached, sizeof d);
-        guard_cache_free(cache);
-        guard_policy_free(p);
-    }
-}
-
-/* --copy reject (the default): COPY is refused as a protocol first, whatever the rules. */
-static void test_copy_rejected_refused_first(void **state)
-{
-    (void)state;
-    for (size_t i = 0; i < sizeof copy_cases / sizeof copy_cases[0]; i++) {
-        if (!strstr(copy_cases[i].sql, " STD"))
-            continue; /* a server-side file is not the COPY sub-protocol */
-        struct guard_policy *p = policy_of(&copy_cases[i]);
+    for (size_t i = 0; i < n; i++) {
         struct guard_decision d;
-        decide(p, NULL, copy_cases[i].sql, &d);
-        assert_int_equal(d.verdict, GUARD_COPY);
-        assert_string_equal(d.rule, "copy-protocol");
-        guard_policy_free(p);
+        gt_check(p, NULL, cases[i].sql, &d);
+        if (d.verdict != cases[i].verdict || (cases[i].rule && strcmp(d.rule, cases[i].rule) != 0))
+            fail_msg("[%s]: verdict %d rule \"%s\" (%s), want %d \"%s\"", cases[i].sql,
+                     (int)d.verdict, d.rule, d.message, (int)cases[i].verdict,
+                     cases[i].rule ? cases[i].rule : "");
     }
-    struct guard_decision d;
-    decide(NULL, NULL, "SELECT 1; COPY t TO STDOUT", &d); /* no policy at all */
-    assert_int_equal(d.verdict, GUARD_COPY);
+    guard_policy_free(p);
+}
+
+static void test_reject_without_rules(void **state)
+{
+    (void)state;
+    static const struct copy_case cases[] = {
+        {"copy t to stdout", GUARD_COPY, "copy-protocol"},
+        {"COPY t FROM STDIN", GUARD_COPY, "copy-protocol"},
+        {"  /* a /* nested */ comment */ -- and a line\n copy (select 1) to stdout", GUARD_COPY,
+         "copy-protocol"},
+        {"\tcopy\"t\" from stdin", GUARD_COPY, "copy-protocol"},
+        /* a server-side file is not the sub-protocol: PostgreSQL judges it */
+        {"copy t to '/tmp/x'", GUARD_ALLOW, NULL},
+        /* not the first keyword: the relay ends it at the upstream's CopyOutResponse */
+        {"select 1; copy t to stdout", GUARD_ALLOW, NULL},
+        {"copyx", GUARD_ALLOW, NULL},
+        {"select 'copy t to stdout'", GUARD_ALLOW, NULL},
+        /* PostgreSQL answers its own syntax error */
+        {"copy t to", GUARD_ALLOW, NULL},
+        {"copy", GUARD_ALLOW, NULL},
+    };
+    run(copy_policy(NULL, NULL, false, false), cases, sizeof cases / sizeof cases[0]);
+}
+
+static void test_allow_without_rules_parses_nothing(void **state)
+{
+    (void)state;
+    static const struct copy_case cases[] = {
+        {"copy t to stdout", GUARD_ALLOW, NULL},
+        {"copy t from stdin", GUARD_ALLOW, NULL},
+    };
+    run(copy_policy(NULL, NULL, false, true), cases, sizeof cases / sizeof cases[0]);
+}
+
+static void test_allow_in_read_only(void **state)
+{
+    (void)state;
+    static const struct copy_case cases[] = {
+        {"copy t to stdout", GUARD_ALLOW, NULL},
+        {"copy (select * from t) to stdout", GUARD_ALLOW, NULL},
+        {"copy t from stdin", GUARD_READ_ONLY, "read-only"},
+        {"copy t to '/tmp/x'", GUARD_READ_ONLY, "read-only"},
+        {"copy (delete from t returning *) to stdout", GUARD_READ_ONLY, "read-only"},
+        {"copy (select pg_terminate_backend(1)) to stdout", GUARD_READ_ONLY, "read-only"},
+    };
+    run(copy_policy(NULL, NULL, true, true), cases, sizeof cases / sizeof cases[0]);
+}
+
+static void test_allow_under_rules(void **state)
+{
+    (void)state;
+    static const struct copy_case deny_copy[] = {
+        {"copy t to stdout", GUARD_DENY, "deny:copy"},
+        {"copy t from stdin", GUARD_DENY, "deny:copy"},
+        {"copy (select 1) to stdout", GUARD_DENY, "deny:copy"},
+    };
+    run(copy_policy("copy", NULL, false, true), deny_copy, sizeof deny_copy / sizeof deny_copy[0]);
+    /* an allow list admits COPY TO only with what its query does */
+    static const struct copy_case allow[] = {
+        {"copy t to stdout", GUARD_ALLOW, NULL},
+        {"copy t from stdin", GUARD_DENY, "allow"},
+        {"copy (delete from t returning *) to stdout", GUARD_DENY, "allow"},
+    };
+    run(copy_policy(NULL, "select,copy", false, true), allow, sizeof allow / sizeof allow[0]);
+    static const struct copy_case reject[] = {
+        {"copy t to stdout", GUARD_COPY, "copy-protocol"},
+    };
+    run(copy_policy(NULL, "select,copy", false, false), reject, 1);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_copy_allowed_decided_like_any_statement),
-        cmocka_unit_test(test_copy_rejected_refused_first),
+        cmocka_unit_test(test_reject_without_rules),
+        cmocka_unit_test(test_allow_without_rules_parses_nothing),
+        cmocka_unit_test(test_allow_in_read_only),
+        cmocka_unit_test(test_allow_under_rules),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

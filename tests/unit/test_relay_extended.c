@@ -55,7 +55,7 @@ static void test_extended_request_forwarded_in_one_piece(void **state)
     assert_string_equal(f->last_sql, "SELECT 1");
     assert_int_equal(f->last_executes, 1);
     assert_int_equal(f->last.rows, 1);
-    assert_true(ext_empty(f->r.x));
+    assert_true(relay_ext_empty(f->r.x));
     fb_free(&b);
 }
 
@@ -196,9 +196,9 @@ static void test_extended_abort_released_with_the_relay(void **state)
     run->refs++; /* the test's own, to see what the relay lets go of */
     relay_release(&f->r);
     assert_int_equal(run->refs, 1);
-    struct ext_state *x = ext_new();
-    ext_run_unref(x, run);
-    ext_free(x);
+    struct ext_state *x = relay_ext_new();
+    relay_ext_run_unref(x, run);
+    relay_ext_free(x);
     fb_free(&b);
 }
 

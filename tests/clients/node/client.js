@@ -27,7 +27,11 @@ async function sqlstateOf(promise) {
 }
 
 async function main() {
-  const client = new Client({ connectionTimeoutMillis: 10000 });
+  const client = new Client({
+    connectionTimeoutMillis: 10000,
+    // SCRAM-SHA-256-PLUS when the server offers it (test_auth_clients.py)
+    enableChannelBinding: process.env.PGWP_CHANNEL_BINDING === '1',
+  });
   await client.connect();
   const v = await client.query('show server_version');
   console.log(`connected ${v.rows[0].server_version}`);

@@ -72,11 +72,10 @@ static void test_parameter_status_well_formed_exact_buffer(void **state)
     assert_string_equal(f->last_setting, "application_name=psql");
 }
 
+/* A client encoding that hides backslashes from the parser ends the session. */
 static void test_unsafe_settings_fatal_0A000(void **state)
 {
-    static const char *const bad[][2] = {{"client_encoding", "SJIS"},
-                                         {"client_encoding", "big5"},
-                                         {"standard_conforming_strings", "off"}};
+    static const char *const bad[][2] = {{"client_encoding", "SJIS"}, {"client_encoding", "big5"}};
     (void)state;
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct fake *f = fake_new();
@@ -90,6 +89,22 @@ static void test_unsafe_settings_fatal_0A000(void **state)
         fb_free(&b);
         fake_free(f);
     }
+}
+
+/* standard_conforming_strings=off is a setting like any other: the policy decides texts with a
+ * backslash under both readings, so the session goes on. */
+static void test_standard_conforming_strings_off_forwarded(void **state)
+{
+    struct fake *f = *state;
+    struct fbuf b = {0};
+    up_param(&b, "standard_conforming_strings", "off");
+    up_ready(&b, 'I');
+    upstream(f, &b);
+    assert_string_equal(fake_types(f), "SZ");
+    assert_int_equal(f->r.end, SE_NONE);
+    assert_int_equal(f->settings, 1);
+    assert_string_equal(f->last_setting, "standard_conforming_strings=off");
+    fb_free(&b);
 }
 
 /* ---------- upstream FATAL, COPY, protocol errors ---------- */
@@ -200,6 +215,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_parameter_status_well_formed_exact_buffer, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_unsafe_settings_fatal_0A000, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_standard_conforming_strings_off_forwarded, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_upstream_fatal_forwarded_marks_fatal_forwarded, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_copy_in_copy_fail_upstream_0A000_client, setup,

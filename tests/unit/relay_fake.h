@@ -1,5 +1,6 @@
 /* A scripted environment for the relay's protocol handlers, with no sockets: what they send
- * to the client and to the upstream is recorded, the policy's verdict is set by the test, and
+ * to the client and to the upstream is recorded, the policy's verdict is set by the test (a shadow
+ * verdict too), and
  * the two receive buffers are driven the way session_relay.c drives them (handled bytes are
  * dropped, a forwarded Query stays at the front of the client buffer until its ReadyForQuery,
  * the upstream buffer reads what fits, grows to `need` and shrinks back). Shared by the unit
@@ -457,6 +458,13 @@ static inline void fake_verdict(struct fake *f, enum guard_verdict v, const char
     snprintf(f->verdict.rule, sizeof(f->verdict.rule), "%s", rule);
     snprintf(f->verdict.message, sizeof(f->verdict.message), "%s", message);
     f->verdict.cursorpos = cursorpos;
+}
+
+/* An allow that the shadow rules would have refused by rule (guard_decision.shadow_rule). */
+static inline void fake_shadow_verdict(struct fake *f, const char *rule)
+{
+    fake_verdict(f, GUARD_ALLOW, "allow", "", 0);
+    snprintf(f->verdict.shadow_rule, sizeof(f->verdict.shadow_rule), "%s", rule);
 }
 
 #endif

@@ -181,6 +181,33 @@ static void test_truncate_keeps_notices_and_notifications(void **state)
     fb_free(&b);
 }
 
+/* ---------- row limit, warn mode ---------- */
+
+/* --on-limit warn in a transaction block: every row flows, nothing is canceled or poisoned
+ * (the block stays open), and the record names the budget it went past. */
+static void test_warn_in_block_rows_flow_no_poison(void **state)
+{
+    struct fake *f = *state;
+    struct fbuf b = {0};
+    f->cfg.on_limit = CONFIG_ON_LIMIT_WARN;
+    f->cfg.max_rows = 2;
+    fake_in_block(f);
+    fake_query(f, "SELECT x FROM t");
+    up_select(&b, 5);
+    up_ready(&b, 'T');
+    upstream(f, &b);
+    assert_string_equal(fake_types(f), "TDDDDDCZ");
+    assert_tag(f, 6, "SELECT 5");
+    assert_ready(f, 7, 'T');
+    assert_int_equal(f->cancels, 0);
+    assert_int_equal(fake_up_count(f), 1); /* the Query only: no poison */
+    assert_int_equal(f->r.tx, 'T');
+    assert_done(f, STMT_OK, "", "", STMT_UP_IN_BLOCK);
+    assert_int_equal(f->last.rows, 5);
+    assert_string_equal(f->last.shadow_limit, "max-rows");
+    fb_free(&b);
+}
+
 /* ---------- byte budget ---------- */
 
 static void test_byte_budget_counts_notices_and_notifications(void **state)
@@ -378,6 +405,7 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_truncate_keeps_notices_and_notifications, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_warn_in_block_rows_flow_no_poison, setup, teardown),
         cmocka_unit_test_setup_teardown(test_byte_budget_counts_notices_and_notifications, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_byte_budget_error_over_what_is_left_replaced_54000,

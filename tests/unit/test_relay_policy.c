@@ -130,6 +130,52 @@ static void test_query_pending_decision_then_denied(void **state)
     assert_int_equal(f->r.st, RS_IDLE);
 }
 
+/* A shadow verdict that arrives later: the Query runs once it comes, and its record names the
+ * rule the shadow policy would have refused it by; the next statement's record does not. */
+static void test_query_pending_shadow_decision_runs_recorded(void **state)
+{
+    struct fake *f = *state;
+    struct fbuf b = {0};
+    f->policy_rc = 1;
+    fake_query(f, "TRUNCATE t");
+    assert_int_equal(f->up_out.len, 0);
+    struct guard_decision d = {.verdict = GUARD_ALLOW};
+    snprintf(d.shadow_rule, sizeof(d.shadow_rule), "deny:truncate");
+    fe_proto_decided(&f->r, &d);
+    fake_pump_client(f);
+    assert_int_equal(f->refs, 1);
+    up_complete(&b, "TRUNCATE TABLE");
+    up_ready(&b, 'I');
+    upstream(f, &b);
+    assert_string_equal(fake_types(f), "CZ");
+    assert_done(f, STMT_OK, "", "", STMT_UP_COMMITTED);
+    assert_string_equal(f->last.shadow_rule, "deny:truncate");
+    f->policy_rc = 0;
+    fake_query(f, "SELECT 1");
+    fake_reply_select(f, 1, 'I');
+    assert_int_equal(f->done, 2);
+    assert_string_equal(f->last.shadow_rule, "");
+    fb_free(&b);
+}
+
+/* A shadow verdict on a statement that fails upstream: the error is PostgreSQL's, unchanged,
+ * and the record keeps both. */
+static void test_query_shadow_verdict_error_keeps_outcome(void **state)
+{
+    struct fake *f = *state;
+    struct fbuf b = {0};
+    fake_shadow_verdict(f, "allow");
+    fake_query(f, "DELETE FROM missing");
+    up_error(&b, "ERROR", "42P01", "relation \"missing\" does not exist");
+    up_ready(&b, 'I');
+    upstream(f, &b);
+    assert_string_equal(fake_types(f), "EZ");
+    assert_report(f, 0, 'E', "ERROR", "42P01", "relation \"missing\" does not exist");
+    assert_done(f, STMT_ERROR, "42P01", "", STMT_UP_ERROR);
+    assert_string_equal(f->last.shadow_rule, "allow");
+    fb_free(&b);
+}
+
 /* A decision nothing waits for is not kept for the next Query: that one asks the policy. */
 static void test_decision_without_waiting_query_ignored(void **state)
 {
@@ -331,6 +377,10 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_query_pending_decision_then_allowed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_query_pending_decision_then_denied, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_query_pending_shadow_decision_runs_recorded, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_query_shadow_verdict_error_keeps_outcome, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_decision_without_waiting_query_ignored, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_decision_of_a_dropped_parse_not_reused, setup,

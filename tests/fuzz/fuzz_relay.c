@@ -8,7 +8,8 @@
  *   [1] low 3 bits: --max-rows - 1; the rest: --max-bytes in steps of 24 bytes
  *   [2] policy verdicts, two bits per call (allow, deny, syntax error, pending), cycling
  *   [3] flags: 1 --extended-protocol allow, 2 --copy allow, 4 a deny verdict is the policy's
- *       COPY verdict instead (what the policy says under --copy reject)
+ *       COPY verdict instead (what the policy says under --copy reject), 8 an allow verdict
+ *       carries a shadow rule, 16 --on-limit warn
  *   step byte h: h >> 6 == 0: client bytes (h & 63 of them); 1: upstream bytes (h & 63);
  *   2: upstream bytes ((h & 63) << 8 | next byte); 3: event h & 7: query timeout due, a policy
  *   decision arrives (allowed when h & 8; taken only while a message waits for one), cancel
@@ -17,7 +18,8 @@
  *
  * Each input runs twice, upstream bytes handed over whole and one byte at a time; both runs
  * must give the client and the upstream the same bytes. Invariants are checked after every
- * step; a break aborts. */
+ * step and at every statement's end (a shadow rule or a passed budget is recorded only when
+ * the knobs allow one; warn mode never limits); a break aborts. */
 #include "../unit/relay_fake.h"
 
 #include "log.h"
@@ -43,6 +45,9 @@ struct step {
 #define KNOB_EXTENDED     1
 #define KNOB_COPY         2
 #define KNOB_COPY_VERDICT 4
+#define KNOB_SHADOW       8
+#define KNOB_WARN         16
+#define SHADOW_RULE       "deny:truncate"
 
 struct plan {
     uint8_t flags, limits, verdicts, protocols;
@@ -98,6 +103,23 @@ static void verdict(int i, const struct plan *pl, struct guard_decision *d, bool
                       : "allow");
     snprintf(d->message, sizeof(d->message), v == 2 ? "syntax error at end of input" : "denied");
     d->cursorpos = v == 2 ? i % 5 : 0;
+    if (d->verdict == GUARD_ALLOW && (pl->protocols & KNOB_SHADOW))
+        snprintf(d->shadow_rule, sizeof(d->shadow_rule), SHADOW_RULE);
+}
+
+/* Every statement's end, as the audit sees it. */
+static void fuzz_statement_done(void *ctx, const struct stmt *st, enum stmt_outcome o, uint64_t us,
+                                const struct relay_run_info *info)
+{
+    struct fake *f = ctx;
+    const struct harness *h = f->user;
+    bool warn = h->plan->protocols & KNOB_WARN;
+    CHECK(!st->shadow_rule[0] ||
+          ((h->plan->protocols & KNOB_SHADOW) && strcmp(st->shadow_rule, SHADOW_RULE) == 0));
+    CHECK(!st->shadow_limit || warn);
+    if (warn) /* a budget never acts: the statement is only recorded as past it */
+        CHECK(!st->rule || (strcmp(st->rule, "max-rows") && strcmp(st->rule, "max-bytes")));
+    fake_statement_done(ctx, st, o, us, info);
 }
 
 static int fuzz_policy(void *ctx, const char *sql, size_t len, struct guard_decision *d)
@@ -120,7 +142,9 @@ static void configure(struct fake *f, const struct plan *pl)
     f->cfg.read_only = pl->flags & 1;
     f->cfg.max_rows = pl->flags & 2 ? 1 + (pl->limits & 7) : 10000;
     f->cfg.max_bytes = pl->flags & 4 ? 32 + (uint64_t)(pl->limits >> 3) * 24 : 100000000;
-    f->cfg.on_limit = pl->flags & 8 ? CONFIG_ON_LIMIT_TRUNCATE : CONFIG_ON_LIMIT_ERROR;
+    f->cfg.on_limit = pl->protocols & KNOB_WARN ? CONFIG_ON_LIMIT_WARN
+                      : pl->flags & 8           ? CONFIG_ON_LIMIT_TRUNCATE
+                                                : CONFIG_ON_LIMIT_ERROR;
     f->cfg.max_message_bytes = pl->flags & 0x40 ? 256 : 64 * 1000 * 1000;
     f->cfg.query_timeout_ms = pl->flags & 0x80 ? 0 : 1000;
     fake_set_up_base(f, caps[(pl->flags >> 4) & 3]);
@@ -151,6 +175,8 @@ static void run_event(struct harness *h, uint8_t ev)
         /* at any time: the relay takes it only while a message waits for one */
         struct guard_decision d = {.verdict = ev & 8 ? GUARD_ALLOW : GUARD_DENY};
         snprintf(d.rule, sizeof(d.rule), "deny:drop");
+        if (d.verdict == GUARD_ALLOW && (h->plan->protocols & KNOB_SHADOW))
+            snprintf(d.shadow_rule, sizeof(d.shadow_rule), SHADOW_RULE);
         bool waited = f->r.st == RS_POLICY && !f->r.decided, before = f->r.decided;
         fe_proto_decided(&f->r, &d);
         CHECK(f->r.decided == (waited || before)); /* ignored unless a message waits */
@@ -310,6 +336,7 @@ static struct fake *run(const struct plan *pl, bool bytewise)
     h.f = fake_new();
     h.f->user = &h;
     h.f->env.policy = fuzz_policy;
+    h.f->env.statement_done = fuzz_statement_done;
     configure(h.f, pl);
     for (size_t i = 0; i < pl->nsteps && h.f->r.end == SE_NONE; i++)
         run_step(&h, &pl->steps[i], bytewise);

@@ -17,7 +17,7 @@ NO_TIMEOUT = 0x80
 # verdicts, two bits per policy call
 ALLOW, DENY, SYNTAX, PENDING = 0, 1, 2, 3
 # protocols (fourth knob byte)
-EXT, COPY, COPY_VERDICT = 1, 2, 4
+EXT, COPY, COPY_VERDICT, SHADOW, WARN = 1, 2, 4, 8, 16
 
 
 def msg(t, body=b""):
@@ -128,6 +128,15 @@ SEEDS = {
     "row_limit": seed(SMALL_ROWS | NO_TIMEOUT, 1, 0, client(query("SELECT c FROM t")),
                       upstream(rowdesc() + row() * 4),
                       upstream(report(b"E", "ERROR", "57014", "canceling") + ready("I"))),
+    "shadow_denied": seed(NO_TIMEOUT, 0, verdicts(ALLOW, PENDING), client(query("TRUNCATE t")),
+                          upstream(complete("TRUNCATE TABLE") + ready("I")),
+                          client(query("TRUNCATE t")), event(1 | 8),
+                          upstream(complete("TRUNCATE TABLE") + ready("I")), protocols=SHADOW),
+    "warn_rows": seed(SMALL_ROWS | SMALL_BYTES | NO_TIMEOUT, 1 | 2 << 3, 0,
+                      client(query("SELECT c FROM t")),
+                      upstream(rowdesc() + row() * 6 + complete("SELECT 6") + ready("I")),
+                      client(query("SELECT 1")), upstream(select(1) + ready("I")),
+                      protocols=WARN),
     "truncate": seed(SMALL_ROWS | TRUNCATE | NO_TIMEOUT, 1, 0, client(query("SELECT 1; SELECT 2")),
                      upstream(select(3) + notify("ch", "x") + select(3) + ready("I"))),
     "byte_limit": seed(SMALL_BYTES | NO_TIMEOUT, 2 << 3, 0, client(query("SELECT c FROM t")),
@@ -180,6 +189,10 @@ SEEDS = {
                         upstream(msg(b"1") + msg(b"2") + select(1) + ready("I")),
                         client(query("SELECT 2")), upstream(select(1) + ready("I")),
                         protocols=EXT),
+    "ext_shadow_warn": seed(SMALL_ROWS | NO_TIMEOUT, 1, 0,
+                            client(parse("SELECT c FROM t") + bind() + execute() + msg(b"S")),
+                            upstream(msg(b"1") + msg(b"2") + select(4) + ready("I")),
+                            protocols=EXT | SHADOW | WARN),
     "ext_max_rows": seed(NO_TIMEOUT, 0, 0, client(parse("SELECT c FROM t") + bind() + execute("", 2)
                                                   + msg(b"H")),
                          upstream(msg(b"1") + msg(b"2") + row() * 2 + msg(b"s")),

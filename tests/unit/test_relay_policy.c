@@ -1,6 +1,6 @@
 /* The client-side handler's policy path fed scripted client bytes through a fake environment:
- * verdicts (denied, syntax error, out of memory), decisions that arrive later and which
- * message they answer, and the read-only switch after a reload turned --read-only on. */
+ * verdicts (denied, syntax error, COPY, out of memory, shadow), decisions that arrive later and
+ * which message they answer, and the read-only switch after a reload turned --read-only on. */
 #include "relay_asserts.h"
 
 /* ---------- verdicts and decisions ---------- */

@@ -181,9 +181,7 @@ static enum be_action sync_answer(struct relay *r, struct fwd *f, size_t at, con
 {
     char status = wire_rfq_status(body, len);
     if (!status) {
-        relay_send_fatal(r, "08P01", "invalid message from the upstream server",
-                         "malformed ReadyForQuery");
-        r->end = SE_UPSTREAM_LOST;
+        be_upstream_broken(r, f, at, "malformed ReadyForQuery");
         return DROP;
     }
     r->tx = status;

@@ -21,6 +21,9 @@ int be_flush_span(struct relay *r, struct fwd *f, size_t upto);
 /* Puts locally built bytes into the output at position `at` of the input. */
 int be_emit(struct relay *r, struct fwd *f, size_t at, const void *p, size_t n);
 void be_io_failed(struct relay *r);
+/* The upstream broke the protocol at input position `at`: what it sent before still reaches
+ * the client, then the FATAL, the last message the client gets; the session ends. */
+void be_upstream_broken(struct relay *r, struct fwd *f, size_t at, const char *what);
 int be_emit_error(struct relay *r, struct fwd *f, size_t at, const char *severity, const char *code,
                   const char *message, const char *detail, const char *hint);
 /* The error a refused request gets (DETAIL rule, HINT), as an ErrorResponse. */

@@ -80,6 +80,15 @@ int be_emit_copy_refused(struct relay *r, struct fwd *f, size_t at)
                          "Use INSERT ... VALUES to load rows, or SELECT to read them.");
 }
 
+void be_upstream_broken(struct relay *r, struct fwd *f, size_t at, const char *what)
+{
+    LOG_ERROR(r->sid, "upstream_protocol_error", "%s", what);
+    if (be_flush_span(r, f, at))
+        be_io_failed(r);
+    relay_send_fatal(r, "08P01", "invalid message from the upstream server", what);
+    r->end = SE_UPSTREAM_LOST;
+}
+
 /* CommandComplete tags of statements that change data: when one of them tripped a limit after
  * it had committed, the client is told what happened, not an error that reads as a rollback. */
 bool be_tag_is_write(const char *tag)
@@ -173,19 +182,40 @@ enum stmt_upstream be_fate(const struct stmt *st, char status, bool failed)
     return status == 'I' ? STMT_UP_COMMITTED : STMT_UP_IN_BLOCK;
 }
 
+/* The upstream refused to make the session read-only after a reload turned --read-only on:
+ * nothing may run in it any more. */
+static void read_only_refused(struct relay *r, struct fwd *f, size_t at)
+{
+    if (be_flush_span(r, f, at))
+        be_io_failed(r);
+    LOG_ERROR(r->sid, "read_only_switch_failed",
+              "client=%s the upstream refused to make the session read-only (SQLSTATE %s): "
+              "ending it",
+              r->client_addr, r->internal_error);
+    metrics_guardrail("read-only");
+    relay_send_fatal(r, "25006",
+                     "terminating connection because the upstream session could not be made "
+                     "read-only",
+                     "rule: read-only (--read-only was turned on by a configuration reload)");
+    r->st = RS_IDLE; /* nothing runs upstream: the session ends without a cancel */
+    r->end = SE_GUARDRAIL;
+}
+
 static enum be_action ready_for_query(struct relay *r, struct fwd *f, size_t at,
                                       const uint8_t *body, size_t len)
 {
     char st = wire_rfq_status(body, len);
     if (!st) {
-        relay_send_fatal(r, "08P01", "invalid message from the upstream server",
-                         "malformed ReadyForQuery");
-        r->end = SE_UPSTREAM_LOST;
+        be_upstream_broken(r, f, at, "malformed ReadyForQuery");
         return DROP;
     }
     r->tx = st;
     if (r->internal == RI_READ_ONLY) {
         r->internal = RI_NONE;
+        if (r->internal_error[0]) {
+            read_only_refused(r, f, at);
+            return DROP;
+        }
         r->read_only_pending = false;
         r->st = RS_IDLE;
         return DROP; /* the client's Query runs next */
@@ -230,12 +260,12 @@ enum be_action be_charge(struct relay *r, struct stmt *st, size_t total, bool ro
 {
     if (!st || !st->active || r->internal != RI_NONE)
         return FORWARD; /* idle: notifications between statements belong to none */
-    if (r->truncating)
-        return DROP;
+    if (r->truncating && row)
+        return DROP; /* notices and notifications still pass while the budget allows */
     enum stmt_limit l = stmt_charge(st, total, row);
     if (l == STMT_LIMIT_NONE)
         return FORWARD;
-    if (r->ab.active)
+    if (r->ab.active || r->truncating)
         return DROP;
     if (r->cfg->on_limit == CONFIG_ON_LIMIT_WARN) {
         relay_limit_warn(r, st, l, total, row);
@@ -310,6 +340,8 @@ static enum be_action error_response(struct relay *r, struct fwd *f, size_t at, 
         metrics_error_sqlstate(code);
         return FORWARD;
     }
+    if (r->internal != RI_NONE && !r->internal_error[0])
+        memcpy(r->internal_error, code, 6);
     if (r->internal != RI_NONE || r->ab.active) {
         if (r->ab.active && r->stmt.active)
             stmt_upstream_error(&r->stmt, code);
@@ -340,9 +372,7 @@ static enum be_action parameter_status(struct relay *r, struct fwd *f, size_t at
 {
     const char *name, *value;
     if (wire_parse_param_status(body, len, &name, &value) != WIRE_OK) {
-        relay_send_fatal(r, "08P01", "invalid message from the upstream server",
-                         "malformed ParameterStatus");
-        r->end = SE_UPSTREAM_LOST;
+        be_upstream_broken(r, f, at, "malformed ParameterStatus");
         return DROP;
     }
     const char *why = guard_unsafe_setting(name, value);
@@ -378,7 +408,7 @@ static enum be_action parameter_status(struct relay *r, struct fwd *f, size_t at
 /* --copy allow: the COPY sub-protocol goes through. In copy-in the client's CopyData flows
  * upstream (fe_proto.c counts it); a simple Query's text is kept by the relay, so the client
  * buffer can take the data that follows it. */
-static enum be_action copy_start(struct relay *r, char type)
+static enum be_action copy_start(struct relay *r, struct fwd *f, size_t at, char type)
 {
     r->stmt.copy = true;
     if (type == 'H') {
@@ -389,20 +419,26 @@ static enum be_action copy_start(struct relay *r, char type)
     r->copy_tripped = false;
     if (r->query_len && r->stmt.sql && !r->sql_owned) {
         r->sql_owned = malloc(r->stmt.sql_len + 1);
-        if (r->sql_owned) {
-            memcpy(r->sql_owned, r->stmt.sql, r->stmt.sql_len);
-            r->sql_owned[r->stmt.sql_len] = 0;
+        if (!r->sql_owned) {
+            /* the Query would have to stay in the client buffer, in front of the data */
+            if (be_flush_span(r, f, at))
+                be_io_failed(r);
+            relay_send_fatal(r, "53200", "out of memory", NULL);
+            r->end = SE_INTERNAL;
+            return DROP;
         }
+        memcpy(r->sql_owned, r->stmt.sql, r->stmt.sql_len);
+        r->sql_owned[r->stmt.sql_len] = 0;
         r->stmt.sql = r->sql_owned;
     }
     return FORWARD;
 }
 
-static enum be_action copy_response(struct relay *r, char type)
+static enum be_action copy_response(struct relay *r, struct fwd *f, size_t at, char type)
 {
     static const char text[] = "COPY is not supported through pgwire-proxy";
     if (r->copy_allowed && type != 'W' && !r->ab.active && r->internal == RI_NONE)
-        return copy_start(r, type);
+        return copy_start(r, f, at, type);
     if (type == 'G') { /* CopyInResponse: end the COPY upstream; the client never sees it */
         uint8_t buf[128];
         struct wire_buf b;
@@ -455,7 +491,7 @@ static enum be_action upstream_message(struct relay *r, struct fwd *f, size_t at
     case 'G':
     case 'H':
     case 'W':
-        return copy_response(r, type);
+        return copy_response(r, f, at, type);
     case 'N':
     case 'A':
         /* notices and notifications reach the client while the budget allows, even while the
@@ -472,13 +508,6 @@ static bool read_whole(char type)
     return type == 'Z' || type == 'C' || type == 'S' || type == 'G' || type == 'H' || type == 'W';
 }
 
-static void upstream_protocol_error(struct relay *r, const char *what)
-{
-    LOG_ERROR(r->sid, "upstream_protocol_error", "%s", what);
-    relay_send_fatal(r, "08P01", "invalid message from the upstream server", what);
-    r->end = SE_UPSTREAM_LOST;
-}
-
 /* Decides a message that is not all in the buffer yet. Returns false when it must wait for
  * more bytes (or for a bigger buffer: *need). */
 static bool partial_message(struct relay *r, struct fwd *f, const uint8_t *buf, size_t pos,
@@ -487,7 +516,7 @@ static bool partial_message(struct relay *r, struct fwd *f, const uint8_t *buf, 
     size_t avail = len - pos;
     if (read_whole(h->type)) {
         if (h->total > INSPECT_MAX)
-            upstream_protocol_error(r, "oversized control message");
+            be_upstream_broken(r, f, pos, "oversized control message");
         else if (h->total > cap)
             *need = h->total;
         return false;
@@ -527,7 +556,7 @@ size_t be_proto_process(struct relay *r, uint8_t *buf, size_t len, size_t cap, s
         if (rc == WIRE_NEED_MORE)
             break;
         if (rc != WIRE_OK) {
-            upstream_protocol_error(r, wire_strerror(rc));
+            be_upstream_broken(r, &f, pos, wire_strerror(rc));
             break;
         }
         if (h.total > len - pos) {

@@ -24,11 +24,15 @@ bool fe_proto_ready(const struct relay *r)
 {
     if (r->end != SE_NONE || r->internal != RI_NONE)
         return false;
+    /* a forwarded Query is still at the front of the buffer (its ReadyForQuery may come
+     * before it is all written): it is in flight, not input, until the caller drops it */
+    if (r->query_len)
+        return false;
+    if (r->st == RS_POLICY && !r->decided)
+        return false; /* the message at the front waits for its decision, even in a COPY */
     if (r->copy_in)
         return r->env->upstream_backlog(r->ctx) <= FE_UP_HIGH_WATER;
     if (r->st == RS_QUERY)
-        return false;
-    if (r->st == RS_POLICY && !r->decided)
         return false;
     if (r->x && !relay_ext_empty(r->x)) {
         if (r->wait_fifo)
@@ -132,8 +136,21 @@ static enum fe_msg handle_query(struct relay *r, uint8_t *msg, size_t total)
 
 void fe_proto_decided(struct relay *r, const struct guard_decision *d)
 {
+    /* only the message waiting at the front of the buffer takes a decision: one kept for
+     * later would answer for a text it was never asked about */
+    if (r->st != RS_POLICY || r->decided)
+        return;
     r->decision = *d;
     r->decided = true;
+}
+
+/* The message a decision was asked for was handled without it (dropped with a segment
+ * discarded while it waited): the decision goes with it. */
+static void decision_void(struct relay *r)
+{
+    if (r->st == RS_POLICY)
+        r->st = RS_IDLE;
+    r->decided = false;
 }
 
 static void reject_extended(struct relay *r)
@@ -338,6 +355,7 @@ size_t fe_proto_process(struct relay *r, uint8_t *buf, size_t len, size_t *need)
         int next_type = off + h.total < len ? buf[off + h.total] : -1;
         if (client_message(r, buf + off, h.total, next_type) == FE_KEEP)
             break;
+        decision_void(r);
         off += h.total;
     }
     return off;

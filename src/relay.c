@@ -46,11 +46,14 @@ void relay_release(struct relay *r)
 
 int relay_decide(struct relay *r, const char *sql, size_t len, struct guard_decision *d)
 {
-    if (r->decided) {
+    if (r->decided && r->st == RS_POLICY) {
         *d = r->decision;
         r->decided = false;
         return 0;
     }
+    /* one left from a wait the proxy's own statement interrupted (it took the state): the
+     * message is decided again, and must wait for that decision if it is pending */
+    r->decided = false;
     int rc = r->env->policy(r->ctx, sql, len, d);
     if (rc < 0) {
         memset(d, 0, sizeof(*d));
@@ -180,6 +183,7 @@ int relay_start_internal(struct relay *r, enum relay_internal what)
     if (r->env->to_upstream(r->ctx, b.data, b.len))
         return -1;
     r->internal = what;
+    r->internal_error[0] = 0;
     r->st = RS_QUERY;
     return 0;
 }

@@ -110,6 +110,7 @@ struct relay {
     enum relay_state st;
     char tx; /* upstream transaction status from the last ReadyForQuery */
     enum relay_internal internal;
+    char internal_error[6]; /* the SQLSTATE the proxy's own statement failed with, "" = none */
     bool read_only_pending; /* make the upstream read-only before the next statement */
     bool fatal_forwarded;   /* the upstream's FATAL went to the client: nothing follows */
     bool truncating;        /* --on-limit truncate tripped: drop rows until CommandComplete */
@@ -150,7 +151,8 @@ void relay_release(struct relay *r);
  * that is pending, or backlogged output. r->end is set when the session must end; *need is
  * set to the size of an incomplete message so the caller can make room for it. */
 size_t fe_proto_process(struct relay *r, uint8_t *buf, size_t len, size_t *need);
-/* The policy decision a pending Query waited for. */
+/* The policy decision the message at the front waited for (relay_env.policy returned 1);
+ * ignored when nothing waits for one. */
 void fe_proto_decided(struct relay *r, const struct guard_decision *d);
 /* True when client input should be read and handled now. */
 bool fe_proto_ready(const struct relay *r);

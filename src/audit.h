@@ -53,13 +53,16 @@ struct audit_record {
     uint64_t duration_us;
     uint64_t rows;
     uint64_t bytes;
-    /* "ok", "error", "denied", "limit", "rejected", "client_gone", "discarded" */
+    /* "ok", "error", "denied", "limit", "rejected", "client_gone", "discarded", and for a
+     * statement that ran as it would have directly: "would_deny", "would_limit" */
     const char *outcome;
-    const char *sqlstate; /* what the client was told; NULL when ok */
-    const char *rule;     /* guardrail rule, or NULL */
+    const char *sqlstate;    /* what the client was told; NULL when ok */
+    const char *rule;        /* guardrail rule, or NULL */
+    const char *shadow_rule; /* optional: a shadow rule or --on-limit warn that would also have
+                                acted, when rule does not name it */
     /* optional: what the upstream did, when known */
     const char *upstream_sqlstate;
-    const char *upstream_status; /* "committed", "rolled_back", "unknown" */
+    const char *upstream_status; /* stmt_upstream_name(): "committed", "rolled_back", ... */
     const char *protocol;        /* "simple" (when NULL), "extended", "copy" */
     const char *portal;          /* extended protocol: names as the client sent them */
     const char *statement_name;

@@ -279,6 +279,7 @@ void audit_format(struct audit_text *t, const struct audit_entry *e, const char 
     text_field(t, "outcome", r->outcome);
     nullable_field(t, "sqlstate", r->sqlstate);
     nullable_field(t, "rule", r->rule);
+    optional_field(t, "shadow_rule", r->shadow_rule);
     text_field(t, "protocol", r->protocol ? r->protocol : "simple");
     optional_field(t, "upstream_sqlstate", r->upstream_sqlstate);
     optional_field(t, "upstream_status", r->upstream_status);

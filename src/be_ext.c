@@ -18,14 +18,14 @@
 
 struct stmt *be_current(struct relay *r)
 {
-    struct ext_entry *e = ext_head(r->x);
+    struct ext_entry *e = relay_ext_head(r->x);
     if (!e)
         return &r->stmt;
     return e->kind == EXT_EXECUTE && e->run ? &e->run->st : NULL;
 }
 
-/* An Execute at the head starts its query-timeout clock (its own, not the pipeline's). */
-/* An Execute's answer ended: the next Execute, which runs upstream from now, starts its clock. */
+/* An Execute's answer ended (or was skipped): the next Execute, which runs upstream from now,
+ * starts its query-timeout clock (its own, not the pipeline's). */
 static void arm(struct relay *r)
 {
     r->x->exec_deadline_ms = r->x->nexec && r->cfg->query_timeout_ms
@@ -36,8 +36,8 @@ static void arm(struct relay *r)
 /* The head's answer is complete: the next request becomes the head. */
 static void pop_head(struct relay *r, struct ext_refusal *rewrite)
 {
-    bool execute = ext_head(r->x)->kind == EXT_EXECUTE;
-    ext_pop(r->x, rewrite);
+    bool execute = relay_ext_head(r->x)->kind == EXT_EXECUTE;
+    relay_ext_pop(r->x, rewrite);
     if (execute)
         arm(r);
 }
@@ -52,7 +52,7 @@ static void skipped(void *arg, struct ext_entry *e)
 
 static void skip_to_sync(struct relay *r)
 {
-    ext_skip_to_sync(r->x, skipped, r);
+    relay_ext_skip_to_sync(r->x, skipped, r);
     arm(r);
 }
 
@@ -120,7 +120,7 @@ static enum be_action after_trip(struct relay *r, struct fwd *f, size_t at, char
 {
     (void)f;
     (void)at;
-    struct ext_entry *e = ext_head(r->x);
+    struct ext_entry *e = relay_ext_head(r->x);
     bool held = r->ab.held;
     if (type == 'E') {
         r->ab.saw_error = true; /* the segment rolls back */
@@ -202,7 +202,7 @@ static enum be_action sync_answer(struct relay *r, struct fwd *f, size_t at, con
         for (int i = 0; i < EXT_MAX_PORTALS; i++)
             if (r->x->portals[i])
                 relay_run_end(r, r->x->portals[i]->run, STMT_OK);
-        ext_portals_clear(r->x);
+        relay_ext_portals_clear(r->x);
     }
     return act;
 }
@@ -272,7 +272,7 @@ static enum be_action error_answer(struct relay *r, struct fwd *f, size_t at, st
         relay_run_end(r, e->run, STMT_ERROR);
     }
     struct ext_refusal d;
-    ext_pop(r->x, &d);
+    relay_ext_pop(r->x, &d);
     skip_to_sync(r);
     if (flags & EXT_COPY_REFUSED) {
         if (be_emit_copy_refused(r, f, at))
@@ -293,7 +293,7 @@ static enum be_action error_answer(struct relay *r, struct fwd *f, size_t at, st
 enum be_action be_ext_message(struct relay *r, struct fwd *f, size_t at, char type,
                               const uint8_t *body, size_t blen, size_t mlen, bool *handled)
 {
-    struct ext_entry *e = r->x ? ext_head(r->x) : NULL;
+    struct ext_entry *e = r->x ? relay_ext_head(r->x) : NULL;
     *handled = false;
     if (!e || type == 'N' || type == 'A' || type == 'S')
         return FORWARD;
@@ -309,7 +309,7 @@ enum be_action be_ext_message(struct relay *r, struct fwd *f, size_t at, char ty
          * an error were skipped by it, unanswered, and must not stay in the FIFO */
         if (e->kind != EXT_SYNC && r->x->nsync)
             skip_to_sync(r);
-        e = ext_head(r->x);
+        e = relay_ext_head(r->x);
         return e->kind == EXT_SYNC ? sync_answer(r, f, at, body, blen) : FORWARD;
     }
     struct relay_abort *a = &r->ab;
@@ -334,7 +334,7 @@ enum be_action be_ext_message(struct relay *r, struct fwd *f, size_t at, char ty
              * no longer answered, and fe_proto.c drops the rest until the copy ends */
             r->copy_in = true;
             r->copy_tripped = false;
-            ext_drop_syncs_after_head(r->x);
+            relay_ext_drop_syncs_after_head(r->x);
         } else {
             r->copy_out = true;
         }

@@ -237,6 +237,10 @@ enum be_action be_charge(struct relay *r, struct stmt *st, size_t total, bool ro
         return FORWARD;
     if (r->ab.active)
         return DROP;
+    if (r->cfg->on_limit == CONFIG_ON_LIMIT_WARN) {
+        relay_limit_warn(r, st, l, total, row);
+        return FORWARD;
+    }
     if (r->cfg->on_limit == CONFIG_ON_LIMIT_TRUNCATE) {
         r->truncating = true;
         st->rule = l == STMT_LIMIT_ROWS ? "max-rows" : "max-bytes";
@@ -276,6 +280,24 @@ static enum be_action command_complete(struct relay *r, struct fwd *f, size_t at
 
 /* An error bigger than what is left of the byte budget is replaced by the proxy's 54000: the
  * statement failed either way, and a failing cast can carry megabytes of data. */
+static void error_over_budget(struct relay *r, struct fwd *f, size_t at, const char code[6])
+{
+    char msg[160], det[160];
+    snprintf(msg, sizeof(msg), "byte limit of %llu exceeded by the upstream's error (SQLSTATE %s)",
+             (unsigned long long)r->cfg->max_bytes, code);
+    snprintf(det, sizeof(det), "rule: max-bytes (pgwire-proxy --max-bytes %llu)",
+             (unsigned long long)r->cfg->max_bytes);
+    metrics_guardrail("max-bytes");
+    metrics_error_sqlstate("54000");
+    memcpy(r->stmt.sqlstate, "54000", 6);
+    r->stmt.rule = "max-bytes";
+    if (be_emit_error(r, f, at, "ERROR", "54000", msg, det,
+                      "The statement failed; ask the operator to raise --max-bytes to see its "
+                      "full error."))
+        be_io_failed(r);
+}
+
+/* Upstream errors reach the client as they are (--on-limit warn: even past the budget). */
 static enum be_action error_response(struct relay *r, struct fwd *f, size_t at, const uint8_t *body,
                                      size_t blen, size_t total)
 {
@@ -299,21 +321,11 @@ static enum be_action error_response(struct relay *r, struct fwd *f, size_t at, 
     if (r->stmt.active)
         stmt_upstream_error(&r->stmt, code);
     r->truncating = false;
-    if (r->stmt.active && stmt_charge(&r->stmt, total, false) != STMT_LIMIT_NONE) {
-        char msg[160], det[160];
-        snprintf(msg, sizeof(msg),
-                 "byte limit of %llu exceeded by the upstream's error (SQLSTATE %s)",
-                 (unsigned long long)r->cfg->max_bytes, code);
-        snprintf(det, sizeof(det), "rule: max-bytes (pgwire-proxy --max-bytes %llu)",
-                 (unsigned long long)r->cfg->max_bytes);
-        metrics_guardrail("max-bytes");
-        metrics_error_sqlstate("54000");
-        memcpy(r->stmt.sqlstate, "54000", 6);
-        r->stmt.rule = "max-bytes";
-        if (be_emit_error(r, f, at, "ERROR", "54000", msg, det,
-                          "The statement failed; ask the operator to raise --max-bytes to see "
-                          "its full error."))
-            be_io_failed(r);
+    enum stmt_limit l = r->stmt.active ? stmt_charge(&r->stmt, total, false) : STMT_LIMIT_NONE;
+    if (l != STMT_LIMIT_NONE && r->cfg->on_limit == CONFIG_ON_LIMIT_WARN) {
+        relay_limit_warn(r, &r->stmt, l, total, false);
+    } else if (l != STMT_LIMIT_NONE) {
+        error_over_budget(r, f, at, code);
         stmt_part(&r->stmt, r->cfg);
         return DROP;
     }
@@ -417,7 +429,7 @@ static enum be_action upstream_message(struct relay *r, struct fwd *f, size_t at
     bool dropping = r->ab.active || r->internal != RI_NONE;
     if (r->end != SE_NONE)
         return DROP; /* a FATAL is the last message, as in PostgreSQL: nothing follows it */
-    if (!ext_empty(r->x)) {
+    if (!relay_ext_empty(r->x)) {
         bool handled;
         enum be_action act = be_ext_message(r, f, at, type, body, blen, mlen, &handled);
         if (handled)

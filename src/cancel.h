@@ -72,9 +72,9 @@ int cancel_new_secret(uint32_t *out);
  * forwarded to that peer ("ID=HOST:PORT", resolved here), so cancels work behind a TCP load
  * balancer. Returns 0 or -EINVAL. */
 int cancel_set_peers(struct cancel_table *t, int self_id, char *const *peers, size_t n);
+#define CANCEL_RATE_BURST_S 5
 /* Cancels per second per client address (0 = no limit); the burst is CANCEL_RATE_BURST_S
  * seconds' worth. */
-#define CANCEL_RATE_BURST_S 5
 void cancel_set_rate_limit(struct cancel_table *t, unsigned per_second);
 /* Both of the above from a configuration (start and reload). */
 void cancel_apply_config(struct cancel_table *t, const struct config *cfg);

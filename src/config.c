@@ -37,7 +37,7 @@ struct opt {
     const char *help;
 };
 
-static const char *const on_limit_choices[] = {"error", "truncate", NULL};
+static const char *const on_limit_choices[] = {"error", "truncate", "warn", NULL};
 static const char *const tls_mode_choices[] = {"allow", "require", NULL};
 static const char *const log_format_choices[] = {"text", "json", NULL};
 static const char *const log_level_choices[] = {"error", "warn", "info", "debug", NULL};
@@ -89,12 +89,15 @@ static const struct opt opts[] = {
      "result bytes one statement may return; 0 = off (default 100MB)"},
     {"max-message-size", OPT_SIZE, OFF(max_message_bytes), NULL, 0, 0, "SIZE",
      "largest message a client may send, e.g. a long query (default 64MB)"},
-    {"on-limit", OPT_ENUM, OFF(on_limit), on_limit_choices, 0, 0, "error|truncate",
-     "what a row/byte limit does: fail the statement, or deliver the first rows and warn"},
+    {"on-limit", OPT_ENUM, OFF(on_limit), on_limit_choices, 0, 0, "error|truncate|warn",
+     "what a row/byte limit does: fail the statement, deliver the first rows and warn, or only "
+     "record it (audit, log, metrics) and deliver everything"},
     {"deny", OPT_LIST, OFF(deny), NULL, 0, 0, "RULE",
-     "deny a statement kind (drop, truncate, ...), function:NAME or group:NAME; repeatable"},
+     "deny a statement kind (drop, truncate, ...), function:NAME or group:NAME; shadow:RULE only "
+     "records what it would deny; repeatable"},
     {"allow", OPT_LIST, OFF(allow), NULL, 0, 0, "RULE",
-     "allow only these statement kinds / functions / group:NAME; repeatable"},
+     "allow only these statement kinds / functions / group:NAME; shadow:RULE entries form a list "
+     "that only records; repeatable"},
     {"permit", OPT_LIST, OFF(permit), NULL, 0, 0, "RULE",
      "function:NAME, group:NAME or do: an exception to the always-refused classes; repeatable"},
     {"max-parse-size", OPT_SIZE, OFF(max_parse_size), NULL, 0, 0, "SIZE",

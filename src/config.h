@@ -10,7 +10,9 @@
 
 #define CONFIG_MAX_RULES 64
 
-enum config_on_limit { CONFIG_ON_LIMIT_ERROR, CONFIG_ON_LIMIT_TRUNCATE };
+/* --on-limit: what a row/byte budget does when a statement goes past it. WARN is its shadow
+ * form: the statement runs to its end unchanged and the audit, log and metrics record it. */
+enum config_on_limit { CONFIG_ON_LIMIT_ERROR, CONFIG_ON_LIMIT_TRUNCATE, CONFIG_ON_LIMIT_WARN };
 enum config_tls_mode { CONFIG_TLS_ALLOW, CONFIG_TLS_REQUIRE };
 enum config_log_format { CONFIG_LOG_TEXT, CONFIG_LOG_JSON };
 enum config_protocol { CONFIG_REJECT, CONFIG_ALLOW };

@@ -73,8 +73,9 @@ void conn_shrink(struct conn *c);
 /* Sends bytes: straight to the socket when nothing is queued, the rest copied behind the
  * queue. 0, or -1 on a failure (recorded). */
 int conn_send(struct conn *c, const void *p, size_t n);
-/* Sends bytes that stay valid in the caller's memory: written from there, never copied. One
- * reference at a time; conn_ref_pending() says when the caller may reuse the memory. */
+/* Sends bytes that stay valid in the caller's memory: written from there while nothing else is
+ * queued (otherwise, or once later output must follow them, they are copied into the queue).
+ * One reference at a time; conn_ref_pending() says when the caller may reuse the memory. */
 int conn_send_ref(struct conn *c, const void *p, size_t n);
 /* Writes queued output while the socket takes it. 0 (maybe still pending) or -1. */
 int conn_flush(struct conn *c);

@@ -24,7 +24,7 @@ static void fatal(struct relay *r, const char *code, const char *message, enum s
 
 static int push(struct relay *r, enum ext_kind kind, enum ext_action action, struct ext_run *run)
 {
-    if (ext_push(r->x, kind, action, run) == 0)
+    if (relay_ext_push(r->x, kind, action, run) == 0)
         return 0;
     fatal(r, "54000", "too many requests awaiting their answers (at most 65536 in a pipeline)",
           SE_GUARDRAIL);
@@ -60,7 +60,7 @@ static void send_failing_parse(struct relay *r, const char *target, enum ext_act
     wire_build_parse(&b, strlen(target) < 256 ? target : EXT_DENIED_NAME, EXT_DENIED_NAME);
     if (push(r, EXT_PARSE, action, NULL))
         return;
-    if (why && ext_rewrite_push(r->x, why)) {
+    if (why && relay_ext_rewrite_push(r->x, why)) {
         fatal(r, "53200", "out of memory", SE_INTERNAL);
         return;
     }
@@ -139,10 +139,12 @@ static enum fe_msg ext_parse(struct relay *r, uint8_t *msg, size_t total)
         refuse_decision(r, p.name, p.query, p.query_len, &d, p.name, NULL);
         return FE_DONE;
     }
-    if (ext_stmt_put(r->x, p.name, p.query, p.query_len, r->gen)) {
+    if (relay_ext_stmt_put(r->x, p.name, p.query, p.query_len, r->gen) ||
+        relay_ext_text_set_shadow(relay_ext_stmt_get(r->x, p.name)->text, d.shadow_rule)) {
         refuse_limit(r, p.name, "prepared statements");
         return FE_DONE;
     }
+    relay_shadow_denied(r, &d);
     forward(r, msg, total, EXT_PARSE, NULL);
     return FE_DONE;
 }
@@ -189,7 +191,7 @@ static enum fe_msg ext_bind(struct relay *r, uint8_t *msg, size_t total)
         return FE_DONE;
     if (r->st != RS_POLICY)
         r->env->refresh(r->ctx);
-    struct ext_stmt *st = ext_stmt_get(r->x, b.stmt);
+    struct ext_stmt *st = relay_ext_stmt_get(r->x, b.stmt);
     if (st && st->policy_gen != r->gen) {
         /* prepared under another configuration: decided again on the policy in force */
         struct guard_decision d;
@@ -202,9 +204,14 @@ static enum fe_msg ext_bind(struct relay *r, uint8_t *msg, size_t total)
             refuse_decision(r, EXT_DENIED_NAME, st->text->data, st->text->len, &d, b.stmt, &b);
             return FE_DONE;
         }
+        if (relay_ext_text_set_shadow(st->text, d.shadow_rule)) {
+            refuse_limit(r, EXT_DENIED_NAME, "prepared statements");
+            return FE_DONE;
+        }
+        relay_shadow_denied(r, &d);
         st->policy_gen = r->gen;
     }
-    int portal = ext_portal_open(r->x, b.portal, st ? st->text : NULL);
+    int portal = relay_ext_portal_open(r->x, b.portal, st ? st->text : NULL);
     if (portal < 0) {
         refuse_limit(r, EXT_DENIED_NAME, "portals");
         return FE_DONE;
@@ -230,10 +237,10 @@ static enum fe_msg ext_execute(struct relay *r, uint8_t *msg, size_t total, int 
     int rc = wire_parse_execute(msg + 5, total - 5, &name, &max_rows, &why);
     if (malformed(r, rc, why) || r->x->discard)
         return FE_DONE;
-    int portal = ext_portal_find(r->x, name);
+    int portal = relay_ext_portal_find(r->x, name);
     if (portal < 0) /* a cursor from DECLARE, or a portal that does not exist */
-        portal = ext_portal_open(r->x, name, NULL);
-    struct ext_run *run = portal >= 0 ? ext_portal_run(r->x, portal, r->cfg) : NULL;
+        portal = relay_ext_portal_open(r->x, name, NULL);
+    struct ext_run *run = portal >= 0 ? relay_ext_portal_run(r->x, portal, r->cfg) : NULL;
     if (!run) {
         refuse_limit(r, EXT_DENIED_NAME, "portals");
         return FE_DONE;
@@ -266,13 +273,13 @@ static enum fe_msg ext_target(struct relay *r, uint8_t *msg, size_t total, char 
         return FE_DONE;
     }
     struct ext_run *run = NULL;
-    int portal = kind == 'P' ? ext_portal_find(r->x, name) : -1;
+    int portal = kind == 'P' ? relay_ext_portal_find(r->x, name) : -1;
     if (kind == 'S')
-        ext_stmt_drop(r->x, name);
+        relay_ext_stmt_drop(r->x, name);
     else if (portal >= 0)
         run = r->x->portals[portal]->run; /* a suspended run ends at the CloseComplete */
     forward(r, msg, total, EXT_CLOSE, run);
-    ext_portal_close(r->x, portal);
+    relay_ext_portal_close(r->x, portal);
     return FE_DONE;
 }
 
@@ -295,7 +302,7 @@ static enum fe_msg ext_sync(struct relay *r, uint8_t *msg, size_t total)
 
 enum fe_msg fe_ext_message(struct relay *r, uint8_t *msg, size_t total, int next_type)
 {
-    if (!r->x && !(r->x = ext_new())) {
+    if (!r->x && !(r->x = relay_ext_new())) {
         fatal(r, "53200", "out of memory", SE_INTERNAL);
         return FE_DONE;
     }

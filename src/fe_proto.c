@@ -30,7 +30,7 @@ bool fe_proto_ready(const struct relay *r)
         return false;
     if (r->st == RS_POLICY && !r->decided)
         return false;
-    if (r->x && !ext_empty(r->x)) {
+    if (r->x && !relay_ext_empty(r->x)) {
         if (r->wait_fifo)
             return false;
         /* read-only: the next segment's access mode is known only at the last one's Z */
@@ -117,6 +117,10 @@ static enum fe_msg handle_query(struct relay *r, uint8_t *msg, size_t total)
         refuse_query(r, &d);
         return FE_DONE;
     }
+    if (d.shadow_rule[0]) {
+        memcpy(r->stmt.shadow_rule, d.shadow_rule, sizeof(r->stmt.shadow_rule));
+        relay_shadow_denied(r, &d);
+    }
     if (r->env->to_upstream_ref(r->ctx, msg, total)) {
         r->end = SE_UPSTREAM_LOST;
         return FE_DONE;
@@ -181,7 +185,7 @@ static bool waits_for_pipeline(struct relay *r, enum fe_msg *res)
         *res = FE_DONE;
         return true;
     }
-    if (ext_empty(r->x)) {
+    if (relay_ext_empty(r->x)) {
         r->wait_fifo = false;
         return false;
     }
@@ -193,7 +197,7 @@ static bool waits_for_pipeline(struct relay *r, enum fe_msg *res)
 /* The statement a COPY FROM STDIN belongs to: the Query, or the head Execute's run. */
 static struct stmt *copy_stmt(struct relay *r)
 {
-    struct ext_entry *e = ext_head(r->x);
+    struct ext_entry *e = relay_ext_head(r->x);
     if (!e)
         return &r->stmt;
     return e->kind == EXT_EXECUTE && e->run ? &e->run->st : NULL;
@@ -231,7 +235,10 @@ static bool copy_in_message(struct relay *r, uint8_t *msg, size_t total, enum fe
         if (r->copy_tripped)
             return true;
         struct stmt *st = copy_stmt(r);
-        if (st && stmt_charge(st, total, false) != STMT_LIMIT_NONE) {
+        enum stmt_limit l = st ? stmt_charge(st, total, false) : STMT_LIMIT_NONE;
+        if (l != STMT_LIMIT_NONE && r->cfg->on_limit == CONFIG_ON_LIMIT_WARN) {
+            relay_limit_warn(r, st, l, total, false);
+        } else if (l != STMT_LIMIT_NONE) {
             copy_in_trip(r);
             return true;
         }
@@ -248,7 +255,7 @@ static bool copy_in_message(struct relay *r, uint8_t *msg, size_t total, enum fe
     case 'S':
         return true;
     default:
-        if (r->ext_allowed && !ext_empty(r->x))
+        if (r->ext_allowed && !relay_ext_empty(r->x))
             return false; /* tracked as usual: the backend fails the COPY, then skips it */
         break;
     }

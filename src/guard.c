@@ -37,14 +37,22 @@ struct query_state {
 };
 
 /* Statements in order; the first one not allowed decides for the whole Query, which
- * PostgreSQL would otherwise run in part. */
+ * PostgreSQL would otherwise run in part. The shadow policy is decided on every statement the
+ * enforced one allows, and its first refusal is kept: an enforced refusal later in the Query
+ * still wins. */
 static bool on_stmt(struct guard_scan *sc)
 {
     struct query_state *q = sc->arg;
-    if (guard_eval_stmt(q->p, &sc->st, q->after_end, q->out)) {
+    if (guard_eval_stmt(q->p, &sc->st, &sc->st.fn, q->after_end, q->out)) {
+        q->out->shadow_rule[0] = '\0';
         q->refused = true;
         return false;
     }
+    const struct guard_policy *sp = q->p->shadow;
+    struct guard_decision sd;
+    if (sp && !q->out->shadow_rule[0] &&
+        guard_eval_stmt(sp, &sc->st, &sc->st.shadow_fn, q->after_end, &sd))
+        guard_copy_text(q->out->shadow_rule, sizeof q->out->shadow_rule, sd.rule);
     q->after_end = q->after_end || sc->st.txn_end;
     return true;
 }
@@ -64,6 +72,7 @@ static int walk_tree(const struct guard_policy *p, const char *json, struct read
     if (rc == 0 && (sc.malformed || r->sum.oom)) {
         guard_decide_fill(&r->d, GUARD_DENY, "internal",
                           "pgwire-proxy could not analyze this statement");
+        r->d.shadow_rule[0] = '\0';
         q.refused = true;
     }
     r->refused = q.refused;
@@ -128,6 +137,10 @@ static void combine(const struct reading *on, const struct reading *off, struct 
         *out = on->d;
     } else {
         out->verdict = GUARD_ALLOW;
+        /* the shadow verdict of whichever reading PostgreSQL may apply */
+        const struct reading *sh = on->parsed && on->d.shadow_rule[0] ? on : off;
+        if (sh->parsed)
+            guard_copy_text(out->shadow_rule, sizeof out->shadow_rule, sh->d.shadow_rule);
     }
 }
 
@@ -204,6 +217,7 @@ static int decide_impl(const struct guard_policy *p, const char *sql, size_t len
         return 0;
     if (len > p->max_parse) {
         too_big(out, len, p->max_parse);
+        guard_shadow_only(p, out);
         return 0;
     }
     if (sql[len] != '\0') {
@@ -232,6 +246,8 @@ out:
         /* parsed only to find COPY: anything else (a syntax error too) is PostgreSQL's */
         memset(out, 0, sizeof *out);
         out->verdict = GUARD_ALLOW;
+    } else if (rc == 0) {
+        guard_shadow_only(p, out);
     }
     *visits = on.visits + off.visits;
     free(on.sum.p);
@@ -269,6 +285,7 @@ int guard_precheck(const struct guard_policy *p, struct guard_cache *c, const ch
     size_t ceiling = max_parse && max_parse < p->max_parse ? max_parse : p->max_parse;
     if (len > ceiling) {
         too_big(out, len, ceiling);
+        guard_shadow_only(p, out);
         return 0;
     }
     if (c) {

@@ -31,13 +31,18 @@ struct guard_decision {
     char rule[96];     /* e.g. "deny:drop", "deny:function:pg_sleep", "allow", "read-only" */
     char message[256]; /* primary message for the ErrorResponse */
     int cursorpos;     /* GUARD_SYNTAX: 1-based position, 0 = none */
+    /* GUARD_ALLOW: the rule the shadow: entries would have refused the text by, spelled as an
+     * enforced rule's id ("deny:truncate", "allow", "sql-text"); "" = none. The statement runs;
+     * the relay only records it. */
+    char shadow_rule[96];
 };
 
 /* Compiles rules (grammar in docs/policy.md). deny/allow entries: a statement kind ("drop",
- * "select", ...), a family ("alter", "create", "drop"), "function:NAME" or "group:NAME". permit
+ * "select", ...), a family ("alter", "create", "drop"), "function:NAME" or "group:NAME", each of
+ * them optionally as "shadow:ENTRY": shadow entries form a policy of their own (with the same
+ * permit entries, without read-only mode) that is decided alongside and never refuses. permit
  * entries name exceptions to the always-refused classes: "function:NAME", "group:NAME" or "do".
- * "shadow:" entries are reserved. max_parse 0 means GUARD_DEFAULT_MAX_PARSE. Errors name the entry
- * (err); NULL then. */
+ * max_parse 0 means GUARD_DEFAULT_MAX_PARSE. Errors name the entry (err); NULL then. */
 struct guard_rules {
     const char *const *deny;
     size_t ndeny;
@@ -62,8 +67,17 @@ struct guard_policy *guard_policy_ref(struct guard_policy *p);
 void guard_policy_unref(struct guard_policy *p);
 void guard_policy_free(struct guard_policy *p);
 
-/* True when a policy needs the full parse of every statement (any rule or read-only). */
+/* True when a policy needs the full parse of every statement (any rule, shadow or not, or
+ * read-only). */
 bool guard_policy_parses(const struct guard_policy *p);
+/* True when a policy can refuse a statement by its rules (an enforced rule or read-only mode);
+ * false for no policy and for one of shadow rules only. */
+bool guard_policy_enforces(const struct guard_policy *p);
+/* A policy that enforces nothing refuses nothing: a refusal of d (made by the guard, or by its
+ * caller: a full parser queue, no memory) becomes GUARD_ALLOW with its rule as shadow_rule. A
+ * syntax error is simply allowed (PostgreSQL reports it), a COPY refusal stays (--copy reject
+ * is not a rule). No-op for any other policy. */
+void guard_shadow_only(const struct guard_policy *p, struct guard_decision *d);
 /* The policy's parse ceiling (GUARD_DEFAULT_MAX_PARSE for NULL). */
 size_t guard_policy_max_parse(const struct guard_policy *p);
 

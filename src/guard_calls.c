@@ -22,27 +22,46 @@ static bool permitted(const struct guard_policy *p, const char *name, const stru
            (g & (p->permit_groups | p->allow_groups));
 }
 
-static void check_deny(struct guard_scan *sc, const char *name, const struct guard_fn *fn)
+static void check_deny(const struct guard_policy *p, struct guard_fn_hits *h, const char *name,
+                       const struct guard_fn *fn)
 {
-    const struct guard_policy *p = sc->p;
-    struct guard_stmt *st = &sc->st;
-
-    if (st->deny_rule[0])
+    if (h->deny_rule[0])
         return;
     if (guard_name_in(&p->deny_funcs, name)) {
-        snprintf(st->deny_rule, sizeof st->deny_rule, "function:%s", name);
+        snprintf(h->deny_rule, sizeof h->deny_rule, "function:%s", name);
     } else if (fn && (fn->groups & p->deny_groups)) {
         unsigned g = (unsigned)__builtin_ctz(fn->groups & p->deny_groups);
-        snprintf(st->deny_rule, sizeof st->deny_rule, "group:%s", guard_group_name(g));
+        snprintf(h->deny_rule, sizeof h->deny_rule, "group:%s", guard_group_name(g));
     } else {
         return;
     }
-    guard_copy_text(st->deny_func, sizeof st->deny_func, name);
+    guard_copy_text(h->deny_func, sizeof h->deny_func, name);
 }
 
 static bool allowed_fn(const struct guard_policy *p, const char *name, const struct guard_fn *fn)
 {
     return guard_name_in(&p->allow_funcs, name) || (fn && (fn->groups & p->allow_groups));
+}
+
+/* What one policy's lists make of a function the statement reaches: its deny entries, the
+ * SQL-text class (unless permitted) and its function allow list. */
+static void check_lists(const struct guard_policy *p, struct guard_fn_hits *h, const char *name,
+                        const struct guard_fn *fn, uint32_t nargs, enum guard_how how)
+{
+    check_deny(p, h, name, fn);
+    if (fn && (fn->groups & GUARD_GBIT(SQL_TEXT)) && !h->sql_text[0] && !permitted(p, name, fn)) {
+        /* ts_rewrite(query, target, substitute) takes no SQL; with two arguments it runs one */
+        bool runs = !(fn->flags & GUARD_FN_SQL_TEXT_2ARGS) || how != HOW_CALL || nargs == 2;
+        if (runs)
+            guard_copy_text(h->sql_text, sizeof h->sql_text, name);
+    }
+    /* t.f with t a table passes the whole row: only functions of a row type or "any" can be
+     * called so (docs/policy.md); every other field selection counts as a call. */
+    if (p->func_allow_list && how != HOW_FIELD_ROW && !h->not_allowed[0] &&
+        !allowed_fn(p, name, fn)) {
+        guard_copy_text(h->not_allowed, sizeof h->not_allowed, name);
+        h->not_allowed_field = how == HOW_FIELD;
+    }
 }
 
 /* A function the statement calls (how CALL), names for later use (DDL) or may call through
@@ -57,23 +76,12 @@ void guard_scan_call(struct guard_scan *sc, const char *name, uint32_t nargs, en
 
     guard_scan_sum(sc, 'F', name);
     guard_scan_sum(sc, 'H', tag);
-    check_deny(sc, name, fn);
+    check_lists(p, &st->fn, name, fn, nargs, how);
+    if (p->shadow)
+        check_lists(p->shadow, &st->shadow_fn, name, fn, nargs, how);
     if (fn && fn->ro_reason && p->read_only && !st->ro_func[0] && !permitted(p, name, fn)) {
         guard_copy_text(st->ro_func, sizeof st->ro_func, name);
         st->ro_reason = fn->ro_reason;
-    }
-    if (fn && (fn->groups & GUARD_GBIT(SQL_TEXT)) && !st->sql_text[0] && !permitted(p, name, fn)) {
-        /* ts_rewrite(query, target, substitute) takes no SQL; with two arguments it runs one */
-        bool runs = !(fn->flags & GUARD_FN_SQL_TEXT_2ARGS) || how != HOW_CALL || nargs == 2;
-        if (runs)
-            guard_copy_text(st->sql_text, sizeof st->sql_text, name);
-    }
-    /* t.f with t a table passes the whole row: only functions of a row type or "any" can be
-     * called so (docs/policy.md); every other field selection counts as a call. */
-    if (p->func_allow_list && how != HOW_FIELD_ROW && !st->not_allowed[0] &&
-        !allowed_fn(p, name, fn)) {
-        guard_copy_text(st->not_allowed, sizeof st->not_allowed, name);
-        st->not_allowed_field = how == HOW_FIELD;
     }
     if (fn && how != HOW_FIELD && how != HOW_FIELD_ROW) {
         if (fn->flags & GUARD_FN_IS_SET)

@@ -41,7 +41,7 @@ static int first_common(const struct guard_kind_set *a, const struct guard_kind_
 }
 
 static bool eval_deny(const struct guard_policy *p, const struct guard_stmt *st,
-                      struct guard_decision *out)
+                      const struct guard_fn_hits *h, struct guard_decision *out)
 {
     char rule[128], msg[256];
     int k = -1;
@@ -60,11 +60,11 @@ static bool eval_deny(const struct guard_policy *p, const struct guard_stmt *st,
         else
             snprintf(msg, sizeof msg, "statement denied by pgwire-proxy policy: %s (%s)", rule,
                      name);
-    } else if (st->deny_rule[0]) {
-        snprintf(rule, sizeof rule, "deny:%s", st->deny_rule);
-        if (strncmp(st->deny_rule, "group:", 6) == 0)
+    } else if (h->deny_rule[0]) {
+        snprintf(rule, sizeof rule, "deny:%s", h->deny_rule);
+        if (strncmp(h->deny_rule, "group:", 6) == 0)
             snprintf(msg, sizeof msg, "statement denied by pgwire-proxy policy: %s (%s)", rule,
-                     st->deny_func);
+                     h->deny_func);
         else
             snprintf(msg, sizeof msg, "statement denied by pgwire-proxy policy: %s", rule);
     } else {
@@ -143,7 +143,7 @@ static const char *first_not_allowed(const struct guard_policy *p, const struct 
 }
 
 static bool eval_allow(const struct guard_policy *p, const struct guard_stmt *st,
-                       struct guard_decision *out)
+                       const struct guard_fn_hits *h, struct guard_decision *out)
 {
     const char *what = NULL;
     char msg[256];
@@ -162,14 +162,14 @@ static bool eval_allow(const struct guard_policy *p, const struct guard_stmt *st
         snprintf(msg, sizeof msg,
                  "statement denied by pgwire-proxy policy: allow (%s is not in the allow list)",
                  what);
-    } else if (st->not_allowed[0]) {
+    } else if (h->not_allowed[0]) {
         snprintf(msg, sizeof msg,
-                 st->not_allowed_field
+                 h->not_allowed_field
                      ? "statement denied by pgwire-proxy policy: allow (field selection .%s can "
                        "call a function, and %s is not in the allow list)"
                      : "statement denied by pgwire-proxy policy: allow (function %s is not in "
                        "the allow list)",
-                 st->not_allowed, st->not_allowed);
+                 h->not_allowed, h->not_allowed);
     } else {
         return false;
     }
@@ -179,18 +179,18 @@ static bool eval_allow(const struct guard_policy *p, const struct guard_stmt *st
 
 /* Code the guard cannot read: functions that run SQL given as text, and DO blocks. */
 static bool eval_sql_text(const struct guard_policy *p, const struct guard_stmt *st,
-                          struct guard_decision *out)
+                          const struct guard_fn_hits *h, struct guard_decision *out)
 {
     char msg[256];
     bool has_do = st->top == GUARD_K_DO || guard_kind_set_has(&st->nested, GUARD_K_DO);
     bool do_named =
         p->permit_do || (p->kind_allow_list && guard_kind_set_has(&p->allow, GUARD_K_DO));
 
-    if (st->sql_text[0])
+    if (h->sql_text[0])
         snprintf(msg, sizeof msg,
                  "statement denied by pgwire-proxy policy: sql-text (%s() runs SQL given as "
                  "text, which the policy cannot read)",
-                 st->sql_text);
+                 h->sql_text);
     else if (has_do && !do_named)
         snprintf(msg, sizeof msg,
                  "statement denied by pgwire-proxy policy: sql-text (DO runs code given as "
@@ -201,7 +201,8 @@ static bool eval_sql_text(const struct guard_policy *p, const struct guard_stmt 
     return true;
 }
 
-bool guard_eval_stmt(const struct guard_policy *p, const struct guard_stmt *st, bool after_txn_end,
+bool guard_eval_stmt(const struct guard_policy *p, const struct guard_stmt *st,
+                     const struct guard_fn_hits *hits, bool after_txn_end,
                      struct guard_decision *out)
 {
     if (st->malformed) {
@@ -223,11 +224,11 @@ bool guard_eval_stmt(const struct guard_policy *p, const struct guard_stmt *st, 
                           "pgwire-proxy");
         return true;
     }
-    if (eval_deny(p, st, out))
+    if (eval_deny(p, st, hits, out))
         return true;
     if (p->read_only && eval_read_only(st, after_txn_end, out))
         return true;
-    if (eval_allow(p, st, out))
+    if (eval_allow(p, st, hits, out))
         return true;
-    return eval_sql_text(p, st, out);
+    return eval_sql_text(p, st, hits, out);
 }

@@ -250,6 +250,9 @@ struct guard_policy {
     const char *deny_rule[GUARD_K_COUNT]; /* rule text (kind or family) that denies the kind */
     struct guard_name_list deny_funcs, allow_funcs, permit_funcs;
     unsigned deny_groups, allow_groups, permit_groups;
+    /* the shadow: entries, compiled as a policy of their own (same permit entries, same
+     * ceiling, no read-only mode); NULL when there are none */
+    struct guard_policy *shadow;
 };
 
 bool guard_name_in(const struct guard_name_list *l, const char *name);
@@ -268,6 +271,16 @@ bool guard_json_text(struct guard_span str, char *buf, size_t cap, bool lower);
 
 /* --- one pass over the parse tree (guard_walk.c drives guard_scan.c) --- */
 
+/* What the functions a statement reaches meet in one policy's lists: the enforced policy's,
+ * or its shadow's. */
+struct guard_fn_hits {
+    char deny_rule[96]; /* "function:NAME" or "group:NAME" of the first denied function */
+    char deny_func[FUNC_NAME_MAX];
+    char sql_text[FUNC_NAME_MAX];    /* first function that runs SQL given as text */
+    char not_allowed[FUNC_NAME_MAX]; /* first function outside a function allow list */
+    bool not_allowed_field;          /* ... seen as a field selection */
+};
+
 /* Per statement: what its tree contains and what the policy found in it. */
 struct guard_stmt {
     int top;                       /* enum guard_kind; -1 = a statement node we do not know */
@@ -283,14 +296,11 @@ struct guard_stmt {
     bool txn_end;          /* COMMIT, ROLLBACK, PREPARE TRANSACTION */
     bool malformed;
     char unknown[48];
-    char ro_what[96];   /* read-only violation found by inspecting a node */
-    char deny_rule[96]; /* "function:NAME" or "group:NAME" of the first denied function */
-    char deny_func[FUNC_NAME_MAX];
+    char ro_what[96];            /* read-only violation found by inspecting a node */
     char ro_func[FUNC_NAME_MAX]; /* first side-effect function (read-only mode) */
     const char *ro_reason;
-    char sql_text[FUNC_NAME_MAX];    /* first function that runs SQL given as text */
-    char not_allowed[FUNC_NAME_MAX]; /* first function outside a function allow list */
-    bool not_allowed_field;          /* ... seen as a field selection */
+    struct guard_fn_hits fn;        /* in the enforced policy */
+    struct guard_fn_hits shadow_fn; /* in its shadow policy (when it has one) */
 };
 
 /* A growing byte string: the dual-reading summary. */
@@ -475,9 +485,11 @@ bool guard_scan_stmt_end(struct guard_scan *sc);
 uint32_t guard_scan_slot(struct guard_scan *sc);
 
 /* --- one statement's verdict (guard_eval.c) --- */
-/* Returns true when the statement is not allowed (out filled). after_txn_end: an earlier
+/* Returns true when the statement is not allowed (out filled). hits: what its functions met in
+ * p's lists (st->fn, or st->shadow_fn when p is a shadow policy). after_txn_end: an earlier
  * statement of the same Query ended a transaction. */
-bool guard_eval_stmt(const struct guard_policy *p, const struct guard_stmt *st, bool after_txn_end,
+bool guard_eval_stmt(const struct guard_policy *p, const struct guard_stmt *st,
+                     const struct guard_fn_hits *hits, bool after_txn_end,
                      struct guard_decision *out);
 void guard_decide_fill(struct guard_decision *out, enum guard_verdict v, const char *rule,
                        const char *message);

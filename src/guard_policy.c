@@ -170,6 +170,57 @@ static int add_kinds(struct guard_policy *p, const char *r, enum list which, cha
     return 0;
 }
 
+static int add_entry(struct guard_policy *p, const char *r, enum list which, char *err,
+                     size_t errlen);
+
+static struct guard_policy *policy_alloc(void)
+{
+    struct guard_policy *p = calloc(1, sizeof *p);
+    if (p) {
+        atomic_init(&p->refs, 1);
+        p->gen = atomic_fetch_add(&next_policy_gen, 1);
+    }
+    return p;
+}
+
+/* "shadow:ENTRY": ENTRY goes into the shadow policy's list of the same name. */
+static int add_shadow(struct guard_policy *p, const char *r, enum list which, char *err,
+                      size_t errlen)
+{
+    const char *entry = r + 7;
+    char why[512];
+
+    if (which == L_PERMIT) {
+        set_err(err, errlen,
+                "invalid permit rule \"%s\": shadow: applies to deny and allow entries; a "
+                "permit entry serves both",
+                r);
+        return -EINVAL;
+    }
+    while (*entry == ' ' || *entry == '\t')
+        entry++;
+    if (!*entry) {
+        set_err(err, errlen,
+                "empty shadow rule \"%s\" in %s list: expected shadow:KIND, "
+                "shadow:function:NAME or shadow:group:NAME",
+                r, list_names[which]);
+        return -EINVAL;
+    }
+    if (strncmp(entry, "shadow:", 7) == 0) {
+        set_err(err, errlen, "invalid rule \"%s\" in %s list: shadow: is given twice", r,
+                list_names[which]);
+        return -EINVAL;
+    }
+    if (!p->shadow && !(p->shadow = policy_alloc())) {
+        set_err(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    int rc = add_entry(p->shadow, entry, which, why, sizeof why);
+    if (rc)
+        set_err(err, errlen, "\"%s\": %s", r, why);
+    return rc;
+}
+
 static int add_rule(struct guard_policy *p, const char *raw, enum list which, char *err,
                     size_t errlen)
 {
@@ -179,11 +230,17 @@ static int add_rule(struct guard_policy *p, const char *raw, enum list which, ch
         set_err(err, errlen, "empty or overlong rule in %s list", list_names[which]);
         return -EINVAL;
     }
-    if (strncmp(r, "shadow:", 7) == 0) {
-        set_err(err, errlen, "shadow: rules are not supported yet (\"%s\" in %s list)", r,
-                list_names[which]);
-        return -EINVAL;
-    }
+    if (strncmp(r, "shadow:", 7) == 0)
+        return add_shadow(p, r, which, err, errlen);
+    return add_entry(p, r, which, err, errlen);
+}
+
+/* One trimmed, lowercased entry that is not a shadow: entry. */
+static int add_entry(struct guard_policy *p, const char *r, enum list which, char *err,
+                     size_t errlen)
+{
+    if (which != L_PERMIT)
+        p->has_rules = true; /* permit entries only make exceptions: never a policy of their own */
     if (strncmp(r, "function:", 9) == 0) {
         struct guard_name_list *l = which == L_DENY    ? &p->deny_funcs
                                     : which == L_ALLOW ? &p->allow_funcs
@@ -220,25 +277,38 @@ static int add_list(struct guard_policy *p, const char *const *rules, size_t n, 
     return 0;
 }
 
+/* The shadow policy takes the enforced one's permit entries and ceiling: it is what the policy
+ * would be with its shadow: entries enforced in place of the others. */
+static int finish_shadow(struct guard_policy *p, char *err, size_t errlen)
+{
+    struct guard_policy *s = p->shadow;
+    if (!s)
+        return 0;
+    s->relay_copy = p->relay_copy;
+    s->max_parse = p->max_parse;
+    s->permit_do = p->permit_do;
+    s->permit_groups = p->permit_groups;
+    for (size_t i = 0; i < p->permit_funcs.n; i++)
+        if (add_function(&s->permit_funcs, p->permit_funcs.names[i], err, errlen))
+            return -ENOMEM;
+    return 0;
+}
+
 struct guard_policy *guard_policy_compile(const struct guard_rules *r, char *err, size_t errlen)
 {
-    struct guard_policy *p = calloc(1, sizeof *p);
+    struct guard_policy *p = policy_alloc();
 
     if (!p) {
         set_err(err, errlen, "out of memory");
         return NULL;
     }
-    atomic_init(&p->refs, 1);
-    p->gen = atomic_fetch_add(&next_policy_gen, 1);
     p->read_only = r->read_only;
     p->relay_copy = r->relay_copy;
     p->max_parse = r->max_parse ? r->max_parse : GUARD_DEFAULT_MAX_PARSE;
     if (add_list(p, r->deny, r->ndeny, L_DENY, err, errlen) ||
         add_list(p, r->allow, r->nallow, L_ALLOW, err, errlen) ||
-        add_list(p, r->permit, r->npermit, L_PERMIT, err, errlen))
+        add_list(p, r->permit, r->npermit, L_PERMIT, err, errlen) || finish_shadow(p, err, errlen))
         goto fail;
-    /* permit entries only make exceptions: they never make a policy of their own */
-    p->has_rules = r->ndeny > 0 || r->nallow > 0;
     return p;
 fail:
     guard_policy_unref(p);
@@ -265,6 +335,7 @@ void guard_policy_unref(struct guard_policy *p)
 {
     if (!p || atomic_fetch_sub(&p->refs, 1) != 1)
         return;
+    guard_policy_unref(p->shadow);
     free(p->deny_funcs.names);
     free(p->allow_funcs.names);
     free(p->permit_funcs.names);
@@ -278,7 +349,24 @@ void guard_policy_free(struct guard_policy *p)
 
 bool guard_policy_parses(const struct guard_policy *p)
 {
+    return p && (p->read_only || p->has_rules || p->shadow);
+}
+
+bool guard_policy_enforces(const struct guard_policy *p)
+{
     return p && (p->read_only || p->has_rules);
+}
+
+void guard_shadow_only(const struct guard_policy *p, struct guard_decision *d)
+{
+    if (!p || guard_policy_enforces(p) || d->verdict == GUARD_ALLOW || d->verdict == GUARD_COPY)
+        return;
+    if (d->verdict != GUARD_SYNTAX && !d->shadow_rule[0])
+        guard_copy_text(d->shadow_rule, sizeof d->shadow_rule, d->rule);
+    d->verdict = GUARD_ALLOW;
+    memset(d->rule, 0, sizeof d->rule);
+    memset(d->message, 0, sizeof d->message);
+    d->cursorpos = 0;
 }
 
 size_t guard_policy_max_parse(const struct guard_policy *p)

@@ -1,12 +1,11 @@
 #include "http.h"
 
 #include "addr.h"
+#include "listen.h"
 #include "metrics.h"
 #include "netio.h"
 
-#include <errno.h>
 #include <microhttpd.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -325,86 +324,12 @@ static HTTP_MHD_RESULT handle_request(void *cls, struct MHD_Connection *conn, co
     return reply_text(conn, MHD_HTTP_NOT_FOUND, "not found\n");
 }
 
-/* "host:port", with brackets for IPv6 so the port cannot be mistaken for part of the address. */
-static void format_endpoint(char *buf, size_t buflen, const char *host, int port)
-{
-    if (!host || !*host)
-        snprintf(buf, buflen, "*:%d", port);
-    else if (strchr(host, ':'))
-        snprintf(buf, buflen, "[%s]:%d", host, port);
-    else
-        snprintf(buf, buflen, "%s:%d", host, port);
-}
-
-static int bound_port(int fd)
-{
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
-
-    if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0)
-        return -errno;
-    if (ss.ss_family == AF_INET6)
-        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
-}
-
-static int bind_one(const struct addrinfo *ai)
-{
-    int one = 1;
-    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
-    if (fd < 0)
-        return -errno;
-    /* Lets a restarted proxy rebind while old scrape connections sit in TIME_WAIT. */
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-        bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, HTTP_MAX_CONNS) != 0) {
-        int e = errno;
-        close(fd);
-        return -e;
-    }
-    return fd;
-}
-
-/* We bind the socket ourselves instead of letting MHD do it: MHD reports only "failed", and an
- * operator needs to see "Address already in use" or "Cannot assign requested address". */
-static int listen_on(const char *host, int port, char *err, size_t errlen)
-{
-    struct addrinfo hints = {.ai_family = AF_UNSPEC,
-                             .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV};
-    struct addrinfo *res = NULL;
-    char portstr[16];
-    char where[128];
-    int fd = -EADDRNOTAVAIL;
-
-    format_endpoint(where, sizeof(where), host, port);
-    if (port < 0 || port > 65535) {
-        snprintf(err, errlen, "cannot listen on %s: port must be between 0 and 65535", where);
-        return -EINVAL;
-    }
-    snprintf(portstr, sizeof(portstr), "%d", port);
-    int rc = getaddrinfo(host && *host ? host : NULL, portstr, &hints, &res);
-    if (rc != 0) {
-        snprintf(err, errlen, "cannot listen on %s: not a numeric IPv4/IPv6 address (%s)", where,
-                 gai_strerror(rc));
-        return -EINVAL;
-    }
-    for (const struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        fd = bind_one(ai);
-        if (fd >= 0)
-            break;
-    }
-    if (fd < 0)
-        snprintf(err, errlen, "cannot listen on %s: %s", where, strerror(-fd));
-    freeaddrinfo(res);
-    return fd;
-}
-
 struct http_server *http_start(const char *host, int port, http_health_fn health, void *arg,
                                char *err, size_t errlen)
 {
     struct http_server *s = NULL;
     int fd = -1;
-    char where[128];
+    char where[300];
 
     s = calloc(1, sizeof(*s));
     if (!s) {
@@ -417,15 +342,12 @@ struct http_server *http_start(const char *host, int port, http_health_fn health
         snprintf(err, errlen, "cannot start the HTTP watchdog thread");
         goto fail;
     }
-    fd = listen_on(host, port, err, errlen);
+    /* We bind the socket ourselves instead of letting MHD do it: MHD reports only "failed",
+     * and an operator needs to see "Address already in use" or "Cannot assign requested
+     * address". */
+    fd = listen_tcp_numeric(host, port, HTTP_MAX_CONNS, &s->port, err, errlen);
     if (fd < 0)
         goto fail;
-    s->port = bound_port(fd);
-    if (s->port < 0) {
-        format_endpoint(where, sizeof(where), host, port);
-        snprintf(err, errlen, "cannot listen on %s: %s", where, strerror(-s->port));
-        goto fail;
-    }
 
     unsigned int flags = MHD_USE_AUTO_INTERNAL_THREAD;
     if (host && strchr(host, ':'))
@@ -441,7 +363,7 @@ struct http_server *http_start(const char *host, int port, http_health_fn health
         (unsigned int)HTTP_IDLE_TIMEOUT_S, MHD_OPTION_NOTIFY_CONNECTION, notify_connection, s,
         MHD_OPTION_NOTIFY_COMPLETED, request_completed, s, MHD_OPTION_END);
     if (!s->daemon) {
-        format_endpoint(where, sizeof(where), host, s->port);
+        listen_format_endpoint(where, sizeof(where), host, s->port);
         snprintf(err, errlen, "cannot start HTTP server on %s (libmicrohttpd failed)", where);
         goto fail;
     }

@@ -12,42 +12,100 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+void listen_format_endpoint(char *buf, size_t buflen, const char *host, int port)
+{
+    if (!host || !*host)
+        snprintf(buf, buflen, "*:%d", port);
+    else if (strchr(host, ':'))
+        snprintf(buf, buflen, "[%s]:%d", host, port);
+    else
+        snprintf(buf, buflen, "%s:%d", host, port);
+}
+
+/* A non-blocking listening socket on one address, or -errno. v6only keeps an IPv6 wildcard
+ * off the IPv4 addresses, which get their own socket when every address is bound. */
+static int open_listener(const struct addrinfo *ai, int backlog, bool v6only)
+{
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    /* a restarted proxy rebinds while old connections sit in TIME_WAIT */
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        (v6only && ai->ai_family == AF_INET6 &&
+         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, backlog) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
 int listen_tcp(const char *host, int port, int backlog, int *fds, int max, char *err, size_t errlen)
 {
     struct addrinfo hints = {
         .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
     struct addrinfo *res = NULL;
-    char portstr[16];
+    char portstr[16], where[300];
     snprintf(portstr, sizeof(portstr), "%d", port);
     int rc = getaddrinfo(host && *host ? host : NULL, portstr, &hints, &res);
     if (rc) {
         snprintf(err, errlen, "cannot resolve host '%s': %s", host ? host : "", gai_strerror(rc));
         return -1;
     }
-    int n = 0, last_errno = 0;
+    int n = 0, last = -EADDRNOTAVAIL;
     for (struct addrinfo *ai = res; ai && n < max; ai = ai->ai_next) {
-        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        int fd = open_listener(ai, backlog, true);
         if (fd < 0)
-            continue;
-        int one = 1;
-        /* a restarted proxy rebinds while old connections sit in TIME_WAIT */
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (ai->ai_family == AF_INET6)
-            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) || listen(fd, backlog)) {
-            last_errno = errno;
-            close(fd);
-            continue;
-        }
-        fds[n++] = fd;
+            last = fd;
+        else
+            fds[n++] = fd;
     }
     freeaddrinfo(res);
     if (n == 0) {
-        snprintf(err, errlen, "cannot listen on %s:%d: %s", host ? host : "*", port,
-                 strerror(last_errno ? last_errno : EADDRNOTAVAIL));
+        listen_format_endpoint(where, sizeof(where), host, port);
+        snprintf(err, errlen, "cannot listen on %s: %s", where, strerror(-last));
         return -1;
     }
     return n;
+}
+
+int listen_tcp_numeric(const char *host, int port, int backlog, int *bound_port, char *err,
+                       size_t errlen)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    char portstr[16], where[300];
+    int fd = -EADDRNOTAVAIL;
+
+    listen_format_endpoint(where, sizeof(where), host, port);
+    if (port < 0 || port > 65535) {
+        snprintf(err, errlen, "cannot listen on %s: port must be between 0 and 65535", where);
+        return -1;
+    }
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    int rc = getaddrinfo(host && *host ? host : NULL, portstr, &hints, &res);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot listen on %s: not a numeric IPv4/IPv6 address (%s)", where,
+                 gai_strerror(rc));
+        return -1;
+    }
+    /* one socket: an IPv6 wildcard also takes IPv4 unless the system says otherwise */
+    for (const struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next)
+        fd = open_listener(ai, backlog, false);
+    freeaddrinfo(res);
+    int bound = fd < 0 ? fd : listen_bound_port(fd);
+    if (bound < 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", where, strerror(-bound));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    *bound_port = bound;
+    return fd;
 }
 
 /* The pid in a lock file, or 0 when unreadable. */

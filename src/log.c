@@ -139,7 +139,6 @@ size_t log_text_escape(char *dst, size_t dstlen, const char *src)
     return o;
 }
 
-/* Appends `"key":"escaped value"` for key/value pairs. */
 /* Appends `,"key":"escaped value"` (and `,"key_hex":"..."` for bytes that are not UTF-8),
  * always whole: a field that does not fit is shortened, never cut mid-escape, and room for
  * the closing brace is kept, so every line is valid JSON. */

@@ -34,8 +34,9 @@ struct loop_task {
     void (*fn)(struct loop_task *t);
 };
 
-/* Waits for the next wake-up: its task is scheduled when any thread calls loop_wake() (e.g.
- * a cancel delivered, a parse finished). One-shot: re-arm to keep waiting. */
+/* Waits for the next wake-up: its task is scheduled when any thread calls loop_wake() or
+ * writes loop_wake_fd() (a cancel delivered, a parse job done, room in the audit queue).
+ * One-shot: re-arm to keep waiting. */
 struct loop_waiter {
     struct loop_waiter *prev, *next;
     bool armed;

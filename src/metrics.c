@@ -67,8 +67,14 @@ static const char sqlstate_classes[][3] = {
 #define RULE_SLOTS    64
 #define RULE_NAME_MAX 96 /* matches guard's rule buffer, e.g. "deny:function:pg_sleep" */
 
+/* mode: enforce (the rule acted) or shadow (a shadow: rule or --on-limit warn only recorded
+ * what it would have done). A rule id and its mode share one slot. */
+enum rule_mode { RULE_ENFORCE, RULE_SHADOW, RULE_MODES };
+static const char *const rule_mode_names[RULE_MODES] = {"enforce", "shadow"};
+
 struct rule_slot {
     char name[RULE_NAME_MAX]; /* immutable once published through rule_used */
+    enum rule_mode mode;      /* likewise */
     _Atomic uint64_t count;
 };
 
@@ -97,7 +103,7 @@ static _Atomic uint64_t rows_sent;
 static _Atomic uint64_t bytes_sent;
 static struct rule_slot rule_slots[RULE_SLOTS];
 static atomic_size_t rule_used;
-static _Atomic uint64_t rule_other;
+static _Atomic uint64_t rule_other[RULE_MODES];
 static pthread_mutex_t rule_insert_lock = PTHREAD_MUTEX_INITIALIZER;
 static _Atomic uint64_t cancels[METRICS_CANCEL_OUTCOME_MAX];
 static _Atomic uint64_t tls_ok;
@@ -232,44 +238,55 @@ static bool rule_normalize(const char *rule, char out[RULE_NAME_MAX])
     return i > 0;
 }
 
-static struct rule_slot *rule_find(const char *name, size_t from, size_t to)
+static struct rule_slot *rule_find(const char *name, enum rule_mode mode, size_t from, size_t to)
 {
     for (size_t i = from; i < to; i++)
-        if (strcmp(rule_slots[i].name, name) == 0)
+        if (rule_slots[i].mode == mode && strcmp(rule_slots[i].name, name) == 0)
             return &rule_slots[i];
     return NULL;
 }
 
 /* Lock-free for names already interned (the common case); the mutex only serialises the first
  * insertion of a name, so two threads can never publish the same label twice. */
-static struct rule_slot *rule_intern(const char *name)
+static struct rule_slot *rule_intern(const char *name, enum rule_mode mode)
 {
     size_t used = atomic_load_explicit(&rule_used, memory_order_acquire);
-    struct rule_slot *slot = rule_find(name, 0, used);
+    struct rule_slot *slot = rule_find(name, mode, 0, used);
     if (slot)
         return slot;
 
     pthread_mutex_lock(&rule_insert_lock);
     size_t now = atomic_load_explicit(&rule_used, memory_order_relaxed);
-    slot = rule_find(name, used, now);
+    slot = rule_find(name, mode, used, now);
     if (!slot && now < RULE_SLOTS) {
         slot = &rule_slots[now];
         memcpy(slot->name, name, strlen(name) + 1);
+        slot->mode = mode;
         atomic_store_explicit(&rule_used, now + 1, memory_order_release);
     }
     pthread_mutex_unlock(&rule_insert_lock);
     return slot;
 }
 
-void metrics_guardrail(const char *rule)
+static void guardrail_count(const char *rule, enum rule_mode mode)
 {
     char name[RULE_NAME_MAX];
     struct rule_slot *slot = NULL;
 
     /* "other" is the overflow series itself, so it must never also be an interned label. */
     if (rule && rule_normalize(rule, name) && strcmp(name, "other") != 0)
-        slot = rule_intern(name);
-    counter_add(slot ? &slot->count : &rule_other, 1);
+        slot = rule_intern(name, mode);
+    counter_add(slot ? &slot->count : &rule_other[mode], 1);
+}
+
+void metrics_guardrail(const char *rule)
+{
+    guardrail_count(rule, RULE_ENFORCE);
+}
+
+void metrics_guardrail_shadow(const char *rule)
+{
+    guardrail_count(rule, RULE_SHADOW);
 }
 
 void metrics_cancel(enum metrics_cancel_outcome o)
@@ -455,15 +472,19 @@ static void render_errors(struct out *o)
 static void render_guardrails(struct out *o)
 {
     out_family(o, "guardrail_violations_total", "counter",
-               "Statements or sessions stopped by a guardrail, by rule.");
+               "Statements or sessions stopped by a guardrail (mode enforce), or that a shadow "
+               "rule or --on-limit warn would have stopped (mode shadow), by rule.");
     size_t used = atomic_load_explicit(&rule_used, memory_order_acquire);
     for (size_t i = 0; i < used; i++) {
         out_printf(o, METRIC_PREFIX "guardrail_violations_total{rule=\"");
         out_label_value(o, rule_slots[i].name);
-        out_printf(o, "\"} %" PRIu64 "\n", counter_get(&rule_slots[i].count));
+        out_printf(o, "\",mode=\"%s\"} %" PRIu64 "\n", rule_mode_names[rule_slots[i].mode],
+                   counter_get(&rule_slots[i].count));
     }
-    out_printf(o, METRIC_PREFIX "guardrail_violations_total{rule=\"other\"} %" PRIu64 "\n",
-               counter_get(&rule_other));
+    for (int m = 0; m < RULE_MODES; m++)
+        out_printf(
+            o, METRIC_PREFIX "guardrail_violations_total{rule=\"other\",mode=\"%s\"} %" PRIu64 "\n",
+            rule_mode_names[m], counter_get(&rule_other[m]));
 }
 
 static void render_queries(struct out *o)

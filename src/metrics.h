@@ -61,8 +61,12 @@ void metrics_rows_bytes(uint64_t rows, uint64_t bytes);
 /* sqlstate: 5 chars; counted by class (first two chars) when it is one of PostgreSQL's
  * defined classes, as "other" otherwise: clients choose the codes they raise. */
 void metrics_error_sqlstate(const char *sqlstate);
-/* rule: "deny:drop", "max-rows", "query-timeout", ... (bounded set: labels are interned). */
+/* rule: "deny:drop", "max-rows", "query-timeout", ... (bounded set: labels are interned).
+ * metrics_guardrail counts a guardrail that acted (mode="enforce"); metrics_guardrail_shadow
+ * one that only recorded what it would have done (mode="shadow": a shadow: rule, --on-limit
+ * warn). */
 void metrics_guardrail(const char *rule);
+void metrics_guardrail_shadow(const char *rule);
 void metrics_cancel(enum metrics_cancel_outcome o);
 void metrics_tls_handshake(int ok);
 void metrics_upstream_probe(enum metrics_probe_result r);

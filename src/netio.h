@@ -1,5 +1,5 @@
 /* Plain and TLS socket I/O behind one small interface. Sockets are non-blocking: reads and
- * writes return -EAGAIN and netio_want() says which poll event to wait for. */
+ * writes return -EAGAIN and the want field says which poll event to wait for. */
 #ifndef PGWP_NETIO_H
 #define PGWP_NETIO_H
 

@@ -37,7 +37,8 @@ void relay_release(struct relay *r)
 {
     free(r->sql_owned);
     r->sql_owned = NULL;
-    ext_free(r->x);
+    relay_abort_done(r); /* a session can end while its tripped portal run is still held */
+    relay_ext_free(r->x);
     r->x = NULL;
     free(r->hold);
     r->hold = NULL;
@@ -112,7 +113,7 @@ void relay_abort_done(struct relay *r)
 {
     r->ab.active = false;
     if (r->ab.run && r->x)
-        ext_run_unref(r->x, r->ab.run);
+        relay_ext_run_unref(r->x, r->ab.run);
     r->ab.run = NULL;
 }
 
@@ -212,13 +213,13 @@ void relay_start_abort(struct relay *r, const char *code, const char *message, c
     if (rule)
         metrics_guardrail(rule);
     /* the Execute running upstream: the first in the FIFO, answers before it still owed */
-    struct ext_entry *head = r->x ? ext_first_execute(r->x) : NULL;
+    struct ext_entry *head = r->x ? relay_ext_first_execute(r->x) : NULL;
     if (head) {
         /* a portal run: answered where it tripped; the client's messages of this segment are
          * dropped until its Sync, before which a failing Parse rolls the segment back — unless
          * the Sync is upstream already, and the answer then waits for its ReadyForQuery */
         a->ext = true;
-        a->reached = head == ext_head(r->x);
+        a->reached = head == relay_ext_head(r->x);
         a->run = head->run;
         if (a->run)
             a->run->refs++;
@@ -253,6 +254,24 @@ void relay_limit_abort(struct relay *r, enum stmt_limit which)
                              "raise --max-bytes.",
                       rows ? "max-rows" : "max-bytes", STMT_LIMITED, true, true);
     r->ab.report_commit = true;
+}
+
+void relay_shadow_denied(struct relay *r, const struct guard_decision *d)
+{
+    if (!d->shadow_rule[0])
+        return;
+    metrics_guardrail_shadow(d->shadow_rule);
+    LOG_INFO(r->sid, "statement_would_deny", "client=%s rule=%s", r->client_addr, d->shadow_rule);
+}
+
+void relay_limit_warn(struct relay *r, struct stmt *st, enum stmt_limit l, uint64_t n, bool row)
+{
+    if (!stmt_pass_limit(st, l, n, row))
+        return;
+    bool rows = l == STMT_LIMIT_ROWS;
+    metrics_guardrail_shadow(st->shadow_limit);
+    LOG_INFO(r->sid, "statement_would_limit", "client=%s rule=%s limit=%llu", r->client_addr,
+             st->shadow_limit, (unsigned long long)(rows ? r->cfg->max_rows : r->cfg->max_bytes));
 }
 
 void relay_statement_end(struct relay *r, enum stmt_outcome o)

@@ -19,7 +19,8 @@ struct config;
 
 enum relay_state {
     RS_IDLE,    /* waiting for a client message */
-    RS_POLICY,  /* a Query waits for its policy decision (parsed off the event loop) */
+    RS_POLICY,  /* a Query waits for its policy decision (a large text is parsed by a parser
+                   thread, off the event loop) */
     RS_QUERY,   /* a Query (or the proxy's own statement) runs upstream, until ReadyForQuery */
     RS_DISCARD, /* extended-protocol error sent: discarding client messages until Sync */
 };
@@ -204,6 +205,12 @@ void relay_start_abort(struct relay *r, const char *code, const char *message, c
                        const char *hint, const char *rule, enum stmt_outcome outcome, bool cancel,
                        bool append_fate);
 void relay_limit_abort(struct relay *r, enum stmt_limit which);
+/* A statement the shadow rules would have refused (d->shadow_rule) goes on: logged and
+ * counted at its decision, where an enforced refusal is. No-op without a shadow verdict. */
+void relay_shadow_denied(struct relay *r, const struct guard_decision *d);
+/* --on-limit warn: st went past its budget l with a message of n bytes, which goes on and is
+ * counted; the first time, it is logged and counted as a shadow violation. */
+void relay_limit_warn(struct relay *r, struct stmt *st, enum stmt_limit l, uint64_t n, bool row);
 void relay_statement_end(struct relay *r, enum stmt_outcome o);
 
 #endif

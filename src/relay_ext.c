@@ -1,53 +1,68 @@
 #include "relay_ext.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static bool ext_rewrite_pop(struct ext_state *x, struct ext_refusal *d);
 
-struct ext_state *ext_new(void)
+struct ext_state *relay_ext_new(void)
 {
     return calloc(1, sizeof(struct ext_state));
 }
 
-void ext_free(struct ext_state *x)
+void relay_ext_free(struct ext_state *x)
 {
     if (!x)
         return;
     while (x->fcount)
-        ext_pop(x, NULL);
+        relay_ext_pop(x, NULL);
     for (size_t i = 0; i < x->scap; i++) {
         free(x->stmts[i].name);
-        ext_text_unref(x->stmts[i].text);
+        relay_ext_text_unref(x->stmts[i].text);
     }
-    ext_portals_clear(x);
+    relay_ext_portals_clear(x);
     free(x->stmts);
     free(x->fifo);
     free(x->rw);
     free(x);
 }
 
-struct ext_text *ext_text_new(const char *p, size_t len)
+struct ext_text *relay_ext_text_new(const char *p, size_t len)
 {
     struct ext_text *t = malloc(sizeof(*t) + len + 1);
     if (!t)
         return NULL;
     t->refs = 1;
     t->len = len;
+    t->shadow_rule = NULL;
     memcpy(t->data, p, len);
     t->data[len] = 0;
     return t;
 }
 
-void ext_text_unref(struct ext_text *t)
+void relay_ext_text_unref(struct ext_text *t)
 {
-    if (t && --t->refs == 0)
+    if (t && --t->refs == 0) {
+        free(t->shadow_rule);
         free(t);
+    }
+}
+
+int relay_ext_text_set_shadow(struct ext_text *t, const char *rule)
+{
+    char *copy = rule && *rule ? strdup(rule) : NULL;
+    if (rule && *rule && !copy)
+        return -1;
+    free(t->shadow_rule);
+    t->shadow_rule = copy;
+    return 0;
 }
 
 /* ---------- FIFO ---------- */
 
-int ext_push(struct ext_state *x, enum ext_kind kind, enum ext_action action, struct ext_run *run)
+int relay_ext_push(struct ext_state *x, enum ext_kind kind, enum ext_action action,
+                   struct ext_run *run)
 {
     if (x->fcount == x->fcap) {
         if (x->fcap >= EXT_FIFO_MAX)
@@ -78,7 +93,7 @@ int ext_push(struct ext_state *x, enum ext_kind kind, enum ext_action action, st
     return 0;
 }
 
-struct ext_entry *ext_first_execute(struct ext_state *x)
+struct ext_entry *relay_ext_first_execute(struct ext_state *x)
 {
     for (size_t i = 0; x && x->nexec && i < x->fcount; i++) {
         struct ext_entry *e = &x->fifo[(x->fhead + i) % x->fcap];
@@ -88,7 +103,7 @@ struct ext_entry *ext_first_execute(struct ext_state *x)
     return NULL;
 }
 
-void ext_pop(struct ext_state *x, struct ext_refusal *rewrite)
+void relay_ext_pop(struct ext_state *x, struct ext_refusal *rewrite)
 {
     if (!x->fcount)
         return;
@@ -101,22 +116,22 @@ void ext_pop(struct ext_state *x, struct ext_refusal *rewrite)
         struct ext_refusal unused;
         ext_rewrite_pop(x, rewrite ? rewrite : &unused);
     }
-    ext_run_unref(x, e->run);
+    relay_ext_run_unref(x, e->run);
     x->fhead = (x->fhead + 1) % x->fcap;
     x->fcount--;
 }
 
-void ext_skip_to_sync(struct ext_state *x, void (*dropped)(void *arg, struct ext_entry *e),
-                      void *arg)
+void relay_ext_skip_to_sync(struct ext_state *x, void (*dropped)(void *arg, struct ext_entry *e),
+                            void *arg)
 {
     while (x->fcount && x->fifo[x->fhead].kind != EXT_SYNC) {
         if (dropped)
             dropped(arg, &x->fifo[x->fhead]);
-        ext_pop(x, NULL); /* a skipped failing Parse's error never comes */
+        relay_ext_pop(x, NULL); /* a skipped failing Parse's error never comes */
     }
 }
 
-void ext_drop_syncs_after_head(struct ext_state *x)
+void relay_ext_drop_syncs_after_head(struct ext_state *x)
 {
     size_t keep = 1;
     for (size_t i = 1; i < x->fcount; i++) {
@@ -130,7 +145,7 @@ void ext_drop_syncs_after_head(struct ext_state *x)
     x->fcount = x->fcount ? keep : 0;
 }
 
-int ext_rewrite_push(struct ext_state *x, const struct ext_refusal *d)
+int relay_ext_rewrite_push(struct ext_state *x, const struct ext_refusal *d)
 {
     if (x->rcount == x->rcap) {
         size_t cap = x->rcap ? x->rcap * 2 : 4;
@@ -195,7 +210,7 @@ static int grow_stmts(struct ext_state *x)
     return 0;
 }
 
-struct ext_stmt *ext_stmt_get(struct ext_state *x, const char *name)
+struct ext_stmt *relay_ext_stmt_get(struct ext_state *x, const char *name)
 {
     if (!x->scap)
         return NULL;
@@ -203,7 +218,7 @@ struct ext_stmt *ext_stmt_get(struct ext_state *x, const char *name)
     return s->name ? s : NULL;
 }
 
-void ext_stmt_drop(struct ext_state *x, const char *name)
+void relay_ext_stmt_drop(struct ext_state *x, const char *name)
 {
     if (!x->scap)
         return;
@@ -212,7 +227,7 @@ void ext_stmt_drop(struct ext_state *x, const char *name)
         return;
     x->bytes -= strlen(x->stmts[i].name) + x->stmts[i].text->len;
     free(x->stmts[i].name);
-    ext_text_unref(x->stmts[i].text);
+    relay_ext_text_unref(x->stmts[i].text);
     memset(&x->stmts[i], 0, sizeof(x->stmts[i]));
     x->nstmts--;
     /* close the gap: move back later entries of the cluster that hash at or before it */
@@ -227,17 +242,17 @@ void ext_stmt_drop(struct ext_state *x, const char *name)
     }
 }
 
-int ext_stmt_put(struct ext_state *x, const char *name, const char *text, size_t len,
-                 unsigned policy_gen)
+int relay_ext_stmt_put(struct ext_state *x, const char *name, const char *text, size_t len,
+                       unsigned policy_gen)
 {
-    ext_stmt_drop(x, name);
+    relay_ext_stmt_drop(x, name);
     size_t need = strlen(name) + len;
     if (x->nstmts >= EXT_MAX_STATEMENTS || x->bytes + need > EXT_TABLE_BYTES)
         return -1;
     if ((x->nstmts + 1) * 2 > x->scap && grow_stmts(x))
         return -1;
     char *n = strdup(name);
-    struct ext_text *t = n ? ext_text_new(text, len) : NULL;
+    struct ext_text *t = n ? relay_ext_text_new(text, len) : NULL;
     if (!t) {
         free(n);
         return -1;
@@ -251,7 +266,7 @@ int ext_stmt_put(struct ext_state *x, const char *name, const char *text, size_t
 
 /* ---------- portals and their runs ---------- */
 
-int ext_portal_find(struct ext_state *x, const char *name)
+int relay_ext_portal_find(struct ext_state *x, const char *name)
 {
     for (int i = 0; i < EXT_MAX_PORTALS; i++)
         if (x->portals[i] && strcmp(x->portals[i]->name, name) == 0)
@@ -259,36 +274,37 @@ int ext_portal_find(struct ext_state *x, const char *name)
     return -1;
 }
 
-void ext_run_unref(struct ext_state *x, struct ext_run *run)
+void relay_ext_run_unref(struct ext_state *x, struct ext_run *run)
 {
     if (!run || --run->refs > 0)
         return;
     x->param_bytes -= run->params ? run->nparams * sizeof(struct audit_param) : 0;
     for (uint16_t i = 0; run->params && i < run->nparams; i++)
         x->param_bytes -= run->params[i].len;
-    ext_text_unref(run->text);
+    relay_ext_text_unref(run->text);
     free(run->portal);
     free(run->params);
     free(run);
 }
 
-void ext_portal_close(struct ext_state *x, int i)
+void relay_ext_portal_close(struct ext_state *x, int i)
 {
     struct ext_portal *p = i >= 0 && i < EXT_MAX_PORTALS ? x->portals[i] : NULL;
     if (!p)
         return;
     x->param_bytes -= p->params_bytes;
-    ext_run_unref(x, p->run);
-    ext_text_unref(p->text);
+    relay_ext_run_unref(x, p->run);
+    relay_ext_text_unref(p->text);
     free(p->name);
     free(p->params);
     free(p);
     x->portals[i] = NULL;
 }
 
-int ext_portal_open(struct ext_state *x, const char *name, struct ext_text *text)
+int relay_ext_portal_open(struct ext_state *x, const char *name, struct ext_text *text)
 {
-    ext_portal_close(x, ext_portal_find(x, name)); /* its run, if any, lives on in the FIFO */
+    relay_ext_portal_close(
+        x, relay_ext_portal_find(x, name)); /* its run, if any, lives on in the FIFO */
     int slot = -1;
     for (int i = 0; i < EXT_MAX_PORTALS && slot < 0; i++)
         if (!x->portals[i])
@@ -298,23 +314,23 @@ int ext_portal_open(struct ext_state *x, const char *name, struct ext_text *text
         free(p);
         return -1;
     }
-    p->text = ext_text_ref(text);
+    p->text = relay_ext_text_ref(text);
     x->portals[slot] = p;
     return slot;
 }
 
-void ext_portals_clear(struct ext_state *x)
+void relay_ext_portals_clear(struct ext_state *x)
 {
     for (int i = 0; i < EXT_MAX_PORTALS; i++)
-        ext_portal_close(x, i);
+        relay_ext_portal_close(x, i);
 }
 
-struct ext_run *ext_portal_run(struct ext_state *x, int i, const struct config *cfg)
+struct ext_run *relay_ext_portal_run(struct ext_state *x, int i, const struct config *cfg)
 {
     struct ext_portal *p = x->portals[i];
     if (p->run && !p->run->done)
         return p->run;
-    ext_run_unref(x, p->run);
+    relay_ext_run_unref(x, p->run);
     struct ext_run *run = calloc(1, sizeof(*run));
     if (!run || !(run->portal = strdup(p->name))) {
         free(run);
@@ -322,7 +338,7 @@ struct ext_run *ext_portal_run(struct ext_state *x, int i, const struct config *
         return NULL;
     }
     run->refs = 1;
-    run->text = ext_text_ref(p->text);
+    run->text = relay_ext_text_ref(p->text);
     /* the parameters go with the run: the portal's one execution */
     run->params = p->params;
     run->nparams = p->nparams;
@@ -330,6 +346,8 @@ struct ext_run *ext_portal_run(struct ext_state *x, int i, const struct config *
     p->nparams = 0;
     p->params_bytes = 0;
     stmt_begin(&run->st, cfg, run->text ? run->text->data : "", run->text ? run->text->len : 0);
+    if (run->text && run->text->shadow_rule)
+        snprintf(run->st.shadow_rule, sizeof(run->st.shadow_rule), "%s", run->text->shadow_rule);
     p->run = run;
     return run;
 }

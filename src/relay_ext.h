@@ -44,7 +44,8 @@ enum ext_action {
 struct ext_text {
     int refs;
     size_t len;
-    char data[]; /* NUL-terminated */
+    char *shadow_rule; /* the shadow rule its decision named (malloc'd), NULL = none */
+    char data[];       /* NUL-terminated */
 };
 
 /* One portal run: its Executes share its clock, budget and audit record. Referenced by the
@@ -112,54 +113,58 @@ struct ext_state {
     int64_t exec_deadline_ms;
 };
 
-struct ext_state *ext_new(void);
-void ext_free(struct ext_state *x);
+struct ext_state *relay_ext_new(void);
+void relay_ext_free(struct ext_state *x);
 
-struct ext_text *ext_text_new(const char *p, size_t len);
-static inline struct ext_text *ext_text_ref(struct ext_text *t)
+struct ext_text *relay_ext_text_new(const char *p, size_t len);
+static inline struct ext_text *relay_ext_text_ref(struct ext_text *t)
 {
     if (t)
         t->refs++;
     return t;
 }
-void ext_text_unref(struct ext_text *t);
+void relay_ext_text_unref(struct ext_text *t);
+/* Keeps the shadow verdict of the text's latest decision ("" or NULL = none), for the audit
+ * records of the portal runs that execute it. -1 when out of memory. */
+int relay_ext_text_set_shadow(struct ext_text *t, const char *rule);
 
 /* FIFO; push returns -1 when it is full (the entry takes a reference to run). */
-int ext_push(struct ext_state *x, enum ext_kind kind, enum ext_action action, struct ext_run *run);
-static inline bool ext_empty(const struct ext_state *x)
+int relay_ext_push(struct ext_state *x, enum ext_kind kind, enum ext_action action,
+                   struct ext_run *run);
+static inline bool relay_ext_empty(const struct ext_state *x)
 {
     return !x || x->fcount == 0;
 }
-static inline struct ext_entry *ext_head(struct ext_state *x)
+static inline struct ext_entry *relay_ext_head(struct ext_state *x)
 {
     return x && x->fcount ? &x->fifo[x->fhead] : NULL;
 }
 /* The first Execute in the FIFO (the one running upstream), or NULL. */
-struct ext_entry *ext_first_execute(struct ext_state *x);
+struct ext_entry *relay_ext_first_execute(struct ext_state *x);
 /* Pops the head; the error of a popped failing Parse goes to *rewrite (NULL: dropped). */
-void ext_pop(struct ext_state *x, struct ext_refusal *rewrite);
+void relay_ext_pop(struct ext_state *x, struct ext_refusal *rewrite);
 /* Drops entries up to (not including) the next Sync: the backend skips them after an error. */
-void ext_skip_to_sync(struct ext_state *x, void (*dropped)(void *arg, struct ext_entry *e),
-                      void *arg);
+void relay_ext_skip_to_sync(struct ext_state *x, void (*dropped)(void *arg, struct ext_entry *e),
+                            void *arg);
 /* A copy-in started at the head: Syncs after it were ignored by the backend. */
-void ext_drop_syncs_after_head(struct ext_state *x);
+void relay_ext_drop_syncs_after_head(struct ext_state *x);
 /* The guardrail error an EXT_REWRITE entry pushed right after it will answer with. */
-int ext_rewrite_push(struct ext_state *x, const struct ext_refusal *d);
+int relay_ext_rewrite_push(struct ext_state *x, const struct ext_refusal *d);
 
 /* Statements: name → text. put replaces; returns -1 when a bound would be exceeded. */
-int ext_stmt_put(struct ext_state *x, const char *name, const char *text, size_t len,
-                 unsigned policy_gen);
-struct ext_stmt *ext_stmt_get(struct ext_state *x, const char *name);
-void ext_stmt_drop(struct ext_state *x, const char *name);
+int relay_ext_stmt_put(struct ext_state *x, const char *name, const char *text, size_t len,
+                       unsigned policy_gen);
+struct ext_stmt *relay_ext_stmt_get(struct ext_state *x, const char *name);
+void relay_ext_stmt_drop(struct ext_state *x, const char *name);
 
 /* Portals: index, or -1 when the table is full. Opening a name replaces its portal. */
-int ext_portal_open(struct ext_state *x, const char *name, struct ext_text *text);
-int ext_portal_find(struct ext_state *x, const char *name);
-void ext_portal_close(struct ext_state *x, int i);
+int relay_ext_portal_open(struct ext_state *x, const char *name, struct ext_text *text);
+int relay_ext_portal_find(struct ext_state *x, const char *name);
+void relay_ext_portal_close(struct ext_state *x, int i);
 /* Transaction end: portals live until then. */
-void ext_portals_clear(struct ext_state *x);
+void relay_ext_portals_clear(struct ext_state *x);
 /* The portal's run, started by its first Execute (NULL when out of memory). */
-struct ext_run *ext_portal_run(struct ext_state *x, int i, const struct config *cfg);
-void ext_run_unref(struct ext_state *x, struct ext_run *run);
+struct ext_run *relay_ext_portal_run(struct ext_state *x, int i, const struct config *cfg);
+void relay_ext_run_unref(struct ext_state *x, struct ext_run *run);
 
 #endif

@@ -25,10 +25,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define CLOSING_GRACE_MS  1000 /* for the client's last bytes */
-#define TERMINATE_WAIT_MS 2000 /* an idle backend's EOF after Terminate */
-#define REAP_WAIT_MS      5000 /* a backend's EOF after pg_terminate_backend */
-#define CLI_EVENTS        (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
+#define CLI_EVENTS (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
 
 #define CONTAINER(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
@@ -428,6 +425,7 @@ struct session *session_new(const struct session_env *env, struct loop *loop, in
     if (!s || !s->su) {
         struct session_accept left = *acc;
         startup_gate_leave(env->admission, &left);
+        atomic_fetch_sub(&env->counts->live, 1);
         free(s);
         close(fd);
         return NULL;
@@ -463,7 +461,6 @@ struct session *session_new(const struct session_env *env, struct loop *loop, in
         limit = STARTUP_GATE_HEADER_TIMEOUT_MS;
     s->deadline_ms = netio_now_ms() + limit;
     startup_gate_format_peer(peer, s->addr, sizeof(s->addr));
-    atomic_fetch_add(&env->counts->live, 1);
     if (loop_watch_add(loop, &s->cli_watch, fd, CLI_EVENTS)) {
         LOG_ERROR(s->id, "epoll_failed", "%s", strerror(errno));
         s->phase = PH_DONE;

@@ -27,8 +27,10 @@ struct shutdown_state {
     atomic_llong deadline_ms; /* when draining ends */
 };
 
-/* Sessions counted against --max-connections (admitted, until their backend is gone) and all
- * sessions (live). */
+/* Sessions counted against --max-connections (admitted, until their backend is gone), and
+ * every connection handed to a worker, from the hand-over until its session is freed (live):
+ * the process ends only once none is left, so no connection still waiting for its worker can
+ * meet a cancel table or a runtime that is already gone. */
 struct session_counts {
     atomic_int admitted;
     atomic_int live;
@@ -78,8 +80,9 @@ struct session_link {
 struct session_link *session_link(struct session *s);
 struct session *session_from_link(struct session_link *l);
 
-/* Creates a session for an accepted socket and schedules its first turn. NULL (fd closed) on
- * allocation or registration failure. */
+/* Creates a session for an accepted socket and schedules its first turn; it takes over the fd
+ * and the connection's count in env->counts->live (made at the hand-over). NULL on allocation
+ * or registration failure: the fd is closed and the count given back. */
 struct session *session_new(const struct session_env *env, struct loop *loop, int fd,
                             const struct session_accept *acc);
 /* Shutdown started (or became immediate): the session decides what to do at its next turn. */

@@ -1,5 +1,7 @@
-/* Session internals shared by session.c (lifecycle, turns, timers, ending), session_connect.c
- * (admission, upstream connect, greeting) and session_relay.c (the relay's environment). */
+/* Session internals shared by session.c (lifecycle, turns, timers, shutdown), session_end.c
+ * (the one ending path), session_auth.c (the client's authentication), session_connect.c
+ * (admission, upstream connect, greeting), session_policy.c (policy decisions, large texts on
+ * the parser threads) and session_relay.c (the relay's environment). */
 #ifndef PGWP_SESSION_INT_H
 #define PGWP_SESSION_INT_H
 
@@ -34,7 +36,7 @@ struct session {
     struct loop *loop;
     struct loop_task task;
     struct loop_timer timer;
-    struct loop_waiter waiter; /* a cancel ticket or parse job that wakes the loop */
+    struct loop_waiter waiter; /* woken by a cancel delivered, a parse job done, audit room */
     struct loop_watch cli_watch, up_watch;
     uint64_t id;
 
@@ -98,6 +100,12 @@ struct session {
 
 /* session.c */
 void session_schedule(struct session *s);
+/* The proxy's own cancel of whatever runs upstream (one at a time). */
+void session_cancel_upstream(struct session *s);
+/* True while that cancel is still on its way (the loop is woken once it lands). */
+bool session_cancel_pending(struct session *s);
+/* A FATAL ErrorResponse queued for the client, while it still gets output. */
+void session_fatal(struct session *s, const char *code, const char *message, const char *detail);
 
 /* session_end.c */
 void session_end_with(struct session *s, enum session_end e);
@@ -106,9 +114,6 @@ void session_close_client(struct session *s);
 void session_close_upstream(struct session *s);
 void session_reap_backend(struct session *s);
 int64_t session_grace_ms(const struct session *s);
-void session_cancel_upstream(struct session *s);
-bool session_cancel_pending(struct session *s);
-void session_fatal(struct session *s, const char *code, const char *message, const char *detail);
 
 /* session_auth.c */
 enum session_end session_auth_begin(struct session *s);

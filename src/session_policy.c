@@ -68,6 +68,7 @@ int session_policy_decide(struct session *s, const char *sql, size_t len, struct
     if (!sp->job) {
         free(sp);
         busy(d);
+        guard_shadow_only(p, d); /* shadow rules alone never hold a statement back */
         return 0;
     }
     s->parse = sp;
@@ -94,6 +95,7 @@ void session_policy_poll(struct session *s)
     else if (rc != 0)
         decided_locally(&d, GUARD_DENY, "internal",
                         "statement could not be checked: out of memory");
+    guard_shadow_only(s->prof->policy, &d);
     session_policy_release(s);
     fe_proto_decided(&s->relay, &d);
 }

@@ -98,7 +98,7 @@ static void refresh(void *ctx)
 struct audit_wait {
     struct audit_record rec;
     char *sql; /* one allocation: the text, the names and the parameters */
-    char sqlstate[6], upstream_sqlstate[6], rule[96];
+    char sqlstate[6], upstream_sqlstate[6], rule[96], shadow_rule[96];
 };
 
 static size_t str_size(const char *p)
@@ -152,6 +152,8 @@ static void keep_record(struct session *s, const struct audit_record *r)
         w->rec.upstream_sqlstate = memcpy(w->upstream_sqlstate, r->upstream_sqlstate, 6);
     if (r->rule)
         w->rec.rule = strncpy(w->rule, r->rule, sizeof(w->rule) - 1);
+    if (r->shadow_rule) /* the statement's own buffer: the next statement reuses it */
+        w->rec.shadow_rule = strncpy(w->shadow_rule, r->shadow_rule, sizeof(w->shadow_rule) - 1);
     s->audit_wait = w;
 }
 
@@ -198,6 +200,8 @@ static void statement_done(void *ctx, const struct stmt *st, enum stmt_outcome o
     session_stats_statement(s, st, o, us);
     if (!s->rt->audit || !st->sql)
         return;
+    struct stmt_audit view;
+    stmt_audit_view(st, o, &view);
     struct audit_record r = {.session_id = s->id,
                              .client_addr = s->addr,
                              .user = s->user,
@@ -210,9 +214,10 @@ static void statement_done(void *ctx, const struct stmt *st, enum stmt_outcome o
                              .duration_us = us,
                              .rows = st->rows,
                              .bytes = st->bytes,
-                             .outcome = stmt_outcome_audit_name(o),
+                             .outcome = view.outcome,
                              .sqlstate = st->sqlstate[0] ? st->sqlstate : NULL,
-                             .rule = st->rule,
+                             .rule = view.rule,
+                             .shadow_rule = view.shadow_rule,
                              .upstream_sqlstate =
                                  st->upstream_sqlstate[0] ? st->upstream_sqlstate : NULL,
                              .upstream_status = stmt_upstream_name(st->upstream),

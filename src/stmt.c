@@ -46,6 +46,20 @@ const char *stmt_upstream_name(enum stmt_upstream u)
     return (unsigned)u <= STMT_UP_NOT_SENT ? upstream_names[u] : "unknown";
 }
 
+void stmt_audit_view(const struct stmt *st, enum stmt_outcome o, struct stmt_audit *out)
+{
+    const char *deny = st->shadow_rule[0] ? st->shadow_rule : NULL;
+    out->outcome = stmt_outcome_audit_name(o);
+    out->rule = st->rule;
+    out->shadow_rule = deny ? deny : st->shadow_limit;
+    if (o != STMT_OK || st->rule || !out->shadow_rule)
+        return;
+    /* a shadow rule would have refused it before it ran: that comes first */
+    out->outcome = deny ? "would_deny" : "would_limit";
+    out->rule = out->shadow_rule;
+    out->shadow_rule = deny ? st->shadow_limit : NULL;
+}
+
 void stmt_upstream_error(struct stmt *st, const char code[6])
 {
     st->upstream_error = true;
@@ -86,6 +100,16 @@ enum stmt_limit stmt_charge(struct stmt *st, uint64_t n, bool row)
     b->bytes += n;
     st->bytes += n;
     return STMT_LIMIT_NONE;
+}
+
+bool stmt_pass_limit(struct stmt *st, enum stmt_limit l, uint64_t n, bool row)
+{
+    bool first = !st->shadow_limit;
+    if (first)
+        st->shadow_limit = l == STMT_LIMIT_ROWS ? "max-rows" : "max-bytes";
+    st->budget.max_rows = st->budget.max_bytes = 0;
+    stmt_charge(st, n, row);
+    return first;
 }
 
 uint64_t stmt_end(struct stmt *st, enum stmt_outcome o)

@@ -1,5 +1,6 @@
-/* One statement's lifecycle (a simple Query, later a portal run): its clock, deadline, row and
- * byte budget, what it sent, and the one outcome table that feeds metrics and the audit. */
+/* One statement's lifecycle (a simple Query, or an extended-protocol portal run): its clock,
+ * deadline, row and byte budget, what it sent, and the one outcome table that feeds metrics and the
+ * audit. */
 #ifndef PGWP_STMT_H
 #define PGWP_STMT_H
 
@@ -53,13 +54,29 @@ struct stmt {
     uint64_t rows, bytes; /* the whole Query: what reached the client */
     char sqlstate[6];     /* the error the client saw, "" = none */
     const char *rule;     /* guardrail that acted, or NULL */
-    const char *sql;      /* the text (lives in the client's buffer until the end) */
+    const char *sql;      /* the text (in the client's buffer, or a copy the relay keeps) */
     size_t sql_len;
     bool upstream_error;       /* some part of it ended with an upstream error */
     char upstream_sqlstate[6]; /* the upstream's first error, "" = none */
     enum stmt_upstream upstream;
     bool copy; /* it ran the COPY sub-protocol (the audit's protocol "copy") */
+    /* what enforcing would have stopped, while it ran unchanged: a shadow: rule's verdict
+     * (guard_decision.shadow_rule, "" = none), and the budget --on-limit warn let it pass
+     * ("max-rows", "max-bytes"; NULL = none) */
+    char shadow_rule[96];
+    const char *shadow_limit;
 };
+
+/* How the audit shows a statement. A statement that succeeded with no guardrail acting, but
+ * that a shadow rule or --on-limit warn would have stopped, is "would_deny" or "would_limit"
+ * with that rule (metrics count it as ok: that is what the client saw). Any other outcome
+ * keeps its name and rule, and shadow_rule names what would also have acted. */
+struct stmt_audit {
+    const char *outcome;
+    const char *rule;        /* NULL = none */
+    const char *shadow_rule; /* NULL = none */
+};
+void stmt_audit_view(const struct stmt *st, enum stmt_outcome o, struct stmt_audit *out);
 
 void stmt_begin(struct stmt *st, const struct config *cfg, const char *sql, size_t len);
 /* Starts the next statement part's budget. */
@@ -68,6 +85,10 @@ void stmt_part(struct stmt *st, const struct config *cfg);
 /* Accounts one message of n wire bytes bound for the client; a DataRow (row) also counts
  * against the row budget. Returns the limit it would exceed (then nothing is counted). */
 enum stmt_limit stmt_charge(struct stmt *st, uint64_t n, bool row);
+/* --on-limit warn, after stmt_charge returned l: the statement part goes on without a budget
+ * and the message is counted. Returns true the first time a statement passes a budget (the
+ * caller then logs and counts it once, as the enforced limit would have acted once). */
+bool stmt_pass_limit(struct stmt *st, enum stmt_limit l, uint64_t n, bool row);
 
 /* Ends the statement: records metrics; returns its duration in microseconds. */
 uint64_t stmt_end(struct stmt *st, enum stmt_outcome o);

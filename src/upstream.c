@@ -10,11 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Client startup parameters applied upstream; everything else the client sends is ignored
- * (credentials and database always come from the operator's DSN). */
-#define UPSTREAM_TIMEOUT_MARGIN_MS 1000
-#define UPSTREAM_AUDIT_USER_MAX    32 /* bytes of the encoded user in the audit suffix */
+#define UPSTREAM_TIMEOUT_MARGIN_MS 1000 /* statement_timeout upstream: --query-timeout + this */
+#define UPSTREAM_AUDIT_USER_MAX    32   /* bytes of the encoded user in the audit suffix */
 
+/* Client startup parameters applied upstream as options (client_encoding and application_name
+ * have keywords of their own); everything else the client sends is ignored (credentials and
+ * database always come from the operator's DSN). */
 static const char *const option_params[] = {"DateStyle", "TimeZone", "IntervalStyle",
                                             "extra_float_digits"};
 

@@ -112,16 +112,33 @@ static void answer_asked(struct worker *w, struct asked *list, bool answer)
     }
 }
 
+/* The acceptor pushes newest first; sessions start in arrival order, so a burst accepted in
+ * one batch is not served backwards (the --max-startup-* caps would count the newest first
+ * and refuse the earliest). */
+static struct incoming *take_in_order(struct worker *w)
+{
+    pthread_mutex_lock(&w->mu);
+    struct incoming *newest = w->incoming, *in = NULL;
+    w->incoming = NULL;
+    pthread_mutex_unlock(&w->mu);
+    while (newest) {
+        struct incoming *next = newest->next;
+        newest->next = in;
+        in = newest;
+        newest = next;
+    }
+    return in;
+}
+
 static void take_incoming(void *arg)
 {
     struct worker *w = arg;
     pthread_mutex_lock(&w->mu);
-    struct incoming *in = w->incoming;
     struct asked *asked = w->asked;
-    w->incoming = NULL;
     w->asked = NULL;
     pthread_mutex_unlock(&w->mu);
     answer_asked(w, asked, true);
+    struct incoming *in = take_in_order(w);
     while (in) {
         struct incoming *next = in->next;
         struct session *s = session_new(&w->env, w->loop, in->fd, &in->acc);
@@ -283,6 +300,7 @@ void worker_pool_join(struct worker_pool *p)
         for (struct incoming *in = w->incoming, *next; in; in = next) {
             next = in->next;
             startup_gate_leave(w->env.admission, &in->acc);
+            atomic_fetch_sub(&w->env.counts->live, 1);
             close(in->fd);
             free(in);
         }
@@ -315,6 +333,7 @@ void worker_pool_assign(struct worker_pool *p, int fd, const struct session_acce
     in->acc = *acc;
     unsigned i = atomic_fetch_add(&p->next, 1) % (unsigned)p->n;
     struct worker *w = &p->w[i];
+    atomic_fetch_add(&w->env.counts->live, 1); /* counted from here: see session_counts */
     pthread_mutex_lock(&w->mu);
     in->next = w->incoming;
     w->incoming = in;

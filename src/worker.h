@@ -17,7 +17,8 @@ struct worker_pool *worker_pool_start(int n, const struct session_env *tmpl, int
                                       size_t stack_bytes, char *err, size_t errlen);
 /* Joins the workers (they exit once shutdown started and their sessions are gone). */
 void worker_pool_join(struct worker_pool *p);
-/* Hands an accepted socket to the next worker (round robin). On failure the fd is closed. */
+/* Hands an accepted socket to the next worker (round robin); it counts in session_counts.live
+ * from now on. On failure the fd is closed (and not counted). */
 void worker_pool_assign(struct worker_pool *p, int fd, const struct session_accept *acc);
 
 #endif

@@ -5,6 +5,7 @@ protocol (v1, v2) names the real client for those caps, the audit and applicatio
 Client sockets are bound to 127.0.0.x source addresses (Linux loopback accepts any of them)."""
 import json
 import shutil
+import signal
 import socket
 import struct
 
@@ -241,6 +242,30 @@ def test_per_address_cap_counts_the_header_address(lb_proxy):
             assert refusal(c) == FULL_ADDR
         with raw_from("127.0.0.1", lb_proxy) as c:
             c.send_raw(v1_header("192.0.2.2", 1011))
+            admitted(c)
+    finally:
+        for c in held:
+            c.close()
+
+
+def test_a_burst_is_counted_in_arrival_order(start_proxy):
+    """Connections accepted in one batch were handed to their worker newest first: under load
+    the third header of an address was counted before the first two, and the first connection
+    got the refusal meant for the third. The proxy is stopped while the burst arrives, so that
+    it accepts all of it at once."""
+    p = start_proxy("--proxy-protocol-from", "127.0.0.1/32", "--max-startup-per-address", 2,
+                    "--startup-timeout", "60s", "--workers", 1)
+    held = []
+    try:
+        p.signal(signal.SIGSTOP)
+        try:
+            for i in range(3):
+                held.append(raw_from("127.0.0.1", p))
+                held[-1].send_raw(v2_header("192.0.2.9", 2000 + i))
+        finally:
+            p.signal(signal.SIGCONT)
+        assert refusal(held[2]) == FULL_ADDR
+        for c in held[:2]:
             admitted(c)
     finally:
         for c in held:

@@ -1,7 +1,8 @@
 """CancelRequests as an attack, with nothing but network access: sweeping the secret of a known
 pid, re-sending a valid key to hoard descriptors, starving cross-instance cancels with forged
-keys for a dead peer, making a cancel circulate between instances, and holding SIGTERM up with
-queued peer forwards. Each test reproduces the attack and asserts what must hold."""
+keys for a dead peer, holding up local cancels behind forwards to an unresponsive peer, making a
+cancel circulate between instances, and holding SIGTERM up with queued peer forwards. Each test
+reproduces the attack and asserts what must hold."""
 import random
 import select
 import signal
@@ -10,6 +11,8 @@ import struct
 import threading
 import time
 
+import psycopg2
+import psycopg2.errors
 import pytest
 
 from conftest import upstream_dsn
@@ -241,6 +244,34 @@ def test_dead_peer_does_not_starve_cross_instance_cancels(pg, start_proxy, tmp_p
         for s in forged:
             s.close()
     assert "(to peer)" in a.log()
+
+
+def test_unresponsive_peer_does_not_delay_local_cancels(start_proxy, dconn, silent_peer):
+    proxy = start_proxy("--peer-id", "1", "--peer", f"2=127.0.0.1:{silent_peer.port}")
+    for i in range(2):  # keys with peer 2's id: forwarded to the dead peer
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=BOUND) as s:
+            s.sendall(cancel_packet(4242, (2 << 24) | i))
+    app = "peer-hol"
+    conn = proxy.connect(autocommit=True, application_name=app)
+    watcher = psycopg2.connect(dconn.dsn)
+    watcher.autocommit = True  # else pg_stat_activity is one snapshot per transaction
+    fired = []
+
+    def cancel():
+        wait_active(watcher, app)
+        fired.append(time.monotonic())
+        conn.cancel()
+    t = threading.Thread(target=cancel, daemon=True)
+    t.start()
+    try:
+        with conn.cursor() as cur, pytest.raises(psycopg2.errors.QueryCanceled):
+            cur.execute("select pg_sleep(20)")
+        delay = time.monotonic() - fired[0]
+    finally:
+        t.join(BOUND)
+        conn.close()
+        watcher.close()
+    assert delay < 2, f"a local cancel took {delay:.1f} s behind cancels for a dead peer"
 
 
 def test_cancel_routed_to_own_address_does_not_circulate(pg, start_proxy, tmp_path):

@@ -1,8 +1,9 @@
-"""Errors arrive exactly as PostgreSQL sends them: SQLSTATE, position, every field."""
+"""Errors arrive exactly as PostgreSQL sends them: SQLSTATE, position, every field; a FATAL ends
+the connection."""
 import psycopg2
 import pytest
 
-from pgwp import only_error, rfq, rows
+from pgwp import describe, only_error, proxy_only, rfq, rows
 
 
 def error_via(target, sql, **startup):
@@ -83,3 +84,14 @@ def test_psycopg2_sees_sqlstate_and_diagnostics(proxy):
             assert cur.fetchone() == (1,)
     finally:
         conn.close()
+
+
+@proxy_only  # PostgreSQL itself accepts SJIS: the proxy's refusal is the FATAL here
+def test_no_ready_for_query_after_a_fatal(proxy):
+    """PostgreSQL never sends ReadyForQuery after a FATAL ErrorResponse: the connection ends."""
+    with proxy.raw() as c:
+        c.query_send("set client_encoding = 'SJIS'")
+        msgs = c.read_until_closed()
+        fatal = [i for i, m in enumerate(msgs) if m.type == "E" and m.fields["S"] == "FATAL"]
+        assert fatal
+        assert "Z" not in [m.type for m in msgs[fatal[0]:]], describe(msgs)

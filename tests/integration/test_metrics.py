@@ -1,4 +1,7 @@
-"""The Prometheus endpoint: counters that move with traffic, gauges, /healthz, and no secrets."""
+"""The Prometheus endpoint: counters that move with traffic, gauges, /healthz (also during a
+drain), and no secrets."""
+import signal
+
 import psycopg2
 import pytest
 
@@ -71,8 +74,10 @@ def test_query_counters(start_proxy):
     assert delta(after, before, "pgwire_proxy_errors_total", **{"class": "22"}) == 1
     assert delta(after, before, "pgwire_proxy_errors_total", **{"class": "42"}) == 2
     assert delta(after, before, "pgwire_proxy_errors_total", **{"class": "54"}) == 1
-    assert delta(after, before, "pgwire_proxy_guardrail_violations_total", rule="deny:drop") == 1
-    assert delta(after, before, "pgwire_proxy_guardrail_violations_total", rule="max-rows") == 1
+    assert delta(after, before, "pgwire_proxy_guardrail_violations_total", rule="deny:drop",
+                 mode="enforce") == 1
+    assert delta(after, before, "pgwire_proxy_guardrail_violations_total", rule="max-rows",
+                 mode="enforce") == 1
     assert delta(after, before, "pgwire_proxy_rows_sent_total") >= n
     assert delta(after, before, "pgwire_proxy_bytes_sent_total") > 0
     count = metric(after, "pgwire_proxy_query_duration_seconds_count")
@@ -117,6 +122,20 @@ def test_healthz_when_the_upstream_is_down(start_proxy):
                               (("outcome", "upstream_failed"),)): 1})
     assert metric(m, "pgwire_proxy_upstream_connect_failures_total") >= 1
     assert metric(m, "pgwire_proxy_sessions_active") == 0
+
+
+def test_healthz_is_503_while_draining(start_proxy):
+    proxy = metrics_proxy(start_proxy, "--shutdown-timeout", "20s")
+    with proxy.raw() as c:
+        c.query("begin")
+        assert http_get(proxy.mport, "/healthz") == (200, "ok\n")
+        proxy.signal(signal.SIGTERM)
+        poll(lambda: http_get(proxy.mport, "/healthz")[0] == 503,
+             what="/healthz to answer 503 during the drain (still 200)")
+        assert proxy.alive()  # still draining: the open transaction may finish
+        assert rows(c.query("select 'still served'")) == [("still served",)]
+        c.query("commit")
+        assert proxy.wait() == 0
 
 
 SECRET = "sekrit-pw-XYZ"

@@ -1,10 +1,11 @@
-"""Statement policy: deny/allow lists, read-only mode, and what a refused statement looks like."""
+"""Statement policy: deny/allow lists, read-only mode, what a refused statement looks like, and
+the settings that change how SQL text reads (standard_conforming_strings, client encodings)."""
 import subprocess
 
 import pytest
 
-from pgwp import (BINARY, BOUND, clean_env, errors, only_error, proxy_only, recreate, rfq,
-                  rows, table_rows, tags)
+from pgwp import (BINARY, BOUND, RawClient, clean_env, describe, errors, only_error,
+                  parameter_status, proxy_only, recreate, rfq, rows, table_rows, tags)
 
 pytestmark = proxy_only
 
@@ -234,6 +235,35 @@ def test_read_only_allows_reads(ro_proxy, dconn):
 
 # ---------------------------------------------------------------------------------------------
 # Start-up validation
+
+
+def test_standard_conforming_strings_off_works_as_in_postgresql(proxy):
+    """standard_conforming_strings can be turned off as in PostgreSQL: the guard decides a text
+    with a backslash in a string under both readings, so the session neither gets a refusal
+    nor ends when the upstream reports the change."""
+    with proxy.raw() as c:
+        msgs = c.query("set standard_conforming_strings = off")
+        assert errors(msgs) == [] and rfq(msgs) == "I", describe(msgs)
+        assert parameter_status(msgs).get("standard_conforming_strings") == "off"
+        assert rows(c.query("show standard_conforming_strings")) == [("off",)]
+        assert rows(c.query("select 'a\\'b' as v")) == [("a'b",)]  # read with escapes
+        assert errors(c.query("reset standard_conforming_strings")) == []
+        assert rows(c.query("select 'a\\b' as v")) == [("a\\b",)]
+
+
+def test_backslash_hiding_client_encoding_ends_the_session(proxy):
+    """SJIS/BIG5-style encodings can hide a backslash inside a multi-byte character: refused at
+    startup and when SET later, with FATAL 0A000 (the session ends)."""
+    with RawClient(proxy.host, proxy.port) as c:
+        err = only_error(c.startup(user="postgres", database="postgres",
+                                   client_encoding="SJIS"))
+        assert (err["S"], err["C"]) == ("FATAL", "0A000"), err
+        assert "UTF8" in err["M"]
+    with proxy.raw() as c:
+        c.query_send("set client_encoding = 'SJIS'")
+        msgs = c.read_until_closed()
+        err = only_error(msgs)
+        assert (err["S"], err["C"]) == ("FATAL", "0A000"), describe(msgs)
 
 
 @pytest.mark.parametrize("flag", ["--deny", "--allow"])

@@ -356,7 +356,7 @@ def test_set_config_is_set(allow_select):
 
 
 @pytest.mark.parametrize("flags, needle", [
-    (["--deny", "shadow:drop"], "shadow: rules are not supported yet"),
+    (["--deny", "shadow:shadow:drop"], "shadow: is given twice"),
     (["--permit", "select"], "invalid permit rule"),
     (["--deny", "group:nope"], "group:nope"),
     (["--max-parse-size", "20MB"], "--max-parse-size"),

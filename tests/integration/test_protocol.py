@@ -5,7 +5,7 @@ import uuid
 import pytest
 
 from pgwp import (CANCEL_REQUEST, GSSENC_REQUEST, PROTOCOL_3_0, SSL_REQUEST, RawClient,
-                  only_error, parameter_status, poll, proxy_only, rfq, rows, scalar)
+                  describe, only_error, parameter_status, poll, proxy_only, rfq, rows, scalar)
 
 
 def test_startup_sequence_and_parameters_same_as_direct(proxy, direct):
@@ -149,3 +149,16 @@ def test_client_eof_closes_upstream(proxy, dconn):
     assert scalar(dconn, count) == 1
     c.close()
     poll(lambda: scalar(dconn, count) == 0, what="the upstream backend to go away")
+
+
+@proxy_only
+def test_message_larger_than_max_message_size(start_proxy):
+    proxy = start_proxy("--max-message-size", "1kB")
+    with proxy.raw() as other, proxy.raw() as c:
+        assert rows(c.query("select '" + "x" * 900 + "' = '' as ok")) == [("f",)]  # under 1 kB
+        c.query_send("select '" + "x" * 2000 + "'")
+        msgs = c.read_until_closed()
+        err = only_error(msgs)
+        assert (err["S"], err["C"]) == ("FATAL", "08P01"), describe(msgs)
+        assert "max-message-size" in err["M"]
+        assert rows(other.query("select 1")) == [("1",)]  # other sessions unaffected

@@ -52,7 +52,8 @@ def assert_read_only_fatal(msgs):
 def test_read_only_lost_ends_the_session(start_proxy, ro_objects):
     mport = free_port()
     p = start_proxy("--read-only", "--metrics-listen", f"127.0.0.1:{mport}", user="app")
-    before = metric(scrape(mport), "pgwire_proxy_guardrail_violations_total", rule=RULE)
+    before = metric(scrape(mport), "pgwire_proxy_guardrail_violations_total", rule=RULE,
+                    mode="enforce")
     with p.raw() as c:
         # the policy sees a SELECT of a function; the upstream reports the setting it changed
         msgs = c.query("select rob_unlock()")
@@ -60,7 +61,7 @@ def test_read_only_lost_ends_the_session(start_proxy, ro_objects):
         assert c.read_until_closed() == []
     poll(lambda: log_events(p, "read_only_lost"), what="a read_only_lost log event")
     assert metric(scrape(mport), "pgwire_proxy_guardrail_violations_total",
-                  rule=RULE) == before + 1
+                  rule=RULE, mode="enforce") == before + 1
     assert not log_events(p, "read_only_superuser"), "the DSN role app is no superuser"
     with p.raw() as c:  # other sessions are unaffected, and still read-only
         err = only_error(c.query("select rob_write(1)"))

@@ -1,9 +1,12 @@
-"""SIGTERM/SIGINT: drain open transactions up to --shutdown-timeout, then FATAL 57P01."""
+"""SIGTERM/SIGINT: drain open transactions up to --shutdown-timeout, then FATAL 57P01; SIGQUIT:
+at once."""
 import signal
+import time
 
 import pytest
 
-from pgwp import RawClient, errors, only_error, poll, proxy_only, rfq, rows, scalar, tags
+from pgwp import (RawClient, describe, errors, only_error, poll, proxy_only, rfq, rows, scalar,
+                  tags)
 
 pytestmark = proxy_only
 
@@ -107,3 +110,21 @@ def test_second_sigterm_exits_at_once(start_proxy, sd_table):
         p.wait()  # bounded far below the 60 s grace period
         c.read_until_closed()
     assert sd_table() == ""
+
+
+def test_sigquit_closes_everything_at_once(start_proxy, dconn):
+    proxy = start_proxy("--shutdown-timeout", "30s")
+    sql = "select pg_sleep(20) -- sigquit in flight"
+    with proxy.raw() as c:
+        c.query("begin")
+        c.query_send(sql)
+        poll(lambda: scalar(dconn, "select count(*) from pg_stat_activity "
+                                   "where state = 'active' and query = %s", sql) == 1,
+             what="the statement to run upstream")
+        start = time.monotonic()
+        proxy.signal(signal.SIGQUIT)
+        msgs = c.read_until_closed()
+        assert proxy.wait() == 0
+        assert time.monotonic() - start < 5
+    err = only_error(msgs)
+    assert (err["S"], err["C"]) == ("FATAL", "57P01"), describe(msgs)

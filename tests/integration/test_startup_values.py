@@ -1,5 +1,6 @@
 """What a client's startup values can do upstream: exactly the one setting each names, with the
-value PostgreSQL itself would see (every byte 0x00-0xFF, compared with PostgreSQL directly);
+value PostgreSQL itself would see (every byte 0x00-0xFF, compared with PostgreSQL directly),
+nothing outside the allowlist;
 what the upstream's application_name, the audit trail and the JSON log make of hostile user
 names."""
 import json
@@ -7,7 +8,7 @@ import struct
 
 import pytest
 
-from pgwp import Closed, RawClient, describe, only_error, poll, proxy_only
+from pgwp import Closed, RawClient, describe, only_error, poll, proxy_only, rows
 
 pytestmark = proxy_only
 
@@ -73,6 +74,22 @@ def same_outcome(name, value, via_proxy, direct, baseline):
     assert got[name] == direct[1][name], (name, value, got[name], direct[1][name])
     moved = {k: got[k] for k in WATCHED if k != name and got[k] != baseline[k]}
     assert not moved, (name, value, moved)
+
+
+def test_startup_parameters_outside_the_allowlist_are_not_applied(proxy, direct):
+    """Only the documented allowlist reaches the upstream; `options` (-c ...), arbitrary GUCs and
+    search_path (off by default) are ignored, so a client cannot loosen the operator's
+    settings."""
+    with direct.raw() as d:
+        defaults = {g: rows(d.query(f"show {g}"))[0][0]
+                    for g in ("work_mem", "search_path", "default_transaction_read_only")}
+    with proxy.raw(work_mem="77kB", search_path="evil",
+                   options="-c statement_timeout=5 -c default_transaction_read_only=on") as c:
+        for guc, value in defaults.items():
+            assert rows(c.query(f"show {guc}")) == [(value,)], guc
+        # the proxy's own statement_timeout (query timeout + 1 s), not the client's 5 ms
+        assert rows(c.query("show statement_timeout")) == [("31s",)]
+        assert rows(c.query("select pg_sleep(0.05), 'slept'"))[0][1] == "slept"
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,11 @@
 """TLS: clients to the proxy (sslmodes, require mode, client certificates, bad handshakes, key
-permissions) and the proxy to an upstream that has TLS on."""
+permissions, direct TLS, certificate reload) and the proxy to an upstream that has TLS on."""
 import os
 import pwd
 import shutil
+import signal
 import socket
+import ssl
 import struct
 import subprocess
 
@@ -260,6 +262,101 @@ def test_tls_min_version_1_3(start_proxy, certs):
 
 # ---------------------------------------------------------------------------------------------
 # Upstream side: a second PostgreSQL with ssl = on
+
+
+# -- direct TLS (PostgreSQL 17's sslnegotiation=direct) and certificate reload
+
+
+def make_cert(dirpath, name):
+    """A self-signed certificate and its key (mode 0600): one the certs fixture did not sign."""
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",
+            "-keyout", f"{name}.key", "-out", f"{name}.crt", cwd=dirpath)
+    key = os.path.join(dirpath, f"{name}.key")
+    os.chmod(key, 0o600)
+    return os.path.join(dirpath, f"{name}.crt"), key
+
+
+def tls_peer_cert(port):
+    """DER certificate the proxy presents after SSLRequest; the socket is closed after."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=BOUND)
+    try:
+        sock.sendall(struct.pack("!II", 8, SSL_REQUEST))
+        assert sock.recv(1) == b"S"
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        with ctx.wrap_socket(sock) as tls:
+            return tls.getpeercert(binary_form=True)
+    finally:
+        sock.close()
+
+
+def der(crt):
+    return ssl.PEM_cert_to_DER_cert(open(crt).read())
+
+
+def test_tls_certificate_reload_applies_to_new_connections(start_proxy, tmp_path):
+    a_crt, a_key = make_cert(str(tmp_path), "cert-a")
+    b_crt, b_key = make_cert(str(tmp_path), "cert-b")
+    live_crt, live_key = str(tmp_path / "live.crt"), str(tmp_path / "live.key")
+    for src, dst in ((a_crt, live_crt), (a_key, live_key)):
+        open(dst, "wb").write(open(src, "rb").read())
+    os.chmod(live_key, 0o600)
+    cfg = tmp_path / "tls.ini"
+    cfg.write_text(f"tls-cert = {live_crt}\ntls-key = {live_key}\n")
+    proxy = start_proxy("--config", str(cfg))
+    assert tls_peer_cert(proxy.port) == der(a_crt)
+    # a session opened before the reload keeps working
+    with RawClient("127.0.0.1", proxy.port) as before:
+        assert before.startup(user="postgres", database="postgres")[-1].type == "Z"
+        for src, dst in ((b_crt, live_crt), (b_key, live_key)):
+            open(dst, "wb").write(open(src, "rb").read())
+        proxy.signal(signal.SIGHUP)
+        poll(lambda: tls_peer_cert(proxy.port) == der(b_crt), interval=0.1,
+             what="new connections to get the new certificate (still the old one)")
+        assert rows(before.query("select 1")) == [("1",)]
+
+
+def test_direct_tls_without_ssl_request(start_proxy, tmp_path):
+    """PostgreSQL 17's sslnegotiation=direct: the client starts the TLS handshake at once (ALPN
+    "postgresql") instead of sending SSLRequest; a client offering another ALPN protocol is
+    refused in the handshake."""
+    crt, key = make_cert(str(tmp_path), "direct")
+    proxy = start_proxy("--tls-cert", crt, "--tls-key", key)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["postgresql"])
+    c = RawClient("127.0.0.1", proxy.port)
+    try:
+        c.sock = ctx.wrap_socket(c.sock)
+        assert c.sock.selected_alpn_protocol() == "postgresql"
+        assert c.startup(user="postgres", database="postgres")[-1].type == "Z"
+        assert rows(c.query("select 'direct tls'")) == [("direct tls",)]
+    finally:
+        c.close()
+    ctx.set_alpn_protocols(["http/1.1"])
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=BOUND) as s:
+        with pytest.raises((ssl.SSLError, ConnectionResetError)):
+            ctx.wrap_socket(s)
+
+
+def test_direct_tls_without_alpn_is_refused(start_proxy, tmp_path):
+    crt, key = make_cert(str(tmp_path), "noalpn")
+    proxy = start_proxy("--tls-cert", crt, "--tls-key", key)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    c = RawClient("127.0.0.1", proxy.port)
+    try:
+        try:
+            c.sock = ctx.wrap_socket(c.sock)
+            msgs = c.startup(user="postgres", database="postgres")
+        except (ssl.SSLError, ConnectionResetError):
+            return  # refused in the handshake
+        assert msgs[-1].type != "Z", "a direct TLS session without ALPN was accepted"
+    finally:
+        c.close()
 
 
 @pytest.fixture(scope="module")

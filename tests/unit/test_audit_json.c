@@ -151,6 +151,11 @@ static void test_record_keys(void **state)
                "\",\"statement_name_hex\":\"73ff\",\"params\":[null,\"abc\","
                "{\"text\":\"abc\",\"bytes\":10},{\"text\":\"" R "\",\"bytes\":1,\"hex\":\"ff\"},"
                "{\"binary\":16}],\"executes\":3}\n"));
+    /* a shadow rule that would also have acted follows the rule */
+    r.shadow_rule = "deny:truncate";
+    format_entry(&t, &r);
+    assert_non_null(strstr(t.buf, "\"rule\":\"query-timeout\",\"shadow_rule\":\"deny:truncate\","
+                                  "\"protocol\""));
     audit_text_free(&t);
 }
 

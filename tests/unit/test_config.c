@@ -85,8 +85,8 @@ static void test_unknown_rule_is_a_config_error(void **state)
     config_free(&c);
 }
 
-/* --max-parse-size takes a size in range; --permit takes exception entries; shadow: rules are
- * reserved with an error of their own. */
+/* --max-parse-size takes a size in range; --permit takes exception entries; a shadow: entry's
+ * mistakes are one line naming the entry. */
 static void test_policy_options(void **state)
 {
     (void)state;
@@ -112,10 +112,23 @@ static void test_policy_options(void **state)
     assert_int_equal(LOAD(&c, no_env, err, "--upstream", "host=x", "--permit", "select"),
                      CONFIG_ERROR);
     assert_non_null(strstr(err, "invalid permit rule"));
-    assert_int_equal(LOAD(&c, no_env, err, "--upstream", "host=x", "--deny", "shadow:drop"),
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream", "host=x", "--deny", "shadow:drop",
+                          "--allow", "shadow:select"),
+                     CONFIG_OK);
+    assert_int_equal(c.ndeny, 1);
+    assert_string_equal(c.deny[0], "shadow:drop");
+    config_free(&c);
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream", "host=x", "--deny", "shadow:shadow:drop"),
                      CONFIG_ERROR);
-    assert_non_null(strstr(err, "shadow: rules are not supported yet"));
+    assert_non_null(strstr(err, "shadow: is given twice"));
     assert_null(strchr(err, '\n'));
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream", "host=x", "--allow", "shadow:nope"),
+                     CONFIG_ERROR);
+    assert_non_null(strstr(err, "\"shadow:nope\": unknown statement kind \"nope\" in allow list"));
+    assert_null(strchr(err, '\n'));
+    assert_int_equal(LOAD(&c, no_env, err, "--upstream", "host=x", "--deny", "shadow:"),
+                     CONFIG_ERROR);
+    assert_non_null(strstr(err, "empty shadow rule"));
     assert_int_equal(LOAD(&c, no_env, err, "--upstream", "host=x", "--deny", "group:nope"),
                      CONFIG_ERROR);
     assert_non_null(strstr(err, "group:nope"));

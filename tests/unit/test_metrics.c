@@ -105,7 +105,12 @@ static void test_build_info_and_families(void **state)
 
     double start = sample_double(P "process_start_time_seconds");
     assert_true(start > 1.6e9);
-    assert_true(start <= (double)time(NULL) + 1);
+    /* Read on the clock the proxy reads, with a minute's slack: a machine whose clock is
+     * stepped while the test runs (NTP at boot) must not turn a sane start time into a
+     * failure. The point is an epoch value in seconds, not microseconds or a future date. */
+    struct timespec now;
+    assert_int_equal(clock_gettime(CLOCK_REALTIME, &now), 0);
+    assert_true(start <= (double)now.tv_sec + 60);
     assert_int_equal(metrics_value(P "no_such_metric"), -1);
     assert_int_equal(metrics_value(P "queries_total{outcome=\"nope\"}"), -1);
 }
@@ -326,23 +331,26 @@ static void test_probe_and_http_series(void **state)
 static void test_guardrail_labels(void **state)
 {
     (void)state;
-    assert_int_equal(metrics_value(P "guardrail_violations_total{rule=\"deny:drop\"}"), 0);
-    int64_t other = val(P "guardrail_violations_total{rule=\"other\"}");
+    assert_int_equal(
+        metrics_value(P "guardrail_violations_total{rule=\"deny:drop\",mode=\"enforce\"}"), 0);
+    int64_t other = val(P "guardrail_violations_total{rule=\"other\",mode=\"enforce\"}");
 
     metrics_guardrail("deny:drop");
     metrics_guardrail("deny:drop");
     metrics_guardrail("max-rows");
-    assert_int_equal(val(P "guardrail_violations_total{rule=\"deny:drop\"}"), 2);
-    assert_int_equal(val(P "guardrail_violations_total{rule=\"max-rows\"}"), 1);
+    assert_int_equal(val(P "guardrail_violations_total{rule=\"deny:drop\",mode=\"enforce\"}"), 2);
+    assert_int_equal(val(P "guardrail_violations_total{rule=\"max-rows\",mode=\"enforce\"}"), 1);
 
     /* Label values are escaped, and non-ASCII never reaches the scrape. */
     metrics_guardrail("pattern:\"x\"\\y\nz");
     metrics_guardrail("caf\xc3\xa9");
     char *text = render();
-    assert_true(
-        has_line(text, P "guardrail_violations_total{rule=\"pattern:\\\"x\\\"\\\\y_z\"} 1"));
-    assert_true(has_line(text, P "guardrail_violations_total{rule=\"caf__\"} 1"));
-    assert_int_equal(count_prefix(text, P "guardrail_violations_total{rule=\"deny:drop\"}"), 1);
+    assert_true(has_line(
+        text,
+        P "guardrail_violations_total{rule=\"pattern:\\\"x\\\"\\\\y_z\",mode=\"enforce\"} 1"));
+    assert_true(has_line(text, P "guardrail_violations_total{rule=\"caf__\",mode=\"enforce\"} 1"));
+    assert_int_equal(
+        count_prefix(text, P "guardrail_violations_total{rule=\"deny:drop\",mode=\"enforce\"}"), 1);
     free(text);
 
     /* Names that cannot be a label of their own land in "other", never in a second series. */
@@ -353,9 +361,39 @@ static void test_guardrail_labels(void **state)
     metrics_guardrail("");
     metrics_guardrail(NULL);
     metrics_guardrail("other");
-    assert_int_equal(val(P "guardrail_violations_total{rule=\"other\"}"), other + 4);
+    assert_int_equal(val(P "guardrail_violations_total{rule=\"other\",mode=\"enforce\"}"),
+                     other + 4);
     text = render();
-    assert_int_equal(count_prefix(text, P "guardrail_violations_total{rule=\"other\"}"), 1);
+    assert_int_equal(
+        count_prefix(text, P "guardrail_violations_total{rule=\"other\",mode=\"enforce\"}"), 1);
+    free(text);
+}
+
+/* A shadow rule's hit is its own series, mode="shadow": an alert on enforced violations by
+ * rule is not set off by a rule that only records. */
+static void test_guardrail_modes(void **state)
+{
+    (void)state;
+    int64_t enforced = val(P "guardrail_violations_total{rule=\"deny:truncate\",mode=\"enforce\"}");
+    assert_int_equal(
+        metrics_value(P "guardrail_violations_total{rule=\"deny:truncate\",mode=\"shadow\"}"), 0);
+    int64_t other = val(P "guardrail_violations_total{rule=\"other\",mode=\"shadow\"}");
+    metrics_guardrail_shadow("deny:truncate");
+    metrics_guardrail_shadow("deny:truncate");
+    metrics_guardrail_shadow(NULL);
+    assert_int_equal(val(P "guardrail_violations_total{rule=\"deny:truncate\",mode=\"shadow\"}"),
+                     2);
+    assert_int_equal(val(P "guardrail_violations_total{rule=\"deny:truncate\",mode=\"enforce\"}"),
+                     enforced);
+    assert_int_equal(val(P "guardrail_violations_total{rule=\"other\",mode=\"shadow\"}"),
+                     other + 1);
+    metrics_guardrail("deny:truncate");
+    assert_int_equal(val(P "guardrail_violations_total{rule=\"deny:truncate\",mode=\"enforce\"}"),
+                     enforced + 1);
+    char *text = render();
+    assert_true(
+        has_line(text, P "guardrail_violations_total{rule=\"deny:truncate\",mode=\"shadow\"} 2"));
+    assert_int_equal(count_prefix(text, P "guardrail_violations_total{rule=\"deny:truncate\","), 2);
     free(text);
 }
 
@@ -395,18 +433,21 @@ static void test_concurrency(void **state)
     assert_int_equal(val(P "rows_sent_total"), rows + total);
     assert_int_equal(val(P "bytes_sent_total"), bytes + 3 * total);
     assert_int_equal(val(P "errors_total{class=\"57\"}"), c57 + total);
-    assert_int_equal(val(P "guardrail_violations_total{rule=\"concurrent-rule\"}"), total);
+    assert_int_equal(val(P "guardrail_violations_total{rule=\"concurrent-rule\",mode=\"enforce\"}"),
+                     total);
     char *text = render();
-    assert_int_equal(count_prefix(text, P "guardrail_violations_total{rule=\"concurrent-rule\"}"),
-                     1);
+    assert_int_equal(
+        count_prefix(text,
+                     P "guardrail_violations_total{rule=\"concurrent-rule\",mode=\"enforce\"}"),
+        1);
     free(text);
 }
 
 static void test_guardrail_overflow(void **state)
 {
     (void)state;
-    int64_t other = val(P "guardrail_violations_total{rule=\"other\"}");
-    int64_t drop = val(P "guardrail_violations_total{rule=\"deny:drop\"}");
+    int64_t other = val(P "guardrail_violations_total{rule=\"other\",mode=\"enforce\"}");
+    int64_t drop = val(P "guardrail_violations_total{rule=\"deny:drop\",mode=\"enforce\"}");
     int interned = 0;
 
     for (int i = 0; i < 100; i++) {
@@ -414,25 +455,28 @@ static void test_guardrail_overflow(void **state)
         snprintf(name, sizeof(name), "overflow-%d", i);
         metrics_guardrail(name);
         char series[96];
-        snprintf(series, sizeof(series), P "guardrail_violations_total{rule=\"%s\"}", name);
+        snprintf(series, sizeof(series),
+                 P "guardrail_violations_total{rule=\"%s\",mode=\"enforce\"}", name);
         if (val(series) == 1)
             interned++;
     }
-    int64_t spilled = val(P "guardrail_violations_total{rule=\"other\"}") - other;
+    int64_t spilled = val(P "guardrail_violations_total{rule=\"other\",mode=\"enforce\"}") - other;
     assert_int_equal(interned + spilled, 100);
     assert_true(spilled >= 100 - 64);
 
     char *text = render();
-    /* At most 64 interned rules plus the "other" series. */
-    assert_true(count_prefix(text, P "guardrail_violations_total{") <= 65);
+    /* At most 64 interned rules plus the two "other" series (enforce, shadow). */
+    assert_true(count_prefix(text, P "guardrail_violations_total{") <= 66);
     assert_null(strstr(text, "rule=\"overflow-99\""));
     free(text);
 
     /* A full table still counts the rules it already holds under their own names. */
     metrics_guardrail("deny:drop");
-    assert_int_equal(val(P "guardrail_violations_total{rule=\"deny:drop\"}"), drop + 1);
+    assert_int_equal(val(P "guardrail_violations_total{rule=\"deny:drop\",mode=\"enforce\"}"),
+                     drop + 1);
     metrics_guardrail("never-seen-before");
-    assert_int_equal(val(P "guardrail_violations_total{rule=\"other\"}"), other + spilled + 1);
+    assert_int_equal(val(P "guardrail_violations_total{rule=\"other\",mode=\"enforce\"}"),
+                     other + spilled + 1);
 }
 
 /* ---- HTTP endpoint ------------------------------------------------------------------------ */
@@ -658,6 +702,7 @@ int main(void)
         cmocka_unit_test(test_client_chosen_classes_are_other),
         cmocka_unit_test(test_probe_and_http_series),
         cmocka_unit_test(test_guardrail_labels),
+        cmocka_unit_test(test_guardrail_modes),
         cmocka_unit_test(test_concurrency),
         cmocka_unit_test(test_guardrail_overflow), /* fills the rule table: keep after the above */
         cmocka_unit_test(test_http_endpoints),

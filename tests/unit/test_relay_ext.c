@@ -1,5 +1,6 @@
-/* The extended-protocol handlers (fe_ext.c, be_ext.c) driven with scripted bytes: what goes
- * upstream, what reaches the client, without sockets. */
+/* The relay's protocol handlers (fe_proto.c, be_proto.c and the extended protocol's fe_ext.c,
+ * be_ext.c) driven with scripted bytes: what goes upstream, what reaches the client, without
+ * sockets. */
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -117,7 +118,8 @@ static size_t msg(uint8_t *buf, char type, const void *body, size_t blen)
     uint32_t n = (uint32_t)blen + 4;
     buf[1] = (uint8_t)(n >> 24), buf[2] = (uint8_t)(n >> 16), buf[3] = (uint8_t)(n >> 8);
     buf[4] = (uint8_t)n;
-    memcpy(buf + 5, body, blen);
+    if (blen) /* an empty body may be NULL, which memcpy must not get */
+        memcpy(buf + 5, body, blen);
     return blen + 5;
 }
 
@@ -197,7 +199,7 @@ static void test_requests_after_a_reported_error_leave_no_entries(void **state)
     char t[64];
     types_of(&h->cli, t, sizeof(t));
     assert_string_equal(t, "1EZ");
-    assert_true(ext_empty(h->r.x));
+    assert_true(relay_ext_empty(h->r.x));
     h->up.len = 0;
     n = msg(b, 'Q', "select 3", 9);
     size_t need;
@@ -277,6 +279,28 @@ static void test_bind_refused_after_reload_audits_its_params(void **state)
     harness_free(h);
 }
 
+/* A ParameterStatus whose value lacks its NUL, followed in the buffer by a ReadyForQuery (its
+ * length word holds NULs): read within its own length it is malformed, the session ends with
+ * FATAL 08P01, and neither message reaches the client as the upstream sent it. */
+static void test_parameter_status_is_read_within_its_length(void **state)
+{
+    (void)state;
+    struct harness *h = harness_new();
+    uint8_t b[64];
+    size_t n = msg(b, 'S', "TimeZone\0UTC", 12);
+    n += msg(b + n, 'Z', "I", 1);
+    size_t need;
+    be_proto_process(&h->r, b, n, sizeof(b), &need);
+    assert_int_equal(h->r.end, SE_UPSTREAM_LOST);
+    char t[8];
+    types_of(&h->cli, t, sizeof(t));
+    assert_string_equal(t, "E");
+    assert_non_null(memmem(h->cli.data, h->cli.len, "C08P01", 6));
+    assert_non_null(memmem(h->cli.data, h->cli.len, "Dmalformed ParameterStatus", 26));
+    assert_null(memmem(h->cli.data, h->cli.len, "UTC", 3));
+    harness_free(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -284,6 +308,7 @@ int main(void)
         cmocka_unit_test(test_malformed_parse_fatal_has_its_message),
         cmocka_unit_test(test_tripped_run_over_upstream_waits_only_for_the_client),
         cmocka_unit_test(test_bind_refused_after_reload_audits_its_params),
+        cmocka_unit_test(test_parameter_status_is_read_within_its_length),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "wire.h"
@@ -720,11 +722,79 @@ static void test_error_code_truncated(void **state)
     }
 }
 
+/* len bytes of body copied to the very end of a page whose next page is PROT_NONE: a parser
+ * that reads one byte past the message faults (without ASan too). */
+struct guarded {
+    uint8_t *map;
+    size_t page;
+};
+
+static const uint8_t *guarded_copy(struct guarded *g, const void *body, size_t len)
+{
+    g->page = (size_t)sysconf(_SC_PAGESIZE);
+    assert_true(len <= g->page);
+    g->map = mmap(NULL, 2 * g->page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(g->map != MAP_FAILED);
+    assert_int_equal(mprotect(g->map + g->page, g->page, PROT_NONE), 0);
+    uint8_t *p = g->map + g->page - len;
+    memcpy(p, body, len);
+    return p;
+}
+
+static void guarded_free(struct guarded *g)
+{
+    munmap(g->map, 2 * g->page);
+}
+
+static int param_status_at_page_end(const void *body, size_t len, const char **name,
+                                    const char **value)
+{
+    struct guarded g;
+    const uint8_t *p = guarded_copy(&g, body, len);
+    int rc = wire_parse_param_status(p, len, name, value);
+    if (rc == WIRE_OK) { /* both point into the message and end inside it */
+        assert_true((const uint8_t *)*name >= p && (const uint8_t *)*value < p + len);
+        assert_true((const uint8_t *)*value + strlen(*value) < p + len);
+    }
+    guarded_free(&g);
+    return rc;
+}
+
+/* A ParameterStatus body is bounded by its length: a missing NUL is malformed, never found in
+ * the bytes after the message (the next message's length word has NULs in it). */
+static void test_parse_param_status_bounded(void **state)
+{
+    const char *name = NULL, *value = NULL;
+    static const char ok[] = "TimeZone\0UTC"; /* its own NUL ends the value */
+    assert_int_equal(param_status_at_page_end(ok, sizeof(ok), &name, &value), WIRE_OK);
+    assert_int_equal(wire_parse_param_status((const uint8_t *)ok, sizeof(ok), &name, &value),
+                     WIRE_OK);
+    assert_string_equal(name, "TimeZone");
+    assert_string_equal(value, "UTC");
+    assert_int_equal(param_status_at_page_end("\0", 2, &name, &value), WIRE_OK); /* both empty */
+
+    /* one byte short: the value's NUL is outside the message */
+    name = value = NULL;
+    assert_int_equal(param_status_at_page_end(ok, sizeof(ok) - 1, &name, &value), WIRE_MALFORMED);
+    assert_null(name);
+    assert_null(value);
+    /* every shorter cut: the name's NUL missing too, down to an empty body */
+    for (size_t n = 0; n < sizeof(ok) - 1; n++)
+        assert_int_equal(param_status_at_page_end(ok, n, &name, &value), WIRE_MALFORMED);
+    assert_int_equal(wire_parse_param_status(NULL, 0, &name, &value), WIRE_MALFORMED);
+    /* a name without a value, and bytes after the value */
+    assert_int_equal(param_status_at_page_end("TimeZone", 9, &name, &value), WIRE_MALFORMED);
+    assert_int_equal(param_status_at_page_end("a\0b\0c", 6, &name, &value), WIRE_MALFORMED);
+    assert_int_equal(param_status_at_page_end("a\0b\0\0", 5, &name, &value), WIRE_MALFORMED);
+    assert_null(name);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_build_auth_ok),
         cmocka_unit_test(test_build_param_status),
+        cmocka_unit_test(test_parse_param_status_bounded),
         cmocka_unit_test(test_build_backend_key),
         cmocka_unit_test(test_build_rfq),
         cmocka_unit_test(test_build_error_all_fields),

@@ -115,8 +115,8 @@ static void answer_target(struct admin_query *q, struct admin_part *p, struct se
 {
     for (struct session_link *l = head->next; l != head; l = l->next) {
         struct session *s = session_from_link(l);
-        if (session_id(s) != q->target)
-            continue;
+        if (session_id(s) != q->target || session_ending(s))
+            continue; /* one that is ending is no longer anyone's to cancel or kill */
         p->found = true;
         if (q->q == ADMIN_CANCEL)
             p->running = session_admin_cancel(s, q->by);

@@ -123,6 +123,11 @@ void console_cmd_parse(const char *text, size_t len, struct console_cmd *out)
             break;
         }
     }
+    if (memchr(text, ';', len)) { /* a ';' left inside: two commands, or a stray one */
+        out->kind = CONSOLE_UNKNOWN;
+        snprintf(out->message, sizeof(out->message), "the console takes one command at a time");
+        return;
+    }
     if (words_of(text, len, words, sizeof(words)) != 0) {
         out->kind = CONSOLE_UNKNOWN;
         snprintf(out->message, sizeof(out->message), "unrecognized console command");

@@ -172,11 +172,21 @@ static void complete_show(struct console_out *o, size_t n)
 
 #define U64(buf, v) (snprintf(buf, sizeof(buf), "%" PRIu64, (uint64_t)(v)), buf)
 
+/* As PostgreSQL prints an interval under 24 hours ("00:00:01.500"): what psql users read from
+ * now() - query_start. */
+static const char *duration_text(char *buf, size_t len, int64_t ms)
+{
+    snprintf(buf, len, "%02" PRId64 ":%02" PRId64 ":%02" PRId64 ".%03" PRId64, ms / 3600000,
+             ms / 60000 % 60, ms / 1000 % 60, ms % 1000);
+    return buf;
+}
+
 void console_rows_sessions(struct console_out *o, const struct session_snapshot *s, size_t n)
 {
-    static const char *const cols[] = {
-        "id",           "user", "auth",      "client",     "application", "database", "state",
-        "upstream_pid", "tx",   "statement", "running_ms", "rows",        "bytes",    "statements"};
+    static const char *const cols[] = {"id",          "user",      "auth",        "client",
+                                       "application", "database",  "state",       "upstream_pid",
+                                       "transaction", "statement", "running_for", "rows",
+                                       "bytes",       "statements"};
     console_out_columns(o, cols, 14);
     for (size_t i = 0; i < n; i++) {
         char id[24], pid[16], tx[2] = {s[i].tx, 0}, ms[24], rows[24], bytes[24], stmts[24];
@@ -190,7 +200,8 @@ void console_rows_sessions(struct console_out *o, const struct session_snapshot 
                              s[i].upstream_pid ? U64(pid, s[i].upstream_pid) : NULL,
                              s[i].tx ? tx : NULL,
                              s[i].statement,
-                             s[i].running_ms >= 0 ? U64(ms, s[i].running_ms) : NULL,
+                             s[i].running_ms >= 0 ? duration_text(ms, sizeof(ms), s[i].running_ms)
+                                                  : NULL,
                              U64(rows, s[i].rows),
                              U64(bytes, s[i].bytes),
                              U64(stmts, s[i].statements)};

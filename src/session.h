@@ -103,6 +103,8 @@ struct session_snapshot {
     uint64_t rows, bytes, statements;
 };
 uint64_t session_id(const struct session *s);
+/* True once the session has ended and only closes (SHOW SESSIONS: state "closing"). */
+bool session_ending(const struct session *s);
 /* Fills out; statement NULL when it could not be copied (out of memory: *oom). */
 void session_snapshot(struct session *s, int64_t now_us, struct session_snapshot *out, bool *oom);
 /* The console's CANCEL: the running statement is canceled upstream; false when none runs. */

@@ -15,13 +15,18 @@ uint64_t session_id(const struct session *s)
     return s->id;
 }
 
+bool session_ending(const struct session *s)
+{
+    return s->phase == PH_CLOSING || s->phase == PH_DONE;
+}
+
 /* The statement running now: a Query, or the extended protocol's first Execute upstream. */
 static const struct stmt *running(struct session *s)
 {
     struct relay *r = &s->relay;
     if (s->phase != PH_RELAY)
         return NULL;
-    struct ext_entry *e = r->x ? ext_first_execute(r->x) : NULL;
+    struct ext_entry *e = r->x ? relay_ext_first_execute(r->x) : NULL;
     if (e && e->run && e->run->st.active)
         return &e->run->st;
     if ((r->st == RS_QUERY || r->st == RS_POLICY) && r->internal == RI_NONE && r->stmt.active &&
@@ -101,7 +106,8 @@ void session_snapshot(struct session *s, int64_t now_us, struct session_snapshot
 bool session_admin_cancel(struct session *s, const char *by)
 {
     struct relay *r = &s->relay;
-    bool upstream_runs = running(s) && (r->st == RS_QUERY || (r->x && ext_first_execute(r->x)));
+    bool upstream_runs =
+        running(s) && (r->st == RS_QUERY || (r->x && relay_ext_first_execute(r->x)));
     LOG_INFO(s->id, "console_cancel", "client=%s by=%s%s", s->addr, by,
              upstream_runs ? "" : " (no statement running)");
     if (upstream_runs)

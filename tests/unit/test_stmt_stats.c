@@ -132,12 +132,30 @@ static void test_export_order(void **state)
 /* Two workers' copies of one fingerprint become one row. */
 static void test_merge(void **state)
 {
-    struct stmt_stats_row a = {.fp = 9, .kind = "update", .calls = 3, .errors = 1, .denied = 0,
-                               .limited = 1, .total_us = 3000, .max_us = 2000, .rows = 5,
-                               .bytes = 50, .last_us = 100, .sample = "update t set a = $1"};
-    struct stmt_stats_row b = {.fp = 9, .kind = "update", .calls = 2, .errors = 0, .denied = 2,
-                               .limited = 0, .total_us = 7000, .max_us = 6000, .rows = 1,
-                               .bytes = 10, .last_us = 900, .sample = "other sample"};
+    struct stmt_stats_row a = {.fp = 9,
+                               .kind = "update",
+                               .calls = 3,
+                               .errors = 1,
+                               .denied = 0,
+                               .limited = 1,
+                               .total_us = 3000,
+                               .max_us = 2000,
+                               .rows = 5,
+                               .bytes = 50,
+                               .last_us = 100,
+                               .sample = "update t set a = $1"};
+    struct stmt_stats_row b = {.fp = 9,
+                               .kind = "update",
+                               .calls = 2,
+                               .errors = 0,
+                               .denied = 2,
+                               .limited = 0,
+                               .total_us = 7000,
+                               .max_us = 6000,
+                               .rows = 1,
+                               .bytes = 10,
+                               .last_us = 900,
+                               .sample = "other sample"};
     struct stmt_stats_row c = {.fp = 11, .kind = "select", .calls = 1, .last_us = 50};
     struct stmt_stats *t = stmt_stats_new();
     assert_int_equal(stmt_stats_merge(t, &a), 0);
@@ -210,7 +228,7 @@ static void test_fp_text(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_counts),       cmocka_unit_test(test_lru_eviction),
+        cmocka_unit_test(test_counts),        cmocka_unit_test(test_lru_eviction),
         cmocka_unit_test(test_smaller_bound), cmocka_unit_test(test_export_order),
         cmocka_unit_test(test_merge),         cmocka_unit_test(test_sort_ties),
         cmocka_unit_test(test_sample),        cmocka_unit_test(test_fp_text),

@@ -219,27 +219,28 @@ static const char *ms_text(char *buf, size_t len, uint64_t us)
 
 void console_rows_statements(struct console_out *o, const struct stmt_stats_row *r, size_t n)
 {
-    static const char *const cols[] = {"fingerprint", "kind",    "calls",    "errors",
-                                       "denied",      "limited", "total_ms", "mean_ms",
-                                       "max_ms",      "rows",    "bytes",    "sample"};
-    console_out_columns(o, cols, 12);
+    static const char *const cols[] = {"fingerprint", "kind",   "calls",    "errors",  "denied",
+                                       "limited",     "shadow", "total_ms", "mean_ms", "max_ms",
+                                       "rows",        "bytes",  "sample"};
+    console_out_columns(o, cols, 13);
     for (size_t i = 0; i < n; i++) {
-        char fp[32], calls[24], errs[24], den[24], lim[24], tot[32], mean[32], max[32], rows[24],
-            bytes[24];
-        const char *v[12] = {
+        char fp[32], calls[24], errs[24], den[24], lim[24], sh[24], tot[32], mean[32], max[32],
+            rows[24], bytes[24];
+        const char *v[13] = {
             stmt_stats_fp_text(r[i].fp, fp, sizeof(fp)),
             r[i].kind,
             U64(calls, r[i].calls),
             U64(errs, r[i].errors),
             U64(den, r[i].denied),
             U64(lim, r[i].limited),
+            U64(sh, r[i].shadow),
             ms_text(tot, sizeof(tot), r[i].total_us),
             ms_text(mean, sizeof(mean), r[i].calls ? r[i].total_us / r[i].calls : 0),
             ms_text(max, sizeof(max), r[i].max_us),
             U64(rows, r[i].rows),
             U64(bytes, r[i].bytes),
             r[i].sample};
-        console_out_row(o, v, 12);
+        console_out_row(o, v, 13);
     }
     complete_show(o, n);
 }

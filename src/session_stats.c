@@ -67,6 +67,7 @@ static void record(struct session *s, const struct stmt *st, enum stmt_outcome o
     if (created)
         new_row(s, r, st, &f);
     stmt_stats_add(r, class_of(o), us, st->rows, st->bytes);
+    r->shadow += st->shadow_rule[0] || st->shadow_limit; /* what the rollout of a rule reads */
 }
 
 void session_stats_statement(struct session *s, const struct stmt *st, enum stmt_outcome o,

@@ -248,6 +248,7 @@ int stmt_stats_merge(struct stmt_stats *t, const struct stmt_stats_row *r)
     d->errors += r->errors;
     d->denied += r->denied;
     d->limited += r->limited;
+    d->shadow += r->shadow;
     d->total_us += r->total_us;
     d->rows += r->rows;
     d->bytes += r->bytes;

@@ -22,6 +22,7 @@ struct stmt_stats_row {
     const char *kind; /* static text */
     uint64_t calls;   /* every statement, whatever its outcome */
     uint64_t errors, denied, limited;
+    uint64_t shadow; /* ran, but a shadow: rule or --on-limit warn would have stopped it */
     uint64_t total_us, max_us;
     uint64_t rows, bytes;
     int64_t last_us; /* when it last ended (monotonic): the LRU order across workers */

@@ -134,9 +134,9 @@ def test_psycopg2_every_command(start_proxy, tmp_path):
         assert [r[6] for r in cur.fetchall() if r[5] == DB] == ["console"]
         cur.execute("show statements")
         assert [d.name for d in cur.description] == [
-            "fingerprint", "kind", "calls", "errors", "denied", "limited", "total_ms", "mean_ms",
-            "max_ms", "rows", "bytes", "sample"]
-        assert [(r[1], r[2], r[11]) for r in cur.fetchall()] == [("select", "1", "select $1")]
+            "fingerprint", "kind", "calls", "errors", "denied", "limited", "shadow", "total_ms",
+            "mean_ms", "max_ms", "rows", "bytes", "sample"]
+        assert [(r[1], r[2], r[12]) for r in cur.fetchall()] == [("select", "1", "select $1")]
         cur.execute("show stats")
         assert ("console_sessions", "1") in cur.fetchall()
         cur.execute("show config")
@@ -386,3 +386,24 @@ def test_reload_and_shutdown(start_proxy):
         rest, closed = c.read_all()
         assert only_error(rest)["C"] == "57P01" and closed, rest
     assert p.wait() == 0
+
+
+def test_shadow_hits_counted_while_the_statements_succeed(start_proxy, dconn):
+    with dconn.cursor() as cur:
+        cur.execute("drop table if exists cons_shadow; create table cons_shadow (id int);"
+                    "insert into cons_shadow select generate_series(1, 5)")
+    p = start_proxy(*ADMIN, "--deny", "shadow:truncate", "--on-limit", "warn", "--max-rows", "2")
+    with closing(p.connect(autocommit=True)) as conn, conn.cursor() as cur:
+        cur.execute("select id from cons_shadow order by id")
+        assert len(cur.fetchall()) == 5  # past --max-rows 2, warned only
+        cur.execute("select 1")
+        cur.execute("truncate cons_shadow")
+    with dconn.cursor() as cur:
+        cur.execute("select count(*) from cons_shadow")
+        assert cur.fetchone()[0] == 0  # the shadow-denied TRUNCATE ran
+    st = statements(p)
+    sel, tr, one = (st["select id from cons_shadow order by id"], st["truncate cons_shadow"],
+                    st["select $1"])
+    assert (sel["calls"], sel["shadow"], sel["limited"], sel["rows"]) == ("1", "1", "0", "5")
+    assert (tr["calls"], tr["shadow"], tr["denied"], tr["errors"]) == ("1", "1", "0", "0")
+    assert (one["calls"], one["shadow"]) == ("1", "0")

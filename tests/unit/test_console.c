@@ -252,6 +252,7 @@ static void test_statements_rows(void **state)
                                       .errors = 1,
                                       .denied = 2,
                                       .limited = 0,
+                                      .shadow = 5,
                                       .total_us = 10001,
                                       .max_us = 7000,
                                       .rows = 3,
@@ -262,17 +263,18 @@ static void test_statements_rows(void **state)
     console_rows_statements(&o, rows, 2);
     struct result r;
     decode(&o, &r);
-    static const char *const want[] = {"fingerprint", "kind",    "calls",    "errors",
-                                       "denied",      "limited", "total_ms", "mean_ms",
-                                       "max_ms",      "rows",    "bytes",    "sample"};
-    for (int k = 0; k < 12; k++)
+    static const char *const want[] = {"fingerprint", "kind",   "calls",    "errors",  "denied",
+                                       "limited",     "shadow", "total_ms", "mean_ms", "max_ms",
+                                       "rows",        "bytes",  "sample"};
+    assert_int_equal(r.ncols, 13);
+    for (int k = 0; k < 13; k++)
         assert_string_equal(r.cols[k], want[k]);
-    const char *row0[] = {"50fde20626009aba", "select", "4",     "1", "2",  "0",
+    const char *row0[] = {"50fde20626009aba", "select", "4",     "1", "2",  "0",        "5",
                           "10.001",           "2.500",  "7.000", "3", "99", "select $1"};
-    for (int k = 0; k < 12; k++)
+    for (int k = 0; k < 13; k++)
         assert_string_equal(r.vals[0][k], row0[k]);
     assert_string_equal(r.vals[1][0], "<large statement>");
-    assert_null(r.vals[1][11]);
+    assert_null(r.vals[1][12]);
     assert_string_equal(r.tag, "SHOW 2");
     result_free(&r);
     console_out_free(&o);

@@ -138,6 +138,7 @@ static void test_merge(void **state)
                                .errors = 1,
                                .denied = 0,
                                .limited = 1,
+                               .shadow = 2,
                                .total_us = 3000,
                                .max_us = 2000,
                                .rows = 5,
@@ -150,6 +151,7 @@ static void test_merge(void **state)
                                .errors = 0,
                                .denied = 2,
                                .limited = 0,
+                               .shadow = 1,
                                .total_us = 7000,
                                .max_us = 6000,
                                .rows = 1,
@@ -170,6 +172,7 @@ static void test_merge(void **state)
     assert_int_equal(rows[0].errors, 1);
     assert_int_equal(rows[0].denied, 2);
     assert_int_equal(rows[0].limited, 1);
+    assert_int_equal(rows[0].shadow, 3);
     assert_int_equal(rows[0].total_us, 10000);
     assert_int_equal(rows[0].max_us, 6000);
     assert_int_equal(rows[0].rows, 6);

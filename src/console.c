@@ -160,7 +160,8 @@ void console_free(struct session *s)
 
 static enum session_end send_out(struct session *s, struct console_out *o)
 {
-    int rc = o->failed ? -ENOMEM : conn_send(&s->cli, o->buf, o->len);
+    /* empty while the workers' answers are awaited */
+    int rc = o->failed ? -ENOMEM : o->len ? conn_send(&s->cli, o->buf, o->len) : 0;
     console_out_free(o);
     if (rc == -ENOMEM) {
         session_fatal(s, "53200", "out of memory building the console's answer", NULL);

@@ -407,3 +407,17 @@ def test_shadow_hits_counted_while_the_statements_succeed(start_proxy, dconn):
     assert (sel["calls"], sel["shadow"], sel["limited"], sel["rows"]) == ("1", "1", "0", "5")
     assert (tr["calls"], tr["shadow"], tr["denied"], tr["errors"]) == ("1", "1", "0", "0")
     assert (one["calls"], one["shadow"]) == ("1", "0")
+
+
+def test_show_policy_lists_the_profiles(start_proxy, tmp_path):
+    ini = tmp_path / "proxy.ini"
+    ini.write_text("deny = drop, shadow:truncate\n[user:alice]\nread-only = on\nmax-rows = 7\n"
+                   "max-connections = 3\n")
+    p = start_proxy("--config", str(ini), *ADMIN)
+    policy = {(r["user"], r["rule"]): r["value"] for r in psql_csv(p, "show policy")}
+    assert policy[("*", "deny")] == "drop,shadow:truncate", policy
+    assert policy[("*", "read-only")] == "off"
+    assert policy[("alice", "read-only")] == "on"
+    assert policy[("alice", "max-rows")] == "7"
+    assert policy[("alice", "max-connections")] == "3"
+    assert policy[("alice", "deny")] == "drop,shadow:truncate"  # inherited

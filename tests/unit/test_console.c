@@ -258,7 +258,12 @@ static void test_statements_rows(void **state)
                                       .rows = 3,
                                       .bytes = 99,
                                       .sample = "select $1"},
-                                     {.fp = STMT_STATS_FP_LARGE, .kind = "other", .calls = 1}};
+                                     {.fp = STMT_STATS_FP_LARGE,
+                                      .kind = "other",
+                                      .calls = 1,
+                                      .total_us = 1000000007,
+                                      .max_us = 5,
+                                      .bytes = UINT64_MAX}};
     struct console_out o = {0};
     console_rows_statements(&o, rows, 2);
     struct result r;
@@ -274,6 +279,11 @@ static void test_statements_rows(void **state)
     for (int k = 0; k < 13; k++)
         assert_string_equal(r.vals[0][k], row0[k]);
     assert_string_equal(r.vals[1][0], "<large statement>");
+    assert_string_equal(r.vals[1][col(&r, "calls")], "1");
+    assert_string_equal(r.vals[1][col(&r, "errors")], "0");
+    assert_string_equal(r.vals[1][col(&r, "total_ms")], "1000000.007");
+    assert_string_equal(r.vals[1][col(&r, "max_ms")], "0.005");
+    assert_string_equal(r.vals[1][col(&r, "bytes")], "18446744073709551615");
     assert_null(r.vals[1][12]);
     assert_string_equal(r.tag, "SHOW 2");
     result_free(&r);

@@ -1,9 +1,11 @@
-/* Between config.c (the option table and loader) and config_user.c ([user:NAME] profiles). */
+/* Between config.c (the loader), config_opts.c (the option table), config_values.c (value forms),
+ * config_validate.c (checks after loading) and config_user.c ([user:NAME] profiles). */
 #ifndef PGWP_CONFIG_INT_H
 #define PGWP_CONFIG_INT_H
 
 #include "config.h"
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -34,5 +36,40 @@ void config_pending_free(struct config_pending *p);
 int config_user_build(struct config *c, const struct config_pending *p, const char *path, char *err,
                       size_t errlen);
 void config_users_free(struct config *c);
+
+/* One option of the table in config_opts.c. */
+enum opt_type {
+    OPT_STR,
+    OPT_INT,
+    OPT_DURATION,
+    OPT_SIZE,
+    OPT_BOOL,
+    OPT_LIST,
+    OPT_ENUM,
+    OPT_LISTEN,
+    OPT_MODE
+};
+
+struct config_opt {
+    const char *name; /* flag without "--"; file key; env PGWIRE_PROXY_<NAME upper, '-'→'_'> */
+    enum opt_type type;
+    size_t off;
+    const char *const *choices; /* OPT_ENUM: NULL-terminated; index stored as int */
+    long min, max;              /* OPT_INT range */
+    const char *arg;            /* shown in --help */
+    const char *help;
+};
+
+#define CONFIG_OFF(f)   offsetof(struct config, f)
+#define CONFIG_OPTS_MAX 96
+extern const struct config_opt config_opts[];
+extern const size_t config_nopts;
+
+/* Formats err as one line (control characters become spaces); returns -EINVAL. */
+int config_vfail(char *err, size_t errlen, const char *fmt, va_list ap);
+/* on/off, true/false, yes/no, 1/0 in any case; -EINVAL for anything else. */
+int config_parse_bool(const char *v, bool *out);
+/* The cross-option checks of a loaded configuration: 0, or -1 with err one line. */
+int config_validate(struct config *c, char *err, size_t errlen);
 
 #endif

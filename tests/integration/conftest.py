@@ -44,21 +44,24 @@ grant usage on schema sales to app;
 # Bounds: every test ends within TEST_TIMEOUT (+ a little), whatever hangs.
 
 
-def _on_alarm(signum, frame):
-    raise TimeoutError(f"test exceeded {TEST_TIMEOUT} s")
+def _on_alarm(bound):
+    raise TimeoutError(f"test exceeded {bound} s")
 
 
 @pytest.fixture(autouse=True)
-def _test_time_bound():
+def _test_time_bound(request):
     """SIGALRM interrupts Python-level waits (sockets, subprocess, psycopg 3). A client stuck in
     C (psycopg2 inside libpq) does not see it, so a watchdog thread kills the proxies a bit
-    later, which makes such a call return. faulthandler is the last resort."""
-    old = signal.signal(signal.SIGALRM, _on_alarm)
-    signal.alarm(TEST_TIMEOUT)
-    watchdog = threading.Timer(TEST_TIMEOUT + 5, lambda: [p.kill() for p in list(Proxy.live)])
+    later, which makes such a call return. faulthandler is the last resort. A test that builds
+    the tree says how long it may take with @pytest.mark.time_bound(SECONDS)."""
+    mark = request.node.get_closest_marker("time_bound")
+    bound = int(mark.args[0]) * pgwp.SCALE if mark else TEST_TIMEOUT
+    old = signal.signal(signal.SIGALRM, lambda signum, frame: _on_alarm(bound))
+    signal.alarm(bound)
+    watchdog = threading.Timer(bound + 5, lambda: [p.kill() for p in list(Proxy.live)])
     watchdog.daemon = True
     watchdog.start()
-    faulthandler.dump_traceback_later(TEST_TIMEOUT + 60, exit=True, file=sys.stderr)
+    faulthandler.dump_traceback_later(bound + 60, exit=True, file=sys.stderr)
     try:
         yield
     finally:

@@ -391,13 +391,17 @@ def test_haproxy_per_address_cap_sees_the_real_client(behind_haproxy):
     p, fronts = behind_haproxy
     held = silent("127.0.0.4", fronts["v2"], 3)
     try:
+        last = []
+
         def fourth_refused():
             with raw_from("127.0.0.4", fronts["v2"]) as c:
                 msgs = c.startup(user="postgres", database="postgres")
+                last[:] = [describe(msgs)]
                 if msgs and msgs[-1].type == "Z":
                     return False  # HAProxy has not delivered all three headers yet
                 return only_error(msgs)["M"] == FULL_ADDR
-        poll(fourth_refused, what="127.0.0.4 to hit its per-address cap")
+        poll(fourth_refused, timeout=30,
+             what=lambda: f"127.0.0.4 to hit its per-address cap (last answer: {last})")
         with raw_from("127.0.0.5", fronts["v1"]) as c:
             admitted(c)
     finally:

@@ -175,6 +175,7 @@ def dockerfile_stages():
     return dict(stages)
 
 
+@pytest.mark.time_bound(330)
 def test_dockerfile_build_stage_runs_here(tmp_path):
     """Runs the build stage's COPY and cmake RUN lines in a scratch directory: proves the copied
     subset of the tree builds, passes its unit tests and installs what the runtime stage

@@ -66,7 +66,8 @@ extern const struct config_opt config_opts[];
 extern const size_t config_nopts;
 
 /* Formats err as one line (control characters become spaces); returns -EINVAL. */
-int config_vfail(char *err, size_t errlen, const char *fmt, va_list ap);
+__attribute__((format(printf, 3, 0))) int config_vfail(char *err, size_t errlen, const char *fmt,
+                                                       va_list ap);
 /* on/off, true/false, yes/no, 1/0 in any case; -EINVAL for anything else. */
 int config_parse_bool(const char *v, bool *out);
 /* The cross-option checks of a loaded configuration: 0, or -1 with err one line. */

@@ -421,3 +421,13 @@ def test_show_policy_lists_the_profiles(start_proxy, tmp_path):
     assert policy[("alice", "max-rows")] == "7"
     assert policy[("alice", "max-connections")] == "3"
     assert policy[("alice", "deny")] == "drop,shadow:truncate"  # inherited
+
+
+def test_console_opens_when_the_proxy_is_full(start_proxy):
+    p = start_proxy(*ADMIN, "--max-connections", "1")
+    with p.raw() as held:
+        with RawClient(p.host, p.port) as c:
+            assert only_error(c.startup(user="postgres", database="postgres"))["C"] == "53300"
+        sess = show(p, "sessions")  # the console is no client of the ceiling
+        assert sorted(s["state"] for s in sess) == ["console", "idle"], sess
+        assert rows(held.query("select 1")) == [("1",)]

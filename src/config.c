@@ -56,6 +56,7 @@ void config_defaults(struct config *c)
     c->log_format = CONFIG_LOG_TEXT;
     c->auth_type = CONFIG_AUTH_TRUST;
     c->auth_failure_delay_ms = 1000;
+    c->statement_stats = CONFIG_STATEMENT_STATS_DEFAULT;
 }
 
 static char **str_field(struct config *c, const struct config_opt *o)
@@ -80,6 +81,8 @@ static size_t *list_count(struct config *c, const struct config_opt *o)
         return &c->ndeny;
     if (o->off == CONFIG_OFF(peers))
         return &c->npeers;
+    if (o->off == CONFIG_OFF(admin_users))
+        return &c->nadmin_users;
     return o->off == CONFIG_OFF(permit) ? &c->npermit : &c->nallow;
 }
 
@@ -582,4 +585,26 @@ int config_apply_key(struct config *c, const char *key, const char *value, bool 
 char *config_redact_dsn(const char *dsn)
 {
     return upstream_dsn_redact(dsn);
+}
+
+bool config_option_at(const struct config *c, size_t i, struct config_option *out)
+{
+    if (i >= config_nopts)
+        return false;
+    const struct config_opt *o = &config_opts[i];
+    static const enum config_option_kind kind_of[] = {
+        [OPT_STR] = CONFIG_KIND_STR,     [OPT_INT] = CONFIG_KIND_INT,
+        [OPT_DURATION] = CONFIG_KIND_MS, [OPT_SIZE] = CONFIG_KIND_U64,
+        [OPT_BOOL] = CONFIG_KIND_BOOL,   [OPT_LIST] = CONFIG_KIND_LIST,
+        [OPT_ENUM] = CONFIG_KIND_ENUM,   [OPT_LISTEN] = CONFIG_KIND_LISTEN,
+        [OPT_MODE] = CONFIG_KIND_MODE};
+    *out = (struct config_option){.name = o->name,
+                                  .kind = kind_of[o->type],
+                                  .field = (const char *)c + o->off,
+                                  .choices = o->choices};
+    if (o->type == OPT_LIST)
+        out->count = *list_count((struct config *)c, o);
+    if (o->off == CONFIG_OFF(tls_client_cert_required))
+        out->kind = CONFIG_KIND_ENUM_BOOL; /* stored as a bool, shown as its choice */
+    return true;
 }

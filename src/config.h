@@ -21,6 +21,8 @@ enum config_auth_type { CONFIG_AUTH_TRUST, CONFIG_AUTH_SCRAM, CONFIG_AUTH_CERT, 
 #define CONFIG_MAX_USERS 1024 /* [user:NAME] sections */
 #define CONFIG_USER_MAX  64   /* a user name with its NUL, as a session keeps it */
 
+#define CONFIG_STATEMENT_STATS_DEFAULT 5000 /* --statement-stats */
+
 struct config;
 
 /* A [user:NAME] section: the top-level configuration with the section's keys applied. */
@@ -90,6 +92,11 @@ struct config {
     uint64_t auth_failure_delay_ms; /* a failed authentication is answered this much later */
     struct config_user *users;      /* [user:NAME] sections, sorted by name */
     size_t nusers;
+    /* the console (config_admin.c) and the statement statistics */
+    char *admin_users[CONFIG_MAX_RULES]; /* who may open the console (database pgwire_proxy) */
+    size_t nadmin_users;
+    bool admin_trust_loopback; /* under trust: the console takes claimed names on loopback */
+    int statement_stats;       /* statistics rows per worker; 0 = off */
 };
 
 enum config_result {
@@ -138,5 +145,44 @@ void config_guard_rules(const struct config *c, struct guard_rules *r);
 /* The DSN as libpq reads it, every password replaced by "********", for logs; a fixed text
  * for a DSN that does not parse (upstream_dsn_redact). Caller frees. */
 char *config_redact_dsn(const char *dsn);
+
+/* --- the option table read back, for the console's SHOW CONFIG (config_show.c) --- */
+enum config_option_kind {
+    CONFIG_KIND_STR,       /* char * (NULL = unset) */
+    CONFIG_KIND_INT,       /* int */
+    CONFIG_KIND_MS,        /* uint64_t milliseconds */
+    CONFIG_KIND_U64,       /* uint64_t (sizes, counts) */
+    CONFIG_KIND_BOOL,      /* bool */
+    CONFIG_KIND_LIST,      /* char *[count] */
+    CONFIG_KIND_ENUM,      /* int index into choices */
+    CONFIG_KIND_ENUM_BOOL, /* bool: choices[0] or choices[1] */
+    CONFIG_KIND_LISTEN,    /* listen_host and listen_port */
+    CONFIG_KIND_MODE,      /* int, octal permissions */
+};
+
+struct config_option {
+    const char *name; /* as the flag, without "--" */
+    enum config_option_kind kind;
+    const void *field; /* in the config given */
+    const char *const *choices;
+    size_t count; /* lists: entries */
+};
+
+/* Option i of the table, read in c; false past the last. */
+bool config_option_at(const struct config *c, size_t i, struct config_option *out);
+/* The option's value as --help spells values ("30s", "on", "a,b"); the DSN with its passwords
+ * replaced. Returns buf. */
+const char *config_option_text(const struct config *c, const struct config_option *o, char *buf,
+                               size_t len);
+/* When SIGHUP applies the option: "yes" (new statements), "new connections" or "no" (only a
+ * restart). */
+const char *config_option_reload(const char *name);
+
+/* --- the console's options (config_admin.c) --- */
+/* --admin-users names a user name at most once each, each a user name a session can have. 0, or
+ * -1 with err. */
+int config_admin_validate(const struct config *c, char *err, size_t errlen);
+/* True when user is one of --admin-users. */
+bool config_is_admin(const struct config *c, const char *user);
 
 #endif

@@ -124,6 +124,14 @@ const struct config_opt config_opts[] = {
      "(default <auth-file>.secret)"},
     {"auth-failure-delay", OPT_DURATION, CONFIG_OFF(auth_failure_delay_ms), NULL, 0, 0, "DURATION",
      "answer a failed authentication this much later, without blocking others (default 1s)"},
+    {"admin-users", OPT_LIST, CONFIG_OFF(admin_users), NULL, 0, 0, "USER,...",
+     "users who may open the console, database pgwire_proxy (default none: console off)"},
+    {"admin-trust-loopback", OPT_BOOL, CONFIG_OFF(admin_trust_loopback), NULL, 0, 0, NULL,
+     "under --auth-type trust, let admin users open the console over loopback TCP by name "
+     "alone (weaker: any local process can)"},
+    {"statement-stats", OPT_INT, CONFIG_OFF(statement_stats), NULL, 0, 1000000, "N",
+     "statement statistics entries kept per fingerprint, least recently used evicted; 0 = off "
+     "(default 5000)"},
     {"config", OPT_STR, CONFIG_OFF(config_file), NULL, 0, 0, "FILE",
      "INI file with the same keys as the flags (flags > env > file > defaults)"},
 };

@@ -145,6 +145,8 @@ static enum config_result check_all(struct check *l)
     guard_policy_free(policy);
     if (validate_auth(l) != CONFIG_OK)
         return CONFIG_ERROR;
+    if (config_admin_validate(c, l->err, l->errlen))
+        return CONFIG_ERROR;
     if (c->metrics_listen) {
         char host[256];
         int port;

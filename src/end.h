@@ -18,6 +18,7 @@ enum session_end {
     SE_UPSTREAM_LOST, /* upstream closed, failed, or broke the protocol */
     SE_GUARDRAIL,     /* a guardrail ended the session (read-only lost, idle timeout, ...) */
     SE_SHUTDOWN,
+    SE_KILLED,   /* the console's KILL */
     SE_INTERNAL, /* out of memory and other failures of the proxy itself */
 };
 

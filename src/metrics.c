@@ -117,6 +117,9 @@ static _Atomic uint64_t probes[METRICS_PROBE_RESULT_MAX];
 static atomic_int upstream_up = -1; /* last probe: 1 ok, 0 failed, -1 none yet */
 static _Atomic uint64_t http_closed[METRICS_HTTP_CLOSE_MAX];
 static uint64_t start_time_us;
+static pthread_mutex_t extra_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *(*extra_fn)(void *arg);
+static void *extra_arg;
 
 static inline void counter_add(_Atomic uint64_t *c, uint64_t n)
 {
@@ -567,6 +570,12 @@ char *metrics_render(size_t *len)
         out_printf(&o, "%s", users);
     o.failed |= !users;
     free(users);
+    pthread_mutex_lock(&extra_lock);
+    char *extra = extra_fn ? extra_fn(extra_arg) : NULL;
+    pthread_mutex_unlock(&extra_lock);
+    if (extra)
+        out_printf(&o, "%s", extra);
+    free(extra);
     if (o.failed)
         goto out;
     ret = o.buf;
@@ -576,6 +585,51 @@ char *metrics_render(size_t *len)
 out:
     free(o.buf);
     return ret;
+}
+
+void metrics_set_extra(char *(*fn)(void *arg), void *arg)
+{
+    pthread_mutex_lock(&extra_lock);
+    extra_fn = fn;
+    extra_arg = arg;
+    pthread_mutex_unlock(&extra_lock);
+}
+
+static size_t total(struct metrics_total *out, size_t n, size_t max, const char *prefix,
+                    const char *name, uint64_t value)
+{
+    if (n >= max)
+        return n;
+    snprintf(out[n].name, sizeof(out[n].name), "%s%s", prefix, name);
+    out[n].value = value;
+    return n + 1;
+}
+
+static size_t totals_of(struct metrics_total *out, size_t n, size_t max, const char *prefix,
+                        const char *const *names, _Atomic uint64_t *values, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        n = total(out, n, max, prefix, names[i], counter_get(&values[i]));
+    return n;
+}
+
+size_t metrics_totals(struct metrics_total *out, size_t max)
+{
+    size_t n = total(out, 0, max, "", "sessions_active",
+                     (uint64_t)atomic_load_explicit(&sessions_active, memory_order_relaxed));
+    n = totals_of(out, n, max, "connections_", conn_outcome_names, connections,
+                  METRICS_CONN_OUTCOME_MAX);
+    n = totals_of(out, n, max, "statements_", query_outcome_names, queries,
+                  METRICS_QUERY_OUTCOME_MAX);
+    n = totals_of(out, n, max, "cancels_", cancel_outcome_names, cancels,
+                  METRICS_CANCEL_OUTCOME_MAX);
+    n = total(out, n, max, "", "rows", counter_get(&rows_sent));
+    n = total(out, n, max, "", "bytes", counter_get(&bytes_sent));
+    n = total(out, n, max, "", "tls_handshakes_ok", counter_get(&tls_ok));
+    n = total(out, n, max, "", "tls_handshakes_failed", counter_get(&tls_failed));
+    n = total(out, n, max, "", "upstream_connect_failures", counter_get(&connect_failures));
+    n = total(out, n, max, "", "audit_records_written", counter_get(&audit_written));
+    return total(out, n, max, "", "audit_records_dropped", counter_get(&audit_dropped));
 }
 
 /* Series that exist but are not rendered while zero (error classes, rules never hit) still

@@ -77,6 +77,19 @@ void metrics_audit(bool written);
 /* An audit record refused because the queue was full: its session waits. */
 void metrics_audit_queue_full(void);
 
+/* Families another module renders (the statement statistics, gathered from the workers),
+ * appended by metrics_render: fn returns malloc'd text or NULL (then they are left out). NULL
+ * removes it, after any render that is calling it has returned. */
+void metrics_set_extra(char *(*fn)(void *arg), void *arg);
+
+/* What the console's SHOW STATS lists: every process total by name ("statements_ok", ...). */
+struct metrics_total {
+    char name[40];
+    uint64_t value;
+};
+#define METRICS_TOTALS_MAX 48
+size_t metrics_totals(struct metrics_total *out, size_t max);
+
 /* Renders the Prometheus text exposition format. Returns a malloc'd string (caller frees) and
  * its length in *len, or NULL on allocation failure. */
 char *metrics_render(size_t *len);

@@ -1,6 +1,7 @@
 /* The process: configuration generations, listeners and accept (on the main thread, with
  * signals through a signalfd), reload, and shutdown orchestration. */
 #include "server.h"
+#include "admin.h"
 #include "admission.h"
 #include "audit.h"
 #include "cancel.h"
@@ -10,6 +11,7 @@
 #include "http.h"
 #include "listen.h"
 #include "log.h"
+#include "metrics.h"
 #include "netio.h"
 #include "reaper.h"
 #include "runtime.h"
@@ -49,6 +51,7 @@ struct server {
     struct user_limits *user_limits;
     struct conn_mem client_mem;
     struct session_counts counts;
+    struct admin_hub admin; /* the console's questions to the workers */
     struct shutdown_state shutdown;
     atomic_ullong next_id;
     int shutdown_efd;
@@ -412,7 +415,8 @@ int server_run(struct config *cfg, int argc, char **argv)
                               .counts = &srv.counts,
                               .admission = srv.admission,
                               .shutdown = &srv.shutdown,
-                              .next_id = &srv.next_id};
+                              .next_id = &srv.next_id,
+                              .admin = &srv.admin};
     /* a worker parses only texts up to SESSION_INLINE_PARSE itself */
     srv.workers =
         worker_pool_start(nw, &env, srv.shutdown_efd, guard_parse_stack_bytes(SESSION_INLINE_PARSE),
@@ -433,6 +437,7 @@ int server_run(struct config *cfg, int argc, char **argv)
         if (srv.health)
             health_set_upstream(srv.health, c->upstream_dsn);
         snprintf(err, sizeof(err), "cannot start the health probe thread");
+        metrics_set_extra(admin_statement_metrics, &srv.admin);
         http = srv.health ? http_start(host, port, health, &srv, err, sizeof(err)) : NULL;
         if (!http) {
             fprintf(stderr, "pgwire-proxy: %s\n", err);
@@ -449,6 +454,10 @@ int server_run(struct config *cfg, int argc, char **argv)
     exit_code = 0;
 out:
     signals_end_process(sfd);
+    /* the metrics thread asks the workers: it stops before they go */
+    http_stop(http);
+    http = NULL;
+    metrics_set_extra(NULL, NULL);
     if (srv.workers) {
         if (atomic_load(&srv.shutdown.mode) == SHUTDOWN_NONE)
             start_shutdown(&srv, true);

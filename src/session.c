@@ -101,6 +101,11 @@ static void shutdown_check(struct session *s, int64_t now)
         session_end_with(s, SE_SHUTDOWN);
         return;
     }
+    if (s->phase == PH_CONSOLE) { /* nothing of it runs upstream: it ends at once */
+        session_fatal(s, "57P01", "terminating connection due to administrator command", NULL);
+        session_end_with(s, SE_SHUTDOWN);
+        return;
+    }
     bool in_flight = s->phase == PH_RELAY && relay_busy(&s->relay);
     bool end_now = s->phase == PH_CONNECT || mode == SHUTDOWN_NOW || relay_idle(s) ||
                    (now >= deadline && !in_flight) ||
@@ -174,6 +179,9 @@ static void session_timers(struct session *s, int64_t now)
     case PH_RELAY:
         relay_timers(s, now);
         break;
+    case PH_CONSOLE:
+        console_timer(s, now);
+        break;
     case PH_CLOSING:
     case PH_DONE:
         break;
@@ -190,6 +198,8 @@ static int64_t next_deadline(const struct session *s)
 {
     const struct relay *r = &s->relay;
     int64_t t = s->phase == PH_RELAY ? 0 : s->deadline_ms;
+    if (s->phase == PH_CONSOLE)
+        t = console_deadline(s);
     if (s->phase == PH_CLOSING) {
         t = s->cli.io.fd >= 0 ? s->deadline_ms : 0;
         if (s->up_connected)
@@ -313,6 +323,8 @@ static enum session_end step(struct session *s, int64_t now)
         }
         return e;
     }
+    case PH_CONSOLE:
+        return console_step(s);
     case PH_CLOSING:
         session_closing_step(s, now);
         return SE_NONE;
@@ -464,6 +476,7 @@ void session_free(struct session *s)
     if (s->user_count)
         atomic_fetch_sub(s->user_count, 1);
     session_auth_free(s);
+    console_free(s);
     free(s->upstream_dsn);
     loop_task_cancel(s->loop, &s->task);
     loop_timer_cancel(s->loop, &s->timer);

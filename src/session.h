@@ -45,6 +45,9 @@ struct session_accept {
 };
 
 struct user_limits;
+struct admin_hub;
+struct guard_fp_cache;
+struct stmt_stats;
 
 /* Texts up to this size are parsed on the worker's thread (tens of microseconds); longer ones
  * by the parser pool. Workers need guard_parse_stack_bytes(SESSION_INLINE_PARSE) of stack. */
@@ -61,6 +64,9 @@ struct session_env {
     struct admission *admission;
     struct shutdown_state *shutdown;
     atomic_ullong *next_id;
+    struct admin_hub *admin;         /* the console's questions to the workers; NULL = none */
+    struct stmt_stats *stats;        /* this worker's statement statistics */
+    struct guard_fp_cache *fp_cache; /* this worker's fingerprints of statement shapes */
     /* called on the loop's thread once the session has finished; the host frees it later,
      * outside the loop's callbacks */
     void (*finished)(void *host, struct session *s);
@@ -83,5 +89,27 @@ struct session *session_new(const struct session_env *env, struct loop *loop, in
 void session_notify_shutdown(struct session *s);
 /* Frees a finished session (after session_env.finished, outside loop callbacks). */
 void session_free(struct session *s);
+
+/* --- what the console sees and does (session_view.c), on the session's own thread --- */
+struct session_snapshot {
+    uint64_t id;
+    char user[64], client[64], application[64], database[64];
+    const char *auth;      /* the method that proved the user */
+    const char *state;     /* "active", "idle", "idle in transaction", "console", ... */
+    uint32_t upstream_pid; /* 0 = none */
+    char tx;               /* the upstream's I/T/E, 0 = not relaying */
+    char *statement;       /* malloc'd, redacted as --audit-redact does; NULL = none running */
+    int64_t running_ms;    /* -1 = none running */
+    uint64_t rows, bytes, statements;
+};
+uint64_t session_id(const struct session *s);
+/* True once the session has ended and only closes (SHOW SESSIONS: state "closing"). */
+bool session_ending(const struct session *s);
+/* Fills out; statement NULL when it could not be copied (out of memory: *oom). */
+void session_snapshot(struct session *s, int64_t now_us, struct session_snapshot *out, bool *oom);
+/* The console's CANCEL: the running statement is canceled upstream; false when none runs. */
+bool session_admin_cancel(struct session *s, const char *by);
+/* The console's KILL: FATAL 57P01 to the client, the upstream closed. */
+void session_admin_kill(struct session *s, const char *by);
 
 #endif

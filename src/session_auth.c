@@ -134,23 +134,35 @@ static enum session_end cert_auth(struct session *s)
     return authenticated(s, "cert");
 }
 
+int session_peer_user(struct session *s, char *name, size_t len, char *why, size_t whylen)
+{
+    struct ucred cred;
+    socklen_t clen = sizeof(cred);
+    struct passwd pw, *found = NULL;
+    char buf[4096];
+    if (getsockopt(s->cli.io.fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0) {
+        snprintf(why, whylen, "could not get peer credentials: %s", strerror(errno));
+        return -1;
+    }
+    if (getpwuid_r(cred.uid, &pw, buf, sizeof(buf), &found) != 0 || !found) {
+        snprintf(why, whylen, "could not look up local user ID %ld", (long)cred.uid);
+        return -1;
+    }
+    snprintf(name, len, "%s", found->pw_name);
+    return 0;
+}
+
 /* SO_PEERCRED's uid, its name by getpwuid_r (thread-safe), compared with the user. */
 static enum session_end peer_auth(struct session *s)
 {
-    struct ucred cred;
-    socklen_t len = sizeof(cred);
-    struct passwd pw, *found = NULL;
-    char buf[4096], why[160];
-    if (getsockopt(s->cli.io.fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
-        snprintf(why, sizeof(why), "could not get peer credentials: %s", strerror(errno));
-    } else if (getpwuid_r(cred.uid, &pw, buf, sizeof(buf), &found) != 0 || !found) {
-        snprintf(why, sizeof(why), "could not look up local user ID %ld", (long)cred.uid);
-    } else if (strcmp(found->pw_name, s->user) != 0) {
-        snprintf(why, sizeof(why), "local user \"%.64s\" is not the user name", found->pw_name);
-    } else {
-        return authenticated(s, "peer");
+    char os_user[256], why[160];
+    if (session_peer_user(s, os_user, sizeof(os_user), why, sizeof(why)) != 0)
+        return fail_later(s, "28000", "Peer", why);
+    if (strcmp(os_user, s->user) != 0) {
+        snprintf(why, sizeof(why), "local user \"%.64s\" is not the user name", os_user);
+        return fail_later(s, "28000", "Peer", why);
     }
-    return fail_later(s, "28000", "Peer", why);
+    return authenticated(s, "peer");
 }
 
 static int new_nonce(char out[32])

@@ -3,6 +3,7 @@
  * the client gets (the upstream's reported settings, our BackendKeyData). */
 #include "auth.h"
 #include "cancel.h"
+#include "console.h"
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
@@ -118,6 +119,8 @@ enum session_end session_startup_done(struct session *s)
 
 enum session_end session_authenticated(struct session *s)
 {
+    if (strcmp(s->database, CONSOLE_DATABASE) == 0)
+        return console_begin(s); /* the console: never an upstream connection */
     enum session_end e = admit(s);
     if (e != SE_NONE)
         return e;

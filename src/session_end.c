@@ -31,6 +31,7 @@ static const char *const end_names[] = {
     [SE_UPSTREAM_LOST] = "upstream_lost",
     [SE_GUARDRAIL] = "guardrail",
     [SE_SHUTDOWN] = "shutdown",
+    [SE_KILLED] = "killed",
     [SE_INTERNAL] = "internal_error",
 };
 

@@ -25,6 +25,7 @@ enum session_phase {
     PH_AUTH,    /* authenticating the client (SASL exchange, or a failure's delay) */
     PH_CONNECT, /* libpq connecting upstream */
     PH_RELAY,   /* relaying statements */
+    PH_CONSOLE, /* the operator console (database pgwire_proxy): no upstream */
     PH_CLOSING, /* last bytes to the client; the upstream backend ends; then done */
     PH_DONE,    /* finished: the host frees it */
 };
@@ -92,6 +93,9 @@ struct session {
     struct guard_cache *gcache;
     struct session_parse *parse;   /* a text the parser pool decides (session_policy.c) */
     struct audit_wait *audit_wait; /* a record the full audit queue refused */
+
+    uint64_t nstatements, rows_total, bytes_total; /* statements ended, what they sent */
+    struct console *console;                       /* PH_CONSOLE only */
 };
 
 /* session.c */
@@ -130,6 +134,21 @@ int session_policy_decide(struct session *s, const char *sql, size_t len, struct
 void session_policy_poll(struct session *s);
 void session_policy_release(struct session *s);
 void session_policy_cache(struct session *s);
+
+/* session_stats.c: a statement ended (statistics, the session's totals) */
+void session_stats_statement(struct session *s, const struct stmt *st, enum stmt_outcome o,
+                             uint64_t us);
+
+/* session_auth.c: the OS user at the other end of a Unix socket (SO_PEERCRED), or -1 with
+ * why. */
+int session_peer_user(struct session *s, char *name, size_t len, char *why, size_t whylen);
+
+/* console.c: the console phase */
+enum session_end console_begin(struct session *s);
+enum session_end console_step(struct session *s);
+void console_timer(struct session *s, int64_t now);
+int64_t console_deadline(const struct session *s);
+void console_free(struct session *s);
 
 /* session_relay.c */
 int session_relay_begin(struct session *s);

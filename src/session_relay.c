@@ -193,12 +193,13 @@ static void statement_done(void *ctx, const struct stmt *st, enum stmt_outcome o
                            const struct relay_run_info *info)
 {
     struct session *s = ctx;
-    if (!s->rt->audit || !st->sql)
-        return;
     bool client_left =
         s->end == SE_CLIENT_EOF || s->end == SE_CLIENT_ERROR || s->end == SE_CLIENT_STALLED;
     if (!s->cli_open && client_left)
         o = STMT_CLIENT_GONE; /* whatever the upstream made of it, nobody saw the result */
+    session_stats_statement(s, st, o, us);
+    if (!s->rt->audit || !st->sql)
+        return;
     struct stmt_audit view;
     stmt_audit_view(st, o, &view);
     struct audit_record r = {.session_id = s->id,

@@ -1,8 +1,11 @@
 #include "worker.h"
+#include "admin.h"
+#include "guard_fingerprint.h"
 #include "log.h"
 #include "loop.h"
 #include "session.h"
 #include "startup_gate.h"
+#include "stmt_stats.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -22,6 +25,12 @@ struct incoming {
     struct session_accept acc;
 };
 
+/* A question of the console's (admin.h), queued on one worker. */
+struct asked {
+    struct asked *next;
+    struct admin_ask *ask;
+};
+
 struct worker {
     struct worker_pool *pool;
     pthread_t th;
@@ -29,7 +38,9 @@ struct worker {
     struct session_env env;
     struct loop_watch shutdown_watch;
     pthread_mutex_t mu;
-    struct incoming *incoming;    /* handed over by the acceptor, guarded by mu */
+    struct incoming *incoming; /* handed over by the acceptor, guarded by mu */
+    struct asked *asked;       /* questions to answer, guarded by mu */
+    int index;
     struct session_link sessions; /* circular list with a sentinel */
     struct session_link dead;     /* finished, freed after the current turn */
     size_t nsessions;
@@ -81,6 +92,26 @@ static void free_dead(struct worker *w)
     }
 }
 
+/* Answers the questions queued so far, oldest first, on this worker's thread. */
+static void answer_asked(struct worker *w, struct asked *list, bool answer)
+{
+    struct asked *rev = NULL;
+    while (list) {
+        struct asked *next = list->next;
+        list->next = rev;
+        rev = list;
+        list = next;
+    }
+    while (rev) {
+        struct asked *next = rev->next;
+        if (answer)
+            rev->ask->answer(rev->ask, w->index, &w->env, &w->sessions);
+        admin_ask_answered(rev->ask);
+        free(rev);
+        rev = next;
+    }
+}
+
 /* The acceptor pushes newest first; sessions start in arrival order, so a burst accepted in
  * one batch is not served backwards (the --max-startup-* caps would count the newest first
  * and refuse the earliest). */
@@ -102,6 +133,11 @@ static struct incoming *take_in_order(struct worker *w)
 static void take_incoming(void *arg)
 {
     struct worker *w = arg;
+    pthread_mutex_lock(&w->mu);
+    struct asked *asked = w->asked;
+    w->asked = NULL;
+    pthread_mutex_unlock(&w->mu);
+    answer_asked(w, asked, true);
     struct incoming *in = take_in_order(w);
     while (in) {
         struct incoming *next = in->next;
@@ -139,7 +175,7 @@ static void *worker_main(void *arg)
         if (w->shutdown_seen && w->nsessions == 0 &&
             atomic_load(&w->env.shutdown->mode) != SHUTDOWN_NONE) {
             pthread_mutex_lock(&w->mu);
-            bool more = w->incoming != NULL;
+            bool more = w->incoming != NULL || w->asked != NULL;
             pthread_mutex_unlock(&w->mu);
             if (!more)
                 break;
@@ -149,9 +185,10 @@ static void *worker_main(void *arg)
 }
 
 static int worker_init(struct worker *w, struct worker_pool *p, const struct session_env *tmpl,
-                       int shutdown_efd)
+                       int shutdown_efd, int index)
 {
     w->pool = p;
+    w->index = index;
     w->env = *tmpl;
     w->env.host = w;
     w->env.finished = on_finished;
@@ -159,12 +196,53 @@ static int worker_init(struct worker *w, struct worker_pool *p, const struct ses
     link_init(&w->sessions);
     link_init(&w->dead);
     w->loop = loop_new();
-    if (!w->loop)
+    w->env.stats = stmt_stats_new();
+    w->env.fp_cache = guard_fp_cache_new();
+    if (!w->loop || !w->env.stats || !w->env.fp_cache)
         return -ENOMEM;
     loop_set_wake_handler(w->loop, take_incoming, w);
     w->shutdown_watch.fn = on_shutdown;
     /* edge-triggered: the shutdown eventfd stays readable, each worker sees it once */
     return loop_watch_add(w->loop, &w->shutdown_watch, shutdown_efd, EPOLLIN | EPOLLET);
+}
+
+static void worker_release(struct worker *w)
+{
+    loop_free(w->loop);
+    w->loop = NULL;
+    stmt_stats_free(w->env.stats);
+    w->env.stats = NULL;
+    guard_fp_cache_free(w->env.fp_cache);
+    w->env.fp_cache = NULL;
+    pthread_mutex_destroy(&w->mu);
+}
+
+/* Queues a question on every worker, all or nothing. */
+static int post_ask(void *pool, struct admin_ask *a)
+{
+    struct worker_pool *p = pool;
+    struct asked **nodes = calloc((size_t)p->n, sizeof(*nodes));
+    int i = 0;
+    for (; nodes && i < p->n; i++)
+        if (!(nodes[i] = malloc(sizeof(**nodes))))
+            break;
+    if (!nodes || i < p->n) {
+        for (int k = 0; nodes && k < i; k++)
+            free(nodes[k]);
+        free(nodes);
+        return -1;
+    }
+    for (i = 0; i < p->n; i++) {
+        struct worker *w = &p->w[i];
+        nodes[i]->ask = a;
+        pthread_mutex_lock(&w->mu);
+        nodes[i]->next = w->asked;
+        w->asked = nodes[i];
+        pthread_mutex_unlock(&w->mu);
+        loop_wake(w->loop);
+    }
+    free(nodes);
+    return 0;
 }
 
 struct worker_pool *worker_pool_start(int n, const struct session_env *tmpl, int shutdown_efd,
@@ -181,7 +259,7 @@ struct worker_pool *worker_pool_start(int n, const struct session_env *tmpl, int
     p->n = n;
     for (int i = 0; i < n; i++) {
         struct worker *w = &p->w[i];
-        int rc = worker_init(w, p, tmpl, shutdown_efd);
+        int rc = worker_init(w, p, tmpl, shutdown_efd, i);
         pthread_attr_t attr;
         pthread_attr_init(&attr);
         pthread_attr_setstacksize(&attr, stack_bytes);
@@ -190,8 +268,7 @@ struct worker_pool *worker_pool_start(int n, const struct session_env *tmpl, int
         pthread_attr_destroy(&attr);
         if (rc) {
             snprintf(err, errlen, "cannot start workers: %s", strerror(-rc));
-            loop_free(w->loop);
-            w->loop = NULL;
+            worker_release(w);
             break;
         }
         p->started++;
@@ -202,6 +279,11 @@ struct worker_pool *worker_pool_start(int n, const struct session_env *tmpl, int
         return NULL;
     }
     p->n = p->started;
+    if (tmpl->admin) { /* before any session exists: the acceptor's hand-over orders it */
+        tmpl->admin->post = post_ask;
+        tmpl->admin->pool = p;
+        tmpl->admin->nworkers = p->n;
+    }
     return p;
 }
 
@@ -209,9 +291,11 @@ void worker_pool_join(struct worker_pool *p)
 {
     if (!p)
         return;
+    /* every thread first: a late answer of one worker may still wake another's loop */
+    for (int i = 0; i < p->started; i++)
+        pthread_join(p->w[i].th, NULL);
     for (int i = 0; i < p->started; i++) {
         struct worker *w = &p->w[i];
-        pthread_join(w->th, NULL);
         /* none can arrive now: close what was never served */
         for (struct incoming *in = w->incoming, *next; in; in = next) {
             next = in->next;
@@ -221,6 +305,8 @@ void worker_pool_join(struct worker_pool *p)
             free(in);
         }
         w->incoming = NULL;
+        answer_asked(w, w->asked, false); /* never answered: their askers stop waiting */
+        w->asked = NULL;
         for (struct session_link *l = w->sessions.next; l != &w->sessions;) {
             struct session_link *next = l->next;
             link_del(l);
@@ -228,8 +314,7 @@ void worker_pool_join(struct worker_pool *p)
             l = next;
         }
         free_dead(w);
-        loop_free(w->loop);
-        pthread_mutex_destroy(&w->mu);
+        worker_release(w);
     }
     free(p->w);
     free(p);

@@ -1,4 +1,5 @@
 #include "metrics.h"
+#include "metrics_text.h"
 #include "metrics_user.h"
 
 #include <inttypes.h>
@@ -15,7 +16,7 @@
 #define PGWP_VERSION "dev"
 #endif
 
-#define METRIC_PREFIX "pgwire_proxy_"
+#define METRIC_PREFIX METRICS_TEXT_PREFIX
 
 /* Bounds are kept in integer microseconds so an observation never touches floating point, and
  * the le label is spelled by hand so the text never shows "0.00050000000000000001". */
@@ -336,229 +337,171 @@ void metrics_audit_queue_full(void)
 
 /* ---- rendering ---------------------------------------------------------------------------- */
 
-struct out {
-    char *buf;
-    size_t len;
-    size_t cap;
-    bool failed;
-};
-
-__attribute__((format(printf, 2, 3))) static void out_printf(struct out *o, const char *fmt, ...)
-{
-    if (o->failed)
-        return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(o->buf + o->len, o->cap - o->len, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            o->failed = true;
-            return;
-        }
-        if ((size_t)n < o->cap - o->len) {
-            o->len += (size_t)n;
-            return;
-        }
-        size_t want = o->cap * 2 > o->len + (size_t)n + 1 ? o->cap * 2 : o->len + (size_t)n + 1;
-        char *p = realloc(o->buf, want);
-        if (!p) {
-            o->failed = true;
-            return;
-        }
-        o->buf = p;
-        o->cap = want;
-    }
-}
-
-static void out_family(struct out *o, const char *name, const char *type, const char *help)
-{
-    out_printf(o, "# HELP " METRIC_PREFIX "%s %s\n# TYPE " METRIC_PREFIX "%s %s\n", name, help,
-               name, type);
-}
-
-/* The exposition format escapes exactly these three characters in label values. */
-static void out_label_value(struct out *o, const char *v)
-{
-    for (; *v; v++) {
-        if (*v == '\\')
-            out_printf(o, "\\\\");
-        else if (*v == '"')
-            out_printf(o, "\\\"");
-        else if (*v == '\n')
-            out_printf(o, "\\n");
-        else
-            out_printf(o, "%c", *v);
-    }
-}
-
-/* Integer microseconds printed as seconds with a fixed decimal point: exact, no rounding. */
-static void out_seconds(struct out *o, uint64_t us)
-{
-    out_printf(o, "%" PRIu64 ".%06" PRIu64, us / 1000000u, us % 1000000u);
-}
-
-static void render_labeled(struct out *o, const char *name, const char *label,
+static void render_labeled(struct metrics_text *o, const char *name, const char *label,
                            const char *const *values, _Atomic uint64_t *counters, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        out_printf(o, METRIC_PREFIX "%s{%s=\"%s\"} %" PRIu64 "\n", name, label, values[i],
-                   counter_get(&counters[i]));
+        metrics_text_printf(o, METRIC_PREFIX "%s{%s=\"%s\"} %" PRIu64 "\n", name, label, values[i],
+                            counter_get(&counters[i]));
 }
 
-static void render_histogram(struct out *o, const char *name, struct histogram *h)
+static void render_histogram(struct metrics_text *o, const char *name, struct histogram *h)
 {
     uint64_t cumulative = 0;
     for (size_t i = 0; i <= h->nbounds; i++) {
         cumulative += counter_get(&h->buckets[i]);
-        out_printf(o, METRIC_PREFIX "%s_bucket{le=\"%s\"} %" PRIu64 "\n", name,
-                   i < h->nbounds ? h->bounds[i].le : "+Inf", cumulative);
+        metrics_text_printf(o, METRIC_PREFIX "%s_bucket{le=\"%s\"} %" PRIu64 "\n", name,
+                            i < h->nbounds ? h->bounds[i].le : "+Inf", cumulative);
     }
-    out_printf(o, METRIC_PREFIX "%s_sum ", name);
-    out_seconds(o, counter_get(&h->sum_us));
-    out_printf(o, "\n" METRIC_PREFIX "%s_count %" PRIu64 "\n", name, cumulative);
+    metrics_text_printf(o, METRIC_PREFIX "%s_sum ", name);
+    metrics_text_seconds(o, counter_get(&h->sum_us));
+    metrics_text_printf(o, "\n" METRIC_PREFIX "%s_count %" PRIu64 "\n", name, cumulative);
 }
 
-static void render_process(struct out *o)
+static void render_process(struct metrics_text *o)
 {
-    out_family(o, "build_info", "gauge", "Build information; the value is always 1.");
-    out_printf(o, METRIC_PREFIX "build_info{version=\"");
-    out_label_value(o, PGWP_VERSION);
-    out_printf(o, "\"} 1\n");
+    metrics_text_family(o, "build_info", "gauge", "Build information; the value is always 1.");
+    metrics_text_printf(o, METRIC_PREFIX "build_info{version=\"");
+    metrics_text_label(o, PGWP_VERSION);
+    metrics_text_printf(o, "\"} 1\n");
 
-    out_family(o, "process_start_time_seconds", "gauge",
-               "Start time of the process since the Unix epoch, in seconds.");
-    out_printf(o, METRIC_PREFIX "process_start_time_seconds ");
-    out_seconds(o, start_time_us);
-    out_printf(o, "\n");
+    metrics_text_family(o, "process_start_time_seconds", "gauge",
+                        "Start time of the process since the Unix epoch, in seconds.");
+    metrics_text_printf(o, METRIC_PREFIX "process_start_time_seconds ");
+    metrics_text_seconds(o, start_time_us);
+    metrics_text_printf(o, "\n");
 }
 
-static void render_sessions(struct out *o)
+static void render_sessions(struct metrics_text *o)
 {
-    out_family(o, "sessions_active", "gauge", "Client sessions currently open.");
-    out_printf(o, METRIC_PREFIX "sessions_active %" PRId64 "\n",
-               atomic_load_explicit(&sessions_active, memory_order_relaxed));
+    metrics_text_family(o, "sessions_active", "gauge", "Client sessions currently open.");
+    metrics_text_printf(o, METRIC_PREFIX "sessions_active %" PRId64 "\n",
+                        atomic_load_explicit(&sessions_active, memory_order_relaxed));
 
-    out_family(o, "connections_total", "counter", "Client connections by how they ended up.");
+    metrics_text_family(o, "connections_total", "counter",
+                        "Client connections by how they ended up.");
     render_labeled(o, "connections_total", "outcome", conn_outcome_names, connections,
                    METRICS_CONN_OUTCOME_MAX);
 
-    out_family(o, "tls_handshakes_total", "counter", "Client TLS handshakes by result.");
-    out_printf(o, METRIC_PREFIX "tls_handshakes_total{outcome=\"ok\"} %" PRIu64 "\n",
-               counter_get(&tls_ok));
-    out_printf(o, METRIC_PREFIX "tls_handshakes_total{outcome=\"failed\"} %" PRIu64 "\n",
-               counter_get(&tls_failed));
+    metrics_text_family(o, "tls_handshakes_total", "counter", "Client TLS handshakes by result.");
+    metrics_text_printf(o, METRIC_PREFIX "tls_handshakes_total{outcome=\"ok\"} %" PRIu64 "\n",
+                        counter_get(&tls_ok));
+    metrics_text_printf(o, METRIC_PREFIX "tls_handshakes_total{outcome=\"failed\"} %" PRIu64 "\n",
+                        counter_get(&tls_failed));
 
-    out_family(o, "cancel_requests_total", "counter", "CancelRequest messages by result.");
+    metrics_text_family(o, "cancel_requests_total", "counter", "CancelRequest messages by result.");
     render_labeled(o, "cancel_requests_total", "outcome", cancel_outcome_names, cancels,
                    METRICS_CANCEL_OUTCOME_MAX);
 }
 
-static void render_errors(struct out *o)
+static void render_errors(struct metrics_text *o)
 {
-    out_family(o, "errors_total", "counter",
-               "ErrorResponses sent to clients, by SQLSTATE class (first two characters).");
+    metrics_text_family(
+        o, "errors_total", "counter",
+        "ErrorResponses sent to clients, by SQLSTATE class (first two characters).");
     for (size_t i = 0; i < SQLSTATE_CLASSES; i++) {
         uint64_t v = counter_get(&errors_by_class[i]);
         if (v)
-            out_printf(o, METRIC_PREFIX "errors_total{class=\"%s\"} %" PRIu64 "\n",
-                       sqlstate_classes[i], v);
+            metrics_text_printf(o, METRIC_PREFIX "errors_total{class=\"%s\"} %" PRIu64 "\n",
+                                sqlstate_classes[i], v);
     }
     uint64_t other = counter_get(&errors_other);
     if (other)
-        out_printf(o, METRIC_PREFIX "errors_total{class=\"other\"} %" PRIu64 "\n", other);
+        metrics_text_printf(o, METRIC_PREFIX "errors_total{class=\"other\"} %" PRIu64 "\n", other);
 }
 
-static void render_guardrails(struct out *o)
+static void render_guardrails(struct metrics_text *o)
 {
-    out_family(o, "guardrail_violations_total", "counter",
-               "Statements or sessions stopped by a guardrail (mode enforce), or that a shadow "
-               "rule or --on-limit warn would have stopped (mode shadow), by rule.");
+    metrics_text_family(
+        o, "guardrail_violations_total", "counter",
+        "Statements or sessions stopped by a guardrail (mode enforce), or that a shadow "
+        "rule or --on-limit warn would have stopped (mode shadow), by rule.");
     size_t used = atomic_load_explicit(&rule_used, memory_order_acquire);
     for (size_t i = 0; i < used; i++) {
-        out_printf(o, METRIC_PREFIX "guardrail_violations_total{rule=\"");
-        out_label_value(o, rule_slots[i].name);
-        out_printf(o, "\",mode=\"%s\"} %" PRIu64 "\n", rule_mode_names[rule_slots[i].mode],
-                   counter_get(&rule_slots[i].count));
+        metrics_text_printf(o, METRIC_PREFIX "guardrail_violations_total{rule=\"");
+        metrics_text_label(o, rule_slots[i].name);
+        metrics_text_printf(o, "\",mode=\"%s\"} %" PRIu64 "\n", rule_mode_names[rule_slots[i].mode],
+                            counter_get(&rule_slots[i].count));
     }
     for (int m = 0; m < RULE_MODES; m++)
-        out_printf(
+        metrics_text_printf(
             o, METRIC_PREFIX "guardrail_violations_total{rule=\"other\",mode=\"%s\"} %" PRIu64 "\n",
             rule_mode_names[m], counter_get(&rule_other[m]));
 }
 
-static void render_queries(struct out *o)
+static void render_queries(struct metrics_text *o)
 {
-    out_family(o, "queries_total", "counter", "Simple-protocol Query messages by outcome.");
+    metrics_text_family(o, "queries_total", "counter",
+                        "Simple-protocol Query messages by outcome.");
     render_labeled(o, "queries_total", "outcome", query_outcome_names, queries,
                    METRICS_QUERY_OUTCOME_MAX);
 
-    out_family(o, "query_duration_seconds", "histogram",
-               "Time from receiving a Query to sending its ReadyForQuery.");
+    metrics_text_family(o, "query_duration_seconds", "histogram",
+                        "Time from receiving a Query to sending its ReadyForQuery.");
     render_histogram(o, "query_duration_seconds", &query_hist);
 
     render_errors(o);
 
-    out_family(o, "rows_sent_total", "counter", "DataRow messages relayed to clients.");
-    out_printf(o, METRIC_PREFIX "rows_sent_total %" PRIu64 "\n", counter_get(&rows_sent));
-    out_family(o, "bytes_sent_total", "counter", "Result bytes relayed to clients.");
-    out_printf(o, METRIC_PREFIX "bytes_sent_total %" PRIu64 "\n", counter_get(&bytes_sent));
+    metrics_text_family(o, "rows_sent_total", "counter", "DataRow messages relayed to clients.");
+    metrics_text_printf(o, METRIC_PREFIX "rows_sent_total %" PRIu64 "\n", counter_get(&rows_sent));
+    metrics_text_family(o, "bytes_sent_total", "counter", "Result bytes relayed to clients.");
+    metrics_text_printf(o, METRIC_PREFIX "bytes_sent_total %" PRIu64 "\n",
+                        counter_get(&bytes_sent));
 
     render_guardrails(o);
 }
 
-static void render_upstream(struct out *o)
+static void render_upstream(struct metrics_text *o)
 {
-    out_family(o, "upstream_connect_seconds", "histogram",
-               "Time to open and authenticate a successful upstream connection.");
+    metrics_text_family(o, "upstream_connect_seconds", "histogram",
+                        "Time to open and authenticate a successful upstream connection.");
     render_histogram(o, "upstream_connect_seconds", &connect_hist);
 
-    out_family(o, "upstream_connect_failures_total", "counter",
-               "Upstream connection attempts that failed.");
-    out_printf(o, METRIC_PREFIX "upstream_connect_failures_total %" PRIu64 "\n",
-               counter_get(&connect_failures));
+    metrics_text_family(o, "upstream_connect_failures_total", "counter",
+                        "Upstream connection attempts that failed.");
+    metrics_text_printf(o, METRIC_PREFIX "upstream_connect_failures_total %" PRIu64 "\n",
+                        counter_get(&connect_failures));
 
-    out_family(o, "upstream_probes_total", "counter",
-               "Upstream health probes behind /healthz (one per interval at most), by result.");
+    metrics_text_family(
+        o, "upstream_probes_total", "counter",
+        "Upstream health probes behind /healthz (one per interval at most), by result.");
     render_labeled(o, "upstream_probes_total", "result", probe_result_names, probes,
                    METRICS_PROBE_RESULT_MAX);
     int up = atomic_load_explicit(&upstream_up, memory_order_relaxed);
     if (up >= 0) {
-        out_family(o, "upstream_up", "gauge", "1 if the last upstream health probe succeeded.");
-        out_printf(o, METRIC_PREFIX "upstream_up %d\n", up);
+        metrics_text_family(o, "upstream_up", "gauge",
+                            "1 if the last upstream health probe succeeded.");
+        metrics_text_printf(o, METRIC_PREFIX "upstream_up %d\n", up);
     }
 }
 
-static void render_http(struct out *o)
+static void render_http(struct metrics_text *o)
 {
-    out_family(o, "http_connections_closed_total", "counter",
-               "Metrics-port connections closed by the proxy, by reason.");
+    metrics_text_family(o, "http_connections_closed_total", "counter",
+                        "Metrics-port connections closed by the proxy, by reason.");
     render_labeled(o, "http_connections_closed_total", "reason", http_close_names, http_closed,
                    METRICS_HTTP_CLOSE_MAX);
 }
 
-static void render_audit(struct out *o)
+static void render_audit(struct metrics_text *o)
 {
-    out_family(o, "audit_records_total", "counter", "Audit records written to --audit-log.");
-    out_printf(o, METRIC_PREFIX "audit_records_total %" PRIu64 "\n", counter_get(&audit_written));
-    out_family(o, "audit_records_dropped_total", "counter",
-               "Audit records dropped because --audit-log could not be written.");
-    out_printf(o, METRIC_PREFIX "audit_records_dropped_total %" PRIu64 "\n",
-               counter_get(&audit_dropped));
-    out_family(o, "audit_queue_full_total", "counter",
-               "Audit records refused by a full queue; their session waited for room.");
-    out_printf(o, METRIC_PREFIX "audit_queue_full_total %" PRIu64 "\n",
-               counter_get(&audit_queue_full));
+    metrics_text_family(o, "audit_records_total", "counter",
+                        "Audit records written to --audit-log.");
+    metrics_text_printf(o, METRIC_PREFIX "audit_records_total %" PRIu64 "\n",
+                        counter_get(&audit_written));
+    metrics_text_family(o, "audit_records_dropped_total", "counter",
+                        "Audit records dropped because --audit-log could not be written.");
+    metrics_text_printf(o, METRIC_PREFIX "audit_records_dropped_total %" PRIu64 "\n",
+                        counter_get(&audit_dropped));
+    metrics_text_family(o, "audit_queue_full_total", "counter",
+                        "Audit records refused by a full queue; their session waited for room.");
+    metrics_text_printf(o, METRIC_PREFIX "audit_queue_full_total %" PRIu64 "\n",
+                        counter_get(&audit_queue_full));
 }
 
 char *metrics_render(size_t *len)
 {
-    struct out o = {.cap = 8192};
-    char *ret = NULL;
-
-    o.buf = malloc(o.cap);
-    if (!o.buf)
-        goto out;
+    struct metrics_text o = {0};
     render_process(&o);
     render_sessions(&o);
     render_queries(&o);
@@ -567,24 +510,16 @@ char *metrics_render(size_t *len)
     render_http(&o);
     char *users = metrics_user_render();
     if (users)
-        out_printf(&o, "%s", users);
+        metrics_text_printf(&o, "%s", users);
     o.failed |= !users;
     free(users);
     pthread_mutex_lock(&extra_lock);
     char *extra = extra_fn ? extra_fn(extra_arg) : NULL;
     pthread_mutex_unlock(&extra_lock);
     if (extra)
-        out_printf(&o, "%s", extra);
+        metrics_text_printf(&o, "%s", extra);
     free(extra);
-    if (o.failed)
-        goto out;
-    ret = o.buf;
-    o.buf = NULL;
-    if (len)
-        *len = o.len;
-out:
-    free(o.buf);
-    return ret;
+    return metrics_text_take(&o, len);
 }
 
 void metrics_set_extra(char *(*fn)(void *arg), void *arg)

@@ -2,6 +2,7 @@
  * interned once and never removed (names come from configuration, bounded by the table), so a
  * session keeps its slot index for its whole life. */
 #include "metrics_user.h"
+#include "metrics_text.h"
 
 #include <inttypes.h>
 #include <pthread.h>
@@ -11,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PREFIX "pgwire_proxy_"
+#define PREFIX METRICS_TEXT_PREFIX
 
 struct user_slot {
     char name[64]; /* label text: printable ASCII, immutable once published */
@@ -97,69 +98,28 @@ void metrics_auth(const char *method, enum metrics_auth_outcome o)
             atomic_fetch_add_explicit(&auths[m][o], 1, memory_order_relaxed);
 }
 
-struct text {
-    char *buf;
-    size_t len, cap;
-    bool failed;
-};
-
-__attribute__((format(printf, 2, 3))) static void put(struct text *t, const char *fmt, ...)
+static void render_user(struct metrics_text *t, const char *label, struct user_slot *s, int part)
 {
-    char line[256];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof(line), fmt, ap);
-    va_end(ap);
-    if (t->failed || n < 0 || (size_t)n >= sizeof(line)) {
-        t->failed = true;
+    if (part == 0) {
+        metrics_text_printf(t, PREFIX "user_sessions_active{user=\"");
+        metrics_text_label(t, label);
+        metrics_text_printf(t, "\"} %" PRId64 "\n",
+                            atomic_load_explicit(&s->sessions, memory_order_relaxed));
         return;
     }
-    if (t->len + (size_t)n + 1 > t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 4096;
-        while (cap < t->len + (size_t)n + 1)
-            cap *= 2;
-        char *b = realloc(t->buf, cap);
-        if (!b) {
-            t->failed = true;
-            return;
-        }
-        t->buf = b;
-        t->cap = cap;
+    static const char *const outcomes_of[] = {"accepted", "rejected"};
+    uint64_t v[] = {atomic_load_explicit(&s->accepted, memory_order_relaxed),
+                    atomic_load_explicit(&s->rejected, memory_order_relaxed)};
+    for (int i = 0; i < 2; i++) {
+        metrics_text_printf(t, PREFIX "user_connections_total{user=\"");
+        metrics_text_label(t, label);
+        metrics_text_printf(t, "\",outcome=\"%s\"} %" PRIu64 "\n", outcomes_of[i], v[i]);
     }
-    memcpy(t->buf + t->len, line, (size_t)n + 1);
-    t->len += (size_t)n;
-}
-
-/* The label escaped as the exposition format wants: backslash and double quote. */
-static void escaped(const char *in, char out[130])
-{
-    size_t o = 0;
-    for (; *in; in++) {
-        if (*in == '\\' || *in == '"')
-            out[o++] = '\\';
-        out[o++] = *in;
-    }
-    out[o] = 0;
-}
-
-static void render_user(struct text *t, const char *label, struct user_slot *s, int part)
-{
-    char e[130];
-    escaped(label, e);
-    if (part == 0)
-        put(t, PREFIX "user_sessions_active{user=\"%s\"} %" PRId64 "\n", e,
-            atomic_load_explicit(&s->sessions, memory_order_relaxed));
-    else
-        put(t,
-            PREFIX "user_connections_total{user=\"%s\",outcome=\"accepted\"} %" PRIu64 "\n" PREFIX
-                   "user_connections_total{user=\"%s\",outcome=\"rejected\"} %" PRIu64 "\n",
-            e, atomic_load_explicit(&s->accepted, memory_order_relaxed), e,
-            atomic_load_explicit(&s->rejected, memory_order_relaxed));
 }
 
 char *metrics_user_render(void)
 {
-    struct text t = {0};
+    struct metrics_text t = {0};
     static const char *const families[][3] = {
         {"user_sessions_active", "gauge",
          "Client sessions currently open, by user (configured users; others as \"other\")."},
@@ -168,21 +128,17 @@ char *metrics_user_render(void)
     };
     size_t n = atomic_load_explicit(&used, memory_order_acquire);
     for (int part = 0; part < 2; part++) {
-        put(&t, "# HELP " PREFIX "%s %s\n# TYPE " PREFIX "%s %s\n", families[part][0],
-            families[part][2], families[part][0], families[part][1]);
+        metrics_text_family(&t, families[part][0], families[part][1], families[part][2]);
         for (size_t i = 0; i < n; i++)
             render_user(&t, slots[i].name, &slots[i], part);
         render_user(&t, "other", &other, part);
     }
-    put(&t, "# HELP " PREFIX "authentications_total Client authentications by method and outcome.\n"
-            "# TYPE " PREFIX "authentications_total counter\n");
+    metrics_text_family(&t, "authentications_total", "counter",
+                        "Client authentications by method and outcome.");
     for (size_t m = 0; m < NMETHODS; m++)
         for (int o = 0; o < METRICS_AUTH_OUTCOME_MAX; o++)
-            put(&t, PREFIX "authentications_total{method=\"%s\",outcome=\"%s\"} %" PRIu64 "\n",
+            metrics_text_printf(
+                &t, PREFIX "authentications_total{method=\"%s\",outcome=\"%s\"} %" PRIu64 "\n",
                 methods[m], outcomes[o], atomic_load_explicit(&auths[m][o], memory_order_relaxed));
-    if (t.failed) {
-        free(t.buf);
-        return NULL;
-    }
-    return t.buf;
+    return metrics_text_take(&t, NULL);
 }

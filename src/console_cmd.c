@@ -3,6 +3,7 @@
  * (admin.c): the session sends its question and waits for the answers; the other commands are
  * answered at once. */
 #include "admin.h"
+#include "text_len.h"
 #include "config.h"
 #include "console_int.h"
 #include "log.h"
@@ -113,7 +114,7 @@ void console_cmd_parse(const char *text, size_t len, struct console_cmd *out)
 {
     char words[128];
     memset(out, 0, sizeof(*out));
-    len = strnlen(text, len);
+    len = text_len(text, len);
     while (len && (blank(text[len - 1]) || text[len - 1] == ';')) {
         bool semi = text[len - 1] == ';';
         len--;

@@ -8,6 +8,7 @@
  * cannot know the session's setting in time (it is reported at ReadyForQuery, and pipelined
  * queries run ahead of it). */
 #include "guard_internal.h"
+#include "text_len.h"
 
 #include <errno.h>
 #include <pg_query.h>
@@ -212,7 +213,7 @@ static int decide_impl(const struct guard_policy *p, const char *sql, size_t len
     out->verdict = GUARD_ALLOW;
     *cacheable = false;
     /* PostgreSQL reads a Query up to its NUL; so do we */
-    len = strnlen(sql, len);
+    len = text_len(sql, len);
     if (!needs_parse(p, sql, len))
         return 0;
     if (len > p->max_parse) {
@@ -279,7 +280,7 @@ int guard_precheck(const struct guard_policy *p, struct guard_cache *c, const ch
     out->verdict = GUARD_ALLOW;
     key->gen = p ? p->gen : 0;
     key->len = 0;
-    len = strnlen(sql, len);
+    len = text_len(sql, len);
     if (!needs_parse(p, sql, len))
         return 0; /* no rule reads the text: PostgreSQL judges it alone */
     size_t ceiling = max_parse && max_parse < p->max_parse ? max_parse : p->max_parse;

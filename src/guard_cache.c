@@ -146,12 +146,8 @@ static size_t normalize(const char *s, size_t len, char *key, size_t cap)
     return o;
 }
 
-size_t guard_cache_key(const char *sql, size_t len, char *key, size_t cap)
+static size_t compute_key(const char *sql, size_t len, char *key, size_t cap)
 {
-    if (cap > GUARD_CACHE_KEY_MAX)
-        cap = GUARD_CACHE_KEY_MAX;
-    if (cap < 2)
-        return 0;
     if (key_needs_exact(sql, len)) {
         /* The prefix keeps verbatim keys apart from normalized ones. */
         if (len + 1 > cap)
@@ -161,6 +157,37 @@ size_t guard_cache_key(const char *sql, size_t len, char *key, size_t cap)
         return len + 1;
     }
     return normalize(sql, len, key, cap);
+}
+
+/* The policy's decision cache and the statement statistics key the same text one after the
+ * other on the same thread; the last short text keyed here is remembered, so the second costs
+ * a comparison instead of another pass. A key is never longer than its text plus one. */
+#define KEY_MEMO_TEXT 1024
+static _Thread_local struct {
+    size_t len, klen; /* klen 0: nothing remembered */
+    char sql[KEY_MEMO_TEXT];
+    char key[KEY_MEMO_TEXT + 1];
+} memo;
+
+size_t guard_cache_key(const char *sql, size_t len, char *key, size_t cap)
+{
+    if (cap > GUARD_CACHE_KEY_MAX)
+        cap = GUARD_CACHE_KEY_MAX;
+    if (cap < 2)
+        return 0;
+    if (memo.klen && memo.len == len && memo.klen <= cap && memcmp(memo.sql, sql, len) == 0) {
+        memcpy(key, memo.key, memo.klen);
+        return memo.klen;
+    }
+    size_t klen = compute_key(sql, len, key, cap);
+    memo.klen = 0;
+    if (klen && len <= KEY_MEMO_TEXT) {
+        memcpy(memo.sql, sql, len);
+        memcpy(memo.key, key, klen);
+        memo.len = len;
+        memo.klen = klen;
+    }
+    return klen;
 }
 
 /* FNV-1a: only picks candidates; a hit always compares the whole key. */

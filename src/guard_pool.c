@@ -3,6 +3,7 @@
  * without the lock, and the eventfd is written under the lock, so a job is never written for
  * after its owner released it. */
 #include "guard_pool.h"
+#include "text_len.h"
 
 #include <errno.h>
 #include <stdatomic.h>
@@ -226,7 +227,7 @@ void guard_pool_free(struct guard_pool *pool)
 struct guard_job *guard_pool_submit(struct guard_pool *pool, struct guard_policy *p,
                                     const char *sql, size_t len, int wake_fd)
 {
-    len = strnlen(sql, len);
+    len = text_len(sql, len);
     struct guard_job *j = calloc(1, sizeof *j);
     if (!j)
         return NULL;

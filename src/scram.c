@@ -3,6 +3,7 @@
  * attribute is read from a NUL-terminated copy whose length was checked first, so no read can
  * run past the message. */
 #include "scram.h"
+#include "text_len.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -33,7 +34,7 @@ void scram_derive(const uint8_t key[SCRAM_KEY_LEN], const char *label, const cha
                   uint8_t out[SCRAM_KEY_LEN])
 {
     char buf[64 + 256];
-    size_t l = strlen(label) + 1, u = strnlen(user, sizeof(buf) - 64);
+    size_t l = strlen(label) + 1, u = text_len(user, sizeof(buf) - 64);
     memcpy(buf, label, l < 64 ? l : 64);
     memcpy(buf + (l < 64 ? l : 64), user, u);
     hmac(key, SCRAM_KEY_LEN, buf, (l < 64 ? l : 64) + u, out);

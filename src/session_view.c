@@ -2,6 +2,7 @@
  * console's question reaches each worker through its loop): a snapshot with the running
  * statement redacted, a cancel of that statement, and KILL. */
 #include "config.h"
+#include "text_len.h"
 #include "guard.h"
 #include "log.h"
 #include "session_int.h"
@@ -63,7 +64,7 @@ static const char *state_of(struct session *s)
  * shown by their size only. */
 static char *redacted(const struct stmt *st)
 {
-    size_t len = strnlen(st->sql, st->sql_len);
+    size_t len = text_len(st->sql, st->sql_len);
     if (len > SESSION_INLINE_PARSE) {
         char *m = malloc(48);
         if (m)

@@ -362,6 +362,21 @@ static void test_cache_key(void **state)
     big[7] = '\'';
     big[sizeof big - 2] = '\'';
     assert_true(guard_cache_key(big, strlen(big), a, sizeof a) > 0);
+
+    /* The last text keyed is remembered: asking again, with the same or a smaller buffer, gives
+     * exactly the key a fresh pass gives, and a buffer too small for it gives none. */
+    const char *q = "SELECT abalance FROM pgbench_accounts WHERE aid = 42";
+    la = guard_cache_key(q, strlen(q), a, sizeof a);
+    lb = guard_cache_key(q, strlen(q), b, sizeof b);
+    assert_true(la > 0 && la == lb && memcmp(a, b, la) == 0);
+    assert_int_equal(guard_cache_key(q, strlen(q), b, la), la);
+    assert_memory_equal(a, b, la);
+    assert_int_equal(guard_cache_key(q, strlen(q), b, la - 1), 0);
+    /* the same bytes with a shorter length are another text */
+    q = "SELECT 1 FROM tab";
+    la = guard_cache_key(q, strlen(q), a, sizeof a);
+    lb = guard_cache_key(q, strlen(q) - 1, b, sizeof b);
+    assert_false(la == lb && memcmp(a, b, la) == 0);
 #undef SAME
 #undef DIFFERENT
 }

@@ -31,6 +31,34 @@ static inline void upstream(struct fake *f, struct fbuf *b)
     b->len = 0;
 }
 
+/* The client sends b and the relay takes all of it at once (nothing waits in its buffer). */
+static inline void assert_client_taken(struct fake *f, const struct fbuf *b)
+{
+    fake_client_buf(f, b);
+    assert_int_equal(f->cli_len, 0);
+}
+
+/* The upstream sends b and the relay reads all of it. */
+static inline void assert_upstream_taken(struct fake *f, const struct fbuf *b)
+{
+    fake_upstream_buf(f, b);
+    assert_int_equal(f->up_wire.len, 0);
+    assert_int_equal(f->up_len, 0);
+}
+
+/* The types of the messages the upstream received, as a string. */
+static inline void assert_up_types(const struct fake *f, const char *types)
+{
+    struct fmsg m[64];
+    char got[65];
+    int n = fmsg_split(f->up_out.p, f->up_out.len, m, 64);
+    assert_true(n >= 0 && n <= 64);
+    for (int i = 0; i < n; i++)
+        got[i] = m[i].type;
+    got[n] = 0;
+    assert_string_equal(got, types);
+}
+
 static inline void assert_report(const struct fake *f, int i, char type, const char *sev,
                                  const char *code, const char *message)
 {

@@ -1,15 +1,17 @@
 /* A scripted environment for the relay's protocol handlers, with no sockets: what they send
  * to the client and to the upstream is recorded, the policy's verdict is set by the test (a shadow
- * verdict too), and
- * the two receive buffers are driven the way session_relay.c drives them (handled bytes are
- * dropped, a forwarded Query stays at the front of the client buffer until its ReadyForQuery,
- * the upstream buffer reads what fits, grows to `need` and shrinks back). Shared by the unit
- * tests and the fuzz target, so it uses no test framework: misuse aborts. */
+ * verdict too) or comes from a real compiled policy, and the two receive buffers are driven the way
+ * session_relay.c drives them (handled bytes are dropped, a forwarded Query stays at the front of
+ * the client buffer until its ReadyForQuery, the upstream buffer reads what fits, grows to `need`
+ * and shrinks back). Shared by the unit tests and the fuzz target, so it uses no test framework:
+ * misuse aborts. */
 #ifndef PGWP_TEST_RELAY_FAKE_H
 #define PGWP_TEST_RELAY_FAKE_H
 
 #include "config.h"
+#include "guard.h"
 #include "relay.h"
+#include "stmt.h"
 #include "wire.h"
 #include "wire_fake.h"
 
@@ -45,7 +47,8 @@ struct fake {
     /* scripted behaviour */
     int policy_rc; /* 0 decided, 1 pending, -1 out of memory */
     struct guard_decision verdict;
-    bool reload_read_only; /* the next refresh turns --read-only on, like a reload */
+    struct guard_policy *policy; /* when set, it decides instead of verdict (fake_set_policy) */
+    bool reload_read_only;       /* the next refresh turns --read-only on, like a reload */
     bool cancel_is_pending, ref_pending, fail_client, fail_upstream;
     size_t backlog, up_backlog; /* bytes queued for the client / for the upstream */
 
@@ -60,6 +63,8 @@ struct fake {
     char last_protocol[16], last_portal[64];
     uint32_t last_executes;
     uint16_t last_nparams;
+    /* the last record as the audit shows it (stmt_audit_view; "" for NULL) */
+    char audit_outcome[32], audit_rule[96], audit_shadow[96];
     char last_setting[128];
 
     char types[FAKE_MAX_TYPES + 1];
@@ -126,6 +131,8 @@ static inline int fake_policy(void *ctx, const char *sql, size_t len, struct gua
     f->policy_calls++;
     if (strlen(sql) != len)
         abort(); /* the relay promises a NUL-terminated text of len bytes */
+    if (f->policy)
+        return guard_check(f->policy, NULL, sql, len, d) ? -1 : 0;
     if (f->policy_rc == 0)
         *d = f->verdict;
     return f->policy_rc;
@@ -163,6 +170,11 @@ static inline void fake_statement_done(void *ctx, const struct stmt *st, enum st
              info && info->portal ? info->portal : "");
     f->last_executes = info ? info->executes : 0;
     f->last_nparams = info ? info->nparams : 0;
+    struct stmt_audit v;
+    stmt_audit_view(st, o, &v);
+    snprintf(f->audit_outcome, sizeof(f->audit_outcome), "%s", v.outcome);
+    snprintf(f->audit_rule, sizeof(f->audit_rule), "%s", v.rule ? v.rule : "");
+    snprintf(f->audit_shadow, sizeof(f->audit_shadow), "%s", v.shadow_rule ? v.shadow_rule : "");
     f->last.sql = NULL;
     f->last.rule = NULL;
 }
@@ -209,6 +221,8 @@ static inline void fake_free(struct fake *f)
     if (!f)
         return;
     relay_release(&f->r);
+    if (f->policy)
+        guard_policy_free(f->policy);
     config_free(&f->cfg);
     fb_free(&f->cli_out);
     fb_free(&f->up_out);
@@ -216,6 +230,17 @@ static inline void fake_free(struct fake *f)
     free(f->cli_in);
     free(f->up_in);
     free(f);
+}
+
+/* Lets a compiled policy decide every statement from now on (a reload when one was set); the
+ * fake owns it. */
+static inline void fake_set_policy(struct fake *f, struct guard_policy *p)
+{
+    if (!p)
+        abort();
+    if (f->policy)
+        guard_policy_free(f->policy);
+    f->policy = p;
 }
 
 /* Drops the Query a statement ran from once it is over and written, or once a COPY's text is

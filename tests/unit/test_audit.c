@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "audit_int.h"
+#include "audit_test.h"
 #include "metrics.h"
 
 #define BOUND_MS  10000
@@ -143,18 +144,6 @@ static char *filled(size_t n, const char *prefix)
     return s;
 }
 
-static struct audit_record rec(uint64_t id, const char *sql)
-{
-    return (struct audit_record){.session_id = id,
-                                 .client_addr = "127.0.0.1:5000",
-                                 .user = "alice",
-                                 .database = "app",
-                                 .application = "psql",
-                                 .sql = sql,
-                                 .sql_len = strlen(sql),
-                                 .outcome = "ok"};
-}
-
 /* The session ids of the output's lines, in order; every line must end with a newline. */
 static size_t sessions(const struct fixture *f, uint64_t *ids, size_t max)
 {
@@ -201,7 +190,7 @@ static struct audit_log *blocked_log(struct fixture *f, const struct audit_limit
     struct audit_log *a = audit_open_limits(f->path, false, 0, lim, err, sizeof(err));
     assert_non_null(a);
     *first = filled(3 * PIPE_PAGE, "select 1 -- ");
-    struct audit_record r = rec(1, *first);
+    struct audit_record r = audit_test_record(1, *first);
     assert_int_equal(audit_submit(a, &r, -1), 0);
     int64_t until = now_ms() + BOUND_MS;
     while (pipe_bytes(f->rfd) < PIPE_PAGE) {
@@ -223,10 +212,10 @@ static void test_full_queue_refuses_then_wakes(void **state)
     int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC), other = eventfd(0, EFD_NONBLOCK);
     int64_t full_before = metrics_value("pgwire_proxy_audit_queue_full_total");
     for (uint64_t id = 2; id <= 5; id++) {
-        struct audit_record r = rec(id, "select 2");
+        struct audit_record r = audit_test_record(id, "select 2");
         assert_int_equal(audit_submit(a, &r, efd), 0);
     }
-    struct audit_record sixth = rec(6, "select 6");
+    struct audit_record sixth = audit_test_record(6, "select 6");
     assert_int_equal(audit_submit(a, &sixth, efd), -EAGAIN);
     assert_int_equal(audit_submit(a, &sixth, efd), -EAGAIN); /* the same loop: one wake-up */
     assert_int_equal(audit_submit(a, &sixth, other), -EAGAIN);
@@ -263,7 +252,7 @@ static void test_oversized_record_accepted_alone(void **state)
     char *first, *big = filled(100000, "select 2 -- ");
     struct audit_log *a = blocked_log(f, &lim, &first);
     int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    struct audit_record r2 = rec(2, big), r3 = rec(3, "select 3");
+    struct audit_record r2 = audit_test_record(2, big), r3 = audit_test_record(3, "select 3");
     assert_int_equal(audit_submit(a, &r2, efd), 0);
     assert_int_equal(audit_submit(a, &r3, efd), -EAGAIN);
     int64_t until = now_ms() + BOUND_MS;
@@ -293,16 +282,16 @@ static void test_final_submit_overshoots_then_drops(void **state)
     int64_t dropped = metrics_value("pgwire_proxy_audit_records_dropped_total");
     struct audit_record r;
     for (uint64_t id = 2; id <= 3; id++) {
-        r = rec(id, "select");
+        r = audit_test_record(id, "select");
         assert_int_equal(audit_submit(a, &r, -1), 0);
     }
-    r = rec(4, "select");
+    r = audit_test_record(4, "select");
     assert_int_equal(audit_submit(a, &r, -1), -EAGAIN);
     for (uint64_t id = 4; id <= 5; id++) {
-        r = rec(id, "select");
+        r = audit_test_record(id, "select");
         assert_int_equal(audit_submit_final(a, &r), 0);
     }
-    r = rec(6, "select");
+    r = audit_test_record(6, "select");
     assert_int_equal(audit_submit_final(a, &r), -ENOBUFS);
     assert_int_equal(metrics_value("pgwire_proxy_audit_records_dropped_total") - dropped, 1);
     audit_close(a);
@@ -324,7 +313,7 @@ static void test_close_drains_in_order(void **state)
     int64_t written = metrics_value("pgwire_proxy_audit_records_total");
     uint64_t id = 1;
     for (; id <= 3000; id++) {
-        struct audit_record r = rec(id, "select 1");
+        struct audit_record r = audit_test_record(id, "select 1");
         int rc = audit_submit(a, &r, -1);
         if (rc == -EAGAIN)
             break; /* a full queue: what went in must all come out */
@@ -355,7 +344,7 @@ static void test_short_writes_completed(void **state)
     char err[256], *big = filled(5 * PIPE_PAGE, "select 1 -- ");
     struct audit_log *a = audit_open("-", false, 0, err, sizeof(err));
     assert_non_null(a);
-    struct audit_record r1 = rec(1, big), r2 = rec(2, "select 2");
+    struct audit_record r1 = audit_test_record(1, big), r2 = audit_test_record(2, "select 2");
     assert_int_equal(audit_submit(a, &r1, -1), 0);
     assert_int_equal(audit_submit(a, &r2, -1), 0);
     int64_t until = now_ms() + BOUND_MS;
@@ -386,7 +375,7 @@ static void test_write_errors_count_drops(void **state)
     int64_t written = metrics_value("pgwire_proxy_audit_records_total");
     int64_t dropped = metrics_value("pgwire_proxy_audit_records_dropped_total");
     for (uint64_t id = 1; id <= 5; id++) {
-        struct audit_record r = rec(id, "select 1");
+        struct audit_record r = audit_test_record(id, "select 1");
         assert_int_equal(audit_submit(a, &r, -1), 0);
     }
     audit_close(a);
@@ -410,7 +399,7 @@ static void test_long_statement_cut_at_a_character(void **state)
     char err[256];
     struct audit_log *a = audit_open(f->path, false, 0, err, sizeof(err));
     assert_non_null(a);
-    struct audit_record r = rec(1, sql);
+    struct audit_record r = audit_test_record(1, sql);
     assert_int_equal(audit_submit(a, &r, -1), 0);
     audit_close(a);
     assert_int_equal(audit_wait_closed(BOUND_MS), 0);
@@ -435,7 +424,7 @@ static void test_redaction_runs_on_the_writer(void **state)
     assert_non_null(a);
     struct audit_param params[] = {
         {.kind = AUDIT_PARAM_TEXT, .text = "hunter2", .len = 7, .size = 7}};
-    struct audit_record r = rec(1, "select 'sekrit\xff', 4242 from t where a = 'x'");
+    struct audit_record r = audit_test_record(1, "select 'sekrit\xff', 4242 from t where a = 'x'");
     r.params = params;
     r.nparams = 1;
     r.protocol = "extended";

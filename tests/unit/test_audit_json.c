@@ -14,18 +14,7 @@
 #include <unistd.h>
 
 #include "audit_int.h"
-
-static struct audit_record rec(uint64_t id, const char *sql)
-{
-    return (struct audit_record){.session_id = id,
-                                 .client_addr = "127.0.0.1:5000",
-                                 .user = "alice",
-                                 .database = "app",
-                                 .application = "psql",
-                                 .sql = sql,
-                                 .sql_len = strlen(sql),
-                                 .outcome = "ok"};
-}
+#include "audit_test.h"
 
 static const char *json_of(struct audit_text *t, const char *s, size_t len, bool *valid)
 {
@@ -104,7 +93,7 @@ static void test_record_keys(void **state)
 {
     (void)state;
     struct audit_text t = {0};
-    struct audit_record r = rec(7, "select 1");
+    struct audit_record r = audit_test_record(7, "select 1");
     r.duration_us = 1500;
     r.rows = 1;
     r.bytes = 11;
@@ -170,7 +159,7 @@ static void test_invalid_utf8_record_parses_as_json(void **state)
                                .text = shapes,
                                .len = sizeof(shapes) - 1,
                                .size = sizeof(shapes) - 1}};
-    struct audit_record r = rec(1, shapes);
+    struct audit_record r = audit_test_record(1, shapes);
     r.user = r.database = r.application = r.portal = shapes;
     r.protocol = "extended";
     r.params = p;

@@ -5,23 +5,6 @@
 
 static const char *const no_params[] = {NULL};
 
-static void assert_up_types(const struct fake *f, const char *types)
-{
-    struct fmsg m[64];
-    char got[65];
-    int n = fmsg_split(f->up_out.p, f->up_out.len, m, 64);
-    assert_true(n >= 0 && n <= 64);
-    for (int i = 0; i < n; i++)
-        got[i] = m[i].type;
-    got[n] = 0;
-    assert_string_equal(got, types);
-}
-
-static void up_empty(struct fbuf *b, char type)
-{
-    fb_msg(b, type, NULL, 0);
-}
-
 /* ---------- extended protocol allowed ---------- */
 
 static void test_extended_request_forwarded_in_one_piece(void **state)
@@ -66,9 +49,7 @@ static void test_extended_execute_alone_gets_a_flush(void **state)
     struct fake *f = *state;
     struct fbuf b = {0};
     fake_allow_extended(f);
-    fe_parse(&b, "", "SELECT 1");
-    fe_bind(&b, "", "", 0, no_params);
-    fe_execute(&b, "", 0);
+    fe_parse_bind_execute(&b, "SELECT 1");
     fake_client_buf(f, &b);
     assert_up_types(f, "PBEH");
     b.len = 0;
@@ -179,9 +160,7 @@ static void test_extended_abort_released_with_the_relay(void **state)
     struct fbuf b = {0};
     fake_allow_extended(f);
     f->cfg.max_rows = 1;
-    fe_parse(&b, "", "SELECT x FROM t");
-    fe_bind(&b, "", "", 0, no_params);
-    fe_execute(&b, "", 0);
+    fe_parse_bind_execute(&b, "SELECT x FROM t");
     fake_client_buf(f, &b);
     b.len = 0;
     up_empty(&b, '1');

@@ -205,9 +205,7 @@ static void test_decision_of_a_dropped_parse_not_reused(void **state)
     struct fbuf b = {0};
     fake_allow_extended(f);
     f->cfg.max_rows = 1;
-    fe_parse(&b, "", "SELECT x FROM t");
-    fe_bind(&b, "", "", 0, NULL);
-    fe_execute(&b, "", 0);
+    fe_parse_bind_execute(&b, "SELECT x FROM t");
     fake_client_buf(f, &b);
     b.len = 0;
     f->policy_rc = 1;

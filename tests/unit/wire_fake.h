@@ -194,6 +194,12 @@ static inline void up_param(struct fbuf *b, const char *name, const char *value)
     fb_end(b, at);
 }
 
+/* A message with no body: ParseComplete ('1'), BindComplete ('2'), NoData ('n')... */
+static inline void up_empty(struct fbuf *b, char type)
+{
+    fb_msg(b, type, NULL, 0);
+}
+
 static inline void up_ready(struct fbuf *b, char status)
 {
     fb_msg(b, 'Z', &status, 1);
@@ -280,12 +286,19 @@ static inline void fe_target(struct fbuf *b, char type, char kind, const char *n
     fb_end(b, at);
 }
 
-/* Parse, Bind and Execute of the unnamed statement and portal, then Sync: one simple request. */
-static inline void fe_extended_query(struct fbuf *b, const char *sql)
+/* Parse, Bind and Execute of the unnamed statement and portal, all rows, no parameters: a
+ * segment the client has not synced yet. */
+static inline void fe_parse_bind_execute(struct fbuf *b, const char *sql)
 {
     fe_parse(b, "", sql);
     fe_bind(b, "", "", 0, NULL);
     fe_execute(b, "", 0);
+}
+
+/* ... then Sync: one simple request. */
+static inline void fe_extended_query(struct fbuf *b, const char *sql)
+{
+    fe_parse_bind_execute(b, sql);
     fe_empty(b, 'S');
 }
 

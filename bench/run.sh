@@ -448,15 +448,18 @@ if has_case a; then
     start_floor floor_tcp
     start_proxy proxy
     start_proxy proxy_policy --deny alter_system
+    start_proxy proxy_nostats --statement-stats 0
     start_proxy proxy_tcp
     for ((r = 1; r <= REPS; r++)); do
-        for tg in direct pgbouncer floor proxy proxy_policy pgbouncer_tcp floor_tcp proxy_tcp; do
+        for tg in direct pgbouncer floor proxy proxy_nostats proxy_policy pgbouncer_tcp floor_tcp \
+            proxy_tcp; do
             log "a. select-only: $tg rep $r/$REPS (${T}s)"
             run_pgbench "$tg" a -n -S -M simple -c 16 -j 2
         done
     done
     stop_target proxy
     stop_target proxy_policy
+    stop_target proxy_nostats
     stop_target proxy_tcp
     stop_target pgbouncer_tcp
     stop_target floor
@@ -563,7 +566,10 @@ if has_case e; then
                     stop_target pgbouncer_idle
                     ;;
                 proxy)
-                    start_proxy proxy_idle
+                    # idle_sessions opens every session at once from one address, which is
+                    # what the per-address startup cap (64 by default) exists to refuse
+                    start_proxy proxy_idle --max-startup-per-address "$((IDLE_N + 16))" \
+                        --max-startup-connections "$((IDLE_N + 16))"
                     run_idle proxy proxy_idle
                     stop_target proxy_idle
                     ;;
@@ -687,6 +693,9 @@ if has_case a; then
         "$(fmt "$p" 3)" "proxy ÷ PgBouncer: $rp" "—" "≤ PgBouncer (≤ 1.00×)" "$(meets "$rp" '<=' 1.00)"
     row "f. same, policy parsing on" "CPU s" "—" "$(fmt "$b" 3)" "$(fmt "$q" 3)" "proxy ÷ PgBouncer: $rq" "—" \
         "≤ PgBouncer" "$(meets "$rq" '<=' 1.00)"
+    s=$(median a_cpu:proxy_nostats) rs=$(ratio "$p" "$s")
+    row "f. same, statement statistics off (\`--statement-stats 0\`)" "CPU s" "—" "—" "$(fmt "$s" 3)" \
+        "statistics on ÷ off: $rs" "—" "on ≤ 1.03× off" "$(meets "$rs" '<=' 1.03)"
     b=$(median a_cpu:pgbouncer_tcp) t=$(median a_cpu:proxy_tcp) rt=$(ratio "$t" "$b")
     row "f. same, both reaching PostgreSQL over TCP" "CPU s" "—" "$(fmt "$b" 3)" "$(fmt "$t" 3)" \
         "proxy ÷ PgBouncer: $rt" "—" "≤ PgBouncer" "$(meets "$rt" '<=' 1.00)"
@@ -741,7 +750,7 @@ RAW="| measurement | target | values per repetition |
 |---|---|---|"
 for key in a_tps a_lat a_cpu b_tps b_lat b_cpu x_extended_tps x_extended_cpu x_prepared_tps x_prepared_cpu \
     c1 c2 d_tps d_quiet_lat d_storm_tps e_rss0 e_rss1 e_mem e_sel e_sel2 e_open; do
-    for tg in direct pgbouncer floor proxy proxy_policy proxy_ext proxy_ext_policy pgbouncer_tcp floor_tcp proxy_tcp \
+    for tg in direct pgbouncer floor proxy proxy_nostats proxy_policy proxy_ext proxy_ext_policy pgbouncer_tcp floor_tcp proxy_tcp \
         proxy_scram; do
         [[ -n ${R[$key:$tg]:-} ]] && RAW+=$'\n'"| $key | $tg | ${R[$key:$tg]% } |"
     done

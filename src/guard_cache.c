@@ -50,26 +50,44 @@ static char lower_ascii(char c)
 /* '$' (dollar quotes, $1), '\\' (E'' escapes), comments, and U& (UESCAPE picks an escape
  * character from a string literal, so an emptied literal could rename an identifier):
  * `SELECT $$'$$; DROP TABLE t; --'` must never share a key with `SELECT $$'$$; SELECT 1; --'`. */
-static bool key_needs_exact(const char *s, size_t len)
+static bool has_pair(const char *s, size_t len, char a, char b)
 {
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        if (c == '$' || c == '\\')
+    const char *end = s + len;
+    for (const char *p = s; p < end && (p = memchr(p, a, (size_t)(end - p))) != NULL; p++)
+        if (p + 1 < end && p[1] == b)
             return true;
-        if (i + 1 < len) {
-            char d = s[i + 1];
-            if ((c == '-' && d == '-') || (c == '/' && d == '*') ||
-                (lower_ascii(c) == 'u' && d == '&'))
-                return true;
-        }
-    }
     return false;
 }
 
+/* memchr passes rather than one loop over the bytes: this runs for every statement the policy
+ * or the statement statistics see, and the vectorized search is several times cheaper. */
+static bool key_needs_exact(const char *s, size_t len)
+{
+    if (memchr(s, '$', len) || memchr(s, '\\', len) || has_pair(s, len, '-', '-') ||
+        has_pair(s, len, '/', '*'))
+        return true;
+    const char *end = s + len;
+    for (const char *p = s; p < end && (p = memchr(p, '&', (size_t)(end - p))) != NULL; p++)
+        if (p > s && lower_ascii(p[-1]) == 'u')
+            return true;
+    return false;
+}
+
+/* 1: a byte of an identifier or keyword (letters, '_', non-ASCII); 2: a digit; 0: other. */
+static const unsigned char key_class[256] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0,
+    0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1,
+    0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+};
+
 static bool ident_char(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-           c >= 0x80;
+    return key_class[c] != 0;
 }
 
 /* Copies the quoted run starting at s[*i] (a ' or ") honoring doubled quotes. Identifiers are
@@ -120,7 +138,7 @@ static size_t normalize(const char *s, size_t len, char *key, size_t cap)
         if (c == '\'' || c == '"') {
             if (!copy_quoted(s, len, &i, key, cap, &o, c == '"'))
                 return 0;
-        } else if (ident_char(c) && !(c >= '0' && c <= '9')) {
+        } else if (key_class[c] == 1) {
             /* an identifier or keyword: digits inside it are part of the name */
             size_t j = i;
             while (j < len && ident_char((unsigned char)s[j]))
@@ -130,7 +148,7 @@ static size_t normalize(const char *s, size_t len, char *key, size_t cap)
             memcpy(key + o, s + i, j - i);
             o += j - i;
             i = j;
-        } else if (c >= '0' && c <= '9') {
+        } else if (key_class[c] == 2) {
             while (i < len && s[i] >= '0' && s[i] <= '9')
                 i++;
             if (o + 1 > cap)

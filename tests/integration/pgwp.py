@@ -345,6 +345,18 @@ def clean_env(**extra):
     return env
 
 
+def startup_refused(pg, flags):
+    """Starts the proxy with flags against pg and returns its stderr, after asserting that it
+    exited 2 with exactly one line: how a bad option must stop it."""
+    dsn = f"host={pg.host} port={pg.port} dbname=postgres user=postgres"
+    r = subprocess.run([BINARY, "--listen", "127.0.0.1:0", "--upstream", dsn] + flags,
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                       env=clean_env(), timeout=BOUND)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    return r.stderr
+
+
 try:
     _prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
 except OSError:

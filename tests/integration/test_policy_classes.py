@@ -2,12 +2,11 @@
 refused with its SQLSTATE and its effect did not happen (the backend is alive, read-only is
 still on, the table still has its rows). docs/policy.md describes the classes; the unit tables
 (tests/unit/test_guard_classes.c) hold every member found."""
-import subprocess
 
 import psycopg2
 import pytest
 
-from pgwp import (BINARY, BOUND, clean_env, describe, errors, only_error, poll, proxy_only, rfq,
+from pgwp import (startup_refused, describe, errors, only_error, poll, proxy_only, rfq,
                   rows, table_rows)
 
 pytestmark = proxy_only
@@ -362,12 +361,8 @@ def test_set_config_is_set(allow_select):
     (["--max-parse-size", "20MB"], "--max-parse-size"),
 ])
 def test_rule_grammar_errors_exit_2(pg, flags, needle):
-    dsn = f"host={pg.host} port={pg.port} dbname=postgres user=postgres"
-    r = subprocess.run([BINARY, "--listen", "127.0.0.1:0", "--upstream", dsn] + flags,
-                       stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                       env=clean_env(), timeout=BOUND)
-    assert r.returncode == 2, (r.returncode, r.stderr)
-    assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    stderr = startup_refused(pg, flags)
+    assert needle in stderr, stderr
 
 
 # ---------------------------------------------------------------------------------------------

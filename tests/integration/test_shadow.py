@@ -2,11 +2,10 @@
 [user:NAME] profiles) and `--on-limit warn`: the statement runs as it would directly, and the
 audit (`would_deny`, `would_limit`), the log and the guardrail counter (mode="shadow") record
 what enforcing would have done."""
-import subprocess
 
 import pytest
 
-from pgwp import (BINARY, BOUND, audit_lines, both, clean_env, errors, free_port, log_events,
+from pgwp import (startup_refused, audit_lines, both, errors, free_port, log_events,
                   metric, only_error, poll, port_listening, proxy_only, recreate, rows, scrape,
                   table_rows, tags)
 
@@ -197,9 +196,5 @@ def test_extended_protocol_shadow_denied_statement_runs(start_proxy, tmp_path, d
     (["--on-limit", "shadow"], "--on-limit"),
 ])
 def test_shadow_grammar_errors_exit_2(pg, flags, needle):
-    dsn = f"host={pg.host} port={pg.port} dbname=postgres user=postgres"
-    r = subprocess.run([BINARY, "--listen", "127.0.0.1:0", "--upstream", dsn] + flags,
-                       stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                       env=clean_env(), timeout=BOUND)
-    assert r.returncode == 2, (r.returncode, r.stderr)
-    assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    stderr = startup_refused(pg, flags)
+    assert needle in stderr, stderr

@@ -595,15 +595,7 @@ class RawClient:
     def read_until_rfq(self):
         """Messages up to and including ReadyForQuery, or up to a connection close (then the
         list simply ends without a 'Z')."""
-        msgs = []
-        while True:
-            try:
-                m = self.read_msg()
-            except Closed:
-                return msgs
-            msgs.append(m)
-            if m.type == "Z":
-                return msgs
+        return self.read_until("Z")
 
     def read_until_closed(self):
         msgs = []

@@ -90,28 +90,35 @@ static bool ident_char(unsigned char c)
     return key_class[c] != 0;
 }
 
-/* Copies the quoted run starting at s[*i] (a ' or ") honoring doubled quotes. Identifiers are
- * kept (they name tables and functions); string contents are dropped. */
-static bool copy_quoted(const char *s, size_t len, size_t *i, char *key, size_t cap, size_t *o,
-                        bool keep)
+/* The end of the quoted run starting at s[i]: past its closing quote, or len when it is
+ * unterminated (a syntax error: never cached). */
+static size_t quoted_end(const char *s, size_t len, size_t i, bool *closed)
 {
-    char q = s[*i];
-    size_t j = *i + 1;
-    bool closed = false;
-
+    char q = s[i];
+    size_t j = i + 1;
+    *closed = false;
     while (j < len) {
         if (s[j] == q) {
             if (j + 1 < len && s[j + 1] == q) {
                 j += 2;
                 continue;
             }
-            j++;
-            closed = true;
-            break;
+            *closed = true;
+            return j + 1;
         }
         j++;
     }
-    /* j is past the closing quote, or len when unterminated (a syntax error: never cached). */
+    return j;
+}
+
+/* Copies the quoted run starting at s[*i] (a ' or ") honoring doubled quotes. Identifiers are
+ * kept (they name tables and functions); string contents are dropped. */
+static bool copy_quoted(const char *s, size_t len, size_t *i, char *key, size_t cap, size_t *o,
+                        bool keep)
+{
+    char q = s[*i];
+    bool closed;
+    size_t j = quoted_end(s, len, *i, &closed);
     if (keep) {
         if (*o + (j - *i) > cap)
             return false;
@@ -128,8 +135,67 @@ static bool copy_quoted(const char *s, size_t len, size_t *i, char *key, size_t 
     return true;
 }
 
+/* 1: a byte the copying loop below stops at (a digit or a quote). */
+static const unsigned char key_stop[256] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+};
+
+/* normalize() with room for the whole text: a key is never longer than its text plus one (a
+ * digit run becomes one digit, a string's contents vanish, everything else is copied), so
+ * this loop needs no bounds checks, and copies the runs between digits and quotes whole. It
+ * gives the same key as the checked loop: a digit is part of an identifier exactly when the
+ * byte before it is an identifier byte, because a number's digit run is always taken whole.
+ * It runs for nearly every statement. */
+static size_t normalize_roomy(const char *s, size_t len, char *key)
+{
+    size_t o = 0, i = 0;
+    key[o++] = 'N';
+    while (i < len) {
+        size_t j = i;
+        while (j < len && !key_stop[(unsigned char)s[j]])
+            j++;
+        memcpy(key + o, s + i, j - i);
+        o += j - i;
+        i = j;
+        if (i == len)
+            break;
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\'') {
+            bool closed;
+            j = quoted_end(s, len, i, &closed);
+            if (c == '"') {
+                memcpy(key + o, s + i, j - i);
+                o += j - i;
+            } else {
+                key[o++] = '\'';
+                if (closed)
+                    key[o++] = '\'';
+            }
+        } else if (i > 0 && ident_char((unsigned char)s[i - 1])) {
+            /* digits inside an identifier are part of the name, and so is what follows */
+            for (j = i; j < len && ident_char((unsigned char)s[j]); j++)
+                key[o++] = s[j];
+        } else {
+            for (j = i; j < len && s[j] >= '0' && s[j] <= '9'; j++)
+                ;
+            key[o++] = '0';
+        }
+        i = j;
+    }
+    return o;
+}
+
 static size_t normalize(const char *s, size_t len, char *key, size_t cap)
 {
+    if (cap > len)
+        return normalize_roomy(s, len, key);
     size_t o = 0, i = 0;
 
     key[o++] = 'N';
@@ -177,15 +243,40 @@ static size_t compute_key(const char *sql, size_t len, char *key, size_t cap)
     return normalize(sql, len, key, cap);
 }
 
-/* The policy's decision cache and the statement statistics key the same text one after the
- * other on the same thread; the last short text keyed here is remembered, so the second costs
- * a comparison instead of another pass. A key is never longer than its text plus one. */
-#define KEY_MEMO_TEXT 1024
-static _Thread_local struct {
-    size_t len, klen; /* klen 0: nothing remembered */
-    char sql[KEY_MEMO_TEXT];
-    char key[KEY_MEMO_TEXT + 1];
-} memo;
+/* Eight bytes a step: this hashes every statement's key, some of them twice. */
+uint64_t guard_key_hash(const char *k, size_t n)
+{
+    uint64_t h = UINT64_C(0x9e3779b97f4a7c15) ^ n, w;
+    for (; n >= 8; k += 8, n -= 8) {
+        memcpy(&w, k, 8);
+        h = (h ^ w) * UINT64_C(0xff51afd7ed558ccd);
+        h ^= h >> 32;
+    }
+    w = 0;
+    for (size_t i = 0; i < n; i++)
+        w |= (uint64_t)(unsigned char)k[i] << (8 * i);
+    h = (h ^ w) * UINT64_C(0xc4ceb9fe1a85ec53);
+    return h ^ (h >> 29);
+}
+
+/* The policy's decision cache and the statement statistics key the same text on the same
+ * thread, the first when the statement arrives and the second when it ends; between the two
+ * the worker's other sessions key theirs. Short texts keyed lately are remembered, so the
+ * second costs a hash and a comparison instead of another pass. A key is never longer than
+ * its text plus one. */
+#define MEMO_TEXT 256
+#define MEMO_SETS 16 /* a power of two */
+#define MEMO_WAYS 2
+struct key_memo {
+    uint16_t len, klen; /* klen 0: empty */
+    char sql[MEMO_TEXT];
+    char key[MEMO_TEXT + 1];
+};
+struct key_memo_set {
+    unsigned next; /* the way written next: the older one */
+    struct key_memo way[MEMO_WAYS];
+};
+static _Thread_local struct key_memo_set memo[MEMO_SETS];
 
 size_t guard_cache_key(const char *sql, size_t len, char *key, size_t cap)
 {
@@ -193,30 +284,25 @@ size_t guard_cache_key(const char *sql, size_t len, char *key, size_t cap)
         cap = GUARD_CACHE_KEY_MAX;
     if (cap < 2)
         return 0;
-    if (memo.klen && memo.len == len && memo.klen <= cap && memcmp(memo.sql, sql, len) == 0) {
-        memcpy(key, memo.key, memo.klen);
-        return memo.klen;
+    struct key_memo_set *set =
+        len <= MEMO_TEXT ? &memo[guard_key_hash(sql, len) & (MEMO_SETS - 1)] : NULL;
+    for (int w = 0; set && w < MEMO_WAYS; w++) {
+        struct key_memo *m = &set->way[w];
+        if (m->klen && m->len == len && m->klen <= cap && memcmp(m->sql, sql, len) == 0) {
+            memcpy(key, m->key, m->klen);
+            return m->klen;
+        }
     }
     size_t klen = compute_key(sql, len, key, cap);
-    memo.klen = 0;
-    if (klen && len <= KEY_MEMO_TEXT) {
-        memcpy(memo.sql, sql, len);
-        memcpy(memo.key, key, klen);
-        memo.len = len;
-        memo.klen = klen;
+    if (set && klen) {
+        struct key_memo *m = &set->way[set->next];
+        set->next = (set->next + 1) % MEMO_WAYS;
+        m->len = (uint16_t)len;
+        m->klen = (uint16_t)klen;
+        memcpy(m->sql, sql, len);
+        memcpy(m->key, key, klen);
     }
     return klen;
-}
-
-/* FNV-1a: only picks candidates; a hit always compares the whole key. */
-static uint64_t key_hash(const char *k, size_t n)
-{
-    uint64_t h = UINT64_C(14695981039346656037);
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)k[i];
-        h *= UINT64_C(1099511628211);
-    }
-    return h;
 }
 
 static void sync_gen(struct guard_cache *c, uint64_t gen)
@@ -232,7 +318,7 @@ static void sync_gen(struct guard_cache *c, uint64_t gen)
 bool guard_cache_get(struct guard_cache *c, uint64_t gen, const char *key, size_t klen,
                      struct guard_decision *out)
 {
-    uint64_t h = key_hash(key, klen);
+    uint64_t h = guard_key_hash(key, klen);
 
     sync_gen(c, gen);
     for (size_t i = 0; i < GUARD_CACHE_SLOTS; i++) {
@@ -275,7 +361,7 @@ void guard_cache_put(struct guard_cache *c, uint64_t gen, const char *key, size_
     }
     memcpy(victim->key, key, klen);
     victim->klen = klen;
-    victim->hash = key_hash(key, klen);
+    victim->hash = guard_key_hash(key, klen);
     victim->decision = *d;
     victim->used = ++c->tick;
 }

@@ -51,16 +51,6 @@ void guard_fp_cache_counts(const struct guard_fp_cache *c, uint64_t *hits, uint6
     *misses = c ? c->misses : 0;
 }
 
-static uint64_t key_hash(const char *k, size_t n)
-{
-    uint64_t h = UINT64_C(14695981039346656037);
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)k[i];
-        h *= UINT64_C(1099511628211);
-    }
-    return h;
-}
-
 /* The kind of the parse tree's statement: the first node key inside the first "stmt". */
 static const char *tree_kind(const char *json)
 {
@@ -141,7 +131,7 @@ int guard_fingerprint(struct guard_fp_cache *c, const char *sql, size_t len, siz
         return 0;
     }
     size_t klen = c ? guard_cache_key(sql, len, c->key, sizeof(c->key)) : 0;
-    uint64_t h = klen ? key_hash(c->key, klen) : 0;
+    uint64_t h = klen ? guard_key_hash(c->key, klen) : 0;
     struct fp_slot *hit = klen ? lookup(c, h, klen) : NULL;
     if (hit) {
         hit->used = ++c->tick;

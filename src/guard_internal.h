@@ -501,6 +501,8 @@ void guard_copy_text(char *dst, size_t cap, const char *src);
 
 /* Writes the cache key for sql into key (cap bytes); returns its length, 0 = do not cache. */
 size_t guard_cache_key(const char *sql, size_t len, char *key, size_t cap);
+/* The hash the caches pick candidates with (a hit always compares the whole key). */
+uint64_t guard_key_hash(const char *k, size_t n);
 bool guard_cache_get(struct guard_cache *c, uint64_t gen, const char *key, size_t klen,
                      struct guard_decision *out);
 void guard_cache_put(struct guard_cache *c, uint64_t gen, const char *key, size_t klen,

@@ -281,6 +281,21 @@ static bool copy_in_message(struct relay *r, uint8_t *msg, size_t total, enum fe
     return true;
 }
 
+static bool is_extended(char type)
+{
+    switch (type) {
+    case 'P':
+    case 'B':
+    case 'D':
+    case 'E':
+    case 'C':
+    case 'H':
+    case 'S':
+        return true;
+    }
+    return false;
+}
+
 static enum fe_msg client_message(struct relay *r, uint8_t *msg, size_t total, int next_type)
 {
     char type = (char)msg[0];
@@ -289,7 +304,7 @@ static enum fe_msg client_message(struct relay *r, uint8_t *msg, size_t total, i
         return res;
     if (r->st == RS_DISCARD && type != 'S' && type != 'X')
         return FE_DONE; /* PostgreSQL ignores everything until Sync after an error */
-    if (r->ext_allowed && type && strchr("PBDECHS", type))
+    if (r->ext_allowed && is_extended(type))
         return fe_ext_message(r, msg, total, next_type);
     if ((type == 'Q' || type == 'F') && waits_for_pipeline(r, &res))
         return res;

@@ -22,6 +22,8 @@ void relay_ext_free(struct ext_state *x)
         relay_ext_text_unref(x->stmts[i].text);
     }
     relay_ext_portals_clear(x);
+    free(x->spare_portal);
+    free(x->spare_run);
     free(x->stmts);
     free(x->fifo);
     free(x->rw);
@@ -72,13 +74,13 @@ int relay_ext_push(struct ext_state *x, enum ext_kind kind, enum ext_action acti
         if (!n)
             return -1;
         for (size_t i = 0; i < x->fcount; i++)
-            n[i] = x->fifo[(x->fhead + i) % x->fcap];
+            n[i] = x->fifo[(x->fhead + i) & (x->fcap - 1)];
         free(x->fifo);
         x->fifo = n;
         x->fcap = cap;
         x->fhead = 0;
     }
-    struct ext_entry *e = &x->fifo[(x->fhead + x->fcount) % x->fcap];
+    struct ext_entry *e = &x->fifo[(x->fhead + x->fcount) & (x->fcap - 1)];
     e->kind = (uint8_t)kind;
     e->action = (uint8_t)action;
     e->flags = 0;
@@ -96,7 +98,7 @@ int relay_ext_push(struct ext_state *x, enum ext_kind kind, enum ext_action acti
 struct ext_entry *relay_ext_first_execute(struct ext_state *x)
 {
     for (size_t i = 0; x && x->nexec && i < x->fcount; i++) {
-        struct ext_entry *e = &x->fifo[(x->fhead + i) % x->fcap];
+        struct ext_entry *e = &x->fifo[(x->fhead + i) & (x->fcap - 1)];
         if (e->kind == EXT_EXECUTE)
             return e;
     }
@@ -117,7 +119,7 @@ void relay_ext_pop(struct ext_state *x, struct ext_refusal *rewrite)
         ext_rewrite_pop(x, rewrite ? rewrite : &unused);
     }
     relay_ext_run_unref(x, e->run);
-    x->fhead = (x->fhead + 1) % x->fcap;
+    x->fhead = (x->fhead + 1) & (x->fcap - 1);
     x->fcount--;
 }
 
@@ -135,12 +137,12 @@ void relay_ext_drop_syncs_after_head(struct ext_state *x)
 {
     size_t keep = 1;
     for (size_t i = 1; i < x->fcount; i++) {
-        struct ext_entry *e = &x->fifo[(x->fhead + i) % x->fcap];
+        struct ext_entry *e = &x->fifo[(x->fhead + i) & (x->fcap - 1)];
         if (e->kind == EXT_SYNC) {
             x->nsync--;
             continue;
         }
-        x->fifo[(x->fhead + keep++) % x->fcap] = *e;
+        x->fifo[(x->fhead + keep++) & (x->fcap - 1)] = *e;
     }
     x->fcount = x->fcount ? keep : 0;
 }
@@ -153,13 +155,13 @@ int relay_ext_rewrite_push(struct ext_state *x, const struct ext_refusal *d)
         if (!n)
             return -1;
         for (size_t i = 0; i < x->rcount; i++)
-            n[i] = x->rw[(x->rhead + i) % x->rcap];
+            n[i] = x->rw[(x->rhead + i) & (x->rcap - 1)];
         free(x->rw);
         x->rw = n;
         x->rcap = cap;
         x->rhead = 0;
     }
-    x->rw[(x->rhead + x->rcount) % x->rcap] = *d;
+    x->rw[(x->rhead + x->rcount) & (x->rcap - 1)] = *d;
     x->rcount++;
     return 0;
 }
@@ -169,7 +171,7 @@ static bool ext_rewrite_pop(struct ext_state *x, struct ext_refusal *d)
     if (!x->rcount)
         return false;
     *d = x->rw[x->rhead];
-    x->rhead = (x->rhead + 1) % x->rcap;
+    x->rhead = (x->rhead + 1) & (x->rcap - 1);
     x->rcount--;
     return true;
 }
@@ -245,6 +247,11 @@ void relay_ext_stmt_drop(struct ext_state *x, const char *name)
 int relay_ext_stmt_put(struct ext_state *x, const char *name, const char *text, size_t len,
                        unsigned policy_gen)
 {
+    struct ext_stmt *old = relay_ext_stmt_get(x, name);
+    if (old && old->text->len == len && memcmp(old->text->data, text, len) == 0) {
+        old->policy_gen = policy_gen; /* the unnamed statement of a client repeating itself */
+        return 0;
+    }
     relay_ext_stmt_drop(x, name);
     size_t need = strlen(name) + len;
     if (x->nstmts >= EXT_MAX_STATEMENTS || x->bytes + need > EXT_TABLE_BYTES)
@@ -274,6 +281,29 @@ int relay_ext_portal_find(struct ext_state *x, const char *name)
     return -1;
 }
 
+/* name into buf when it fits, else a copy; NULL when out of memory */
+static char *keep_name(char *buf, const char *name)
+{
+    size_t n = strlen(name);
+    return n < EXT_NAME_INLINE ? memcpy(buf, name, n + 1) : strdup(name);
+}
+
+/* A zeroed object: the spare, or a new one. */
+static void *take(void **spare, size_t size)
+{
+    void *p = *spare;
+    *spare = NULL;
+    return p ? memset(p, 0, size) : calloc(1, size);
+}
+
+static void give_back(void **spare, void *p)
+{
+    if (*spare)
+        free(p);
+    else
+        *spare = p;
+}
+
 void relay_ext_run_unref(struct ext_state *x, struct ext_run *run)
 {
     if (!run || --run->refs > 0)
@@ -282,9 +312,10 @@ void relay_ext_run_unref(struct ext_state *x, struct ext_run *run)
     for (uint16_t i = 0; run->params && i < run->nparams; i++)
         x->param_bytes -= run->params[i].len;
     relay_ext_text_unref(run->text);
-    free(run->portal);
+    if (run->portal != run->portal_buf)
+        free(run->portal);
     free(run->params);
-    free(run);
+    give_back((void **)&x->spare_run, run);
 }
 
 void relay_ext_portal_close(struct ext_state *x, int i)
@@ -295,9 +326,10 @@ void relay_ext_portal_close(struct ext_state *x, int i)
     x->param_bytes -= p->params_bytes;
     relay_ext_run_unref(x, p->run);
     relay_ext_text_unref(p->text);
-    free(p->name);
+    if (p->name != p->name_buf)
+        free(p->name);
     free(p->params);
-    free(p);
+    give_back((void **)&x->spare_portal, p);
     x->portals[i] = NULL;
     while (x->portal_top > 0 && !x->portals[x->portal_top - 1])
         x->portal_top--;
@@ -313,8 +345,8 @@ int relay_ext_portal_open(struct ext_state *x, const char *name, struct ext_text
             slot = i;
             break;
         }
-    struct ext_portal *p = slot >= 0 ? calloc(1, sizeof(*p)) : NULL;
-    if (!p || !(p->name = strdup(name))) {
+    struct ext_portal *p = slot >= 0 ? take((void **)&x->spare_portal, sizeof(*p)) : NULL;
+    if (!p || !(p->name = keep_name(p->name_buf, name))) {
         free(p);
         return -1;
     }
@@ -337,8 +369,8 @@ struct ext_run *relay_ext_portal_run(struct ext_state *x, int i, const struct co
     if (p->run && !p->run->done)
         return p->run;
     relay_ext_run_unref(x, p->run);
-    struct ext_run *run = calloc(1, sizeof(*run));
-    if (!run || !(run->portal = strdup(p->name))) {
+    struct ext_run *run = take((void **)&x->spare_run, sizeof(*run));
+    if (!run || !(run->portal = keep_name(run->portal_buf, p->name))) {
         free(run);
         p->run = NULL;
         return NULL;

@@ -51,12 +51,15 @@ struct ext_text {
 /* One portal run: its Executes share its clock, budget and audit record. Referenced by the
  * portal that started it and by each of its Executes in the FIFO, so a Bind that replaces the
  * portal (the unnamed one, at every executemany row) does not end it early. */
+#define EXT_NAME_INLINE 32 /* portal names shorter than this live in the object itself */
+
 struct ext_run {
     int refs;
     bool done; /* its record went out */
     struct stmt st;
     struct ext_text *text;
-    char *portal;
+    char *portal; /* portal_buf, or malloc'd when longer */
+    char portal_buf[EXT_NAME_INLINE];
     struct audit_param *params;
     uint16_t nparams;
     uint32_t executes;
@@ -85,7 +88,8 @@ struct ext_stmt {
 };
 
 struct ext_portal {
-    char *name;
+    char *name; /* name_buf, or malloc'd when longer */
+    char name_buf[EXT_NAME_INLINE];
     struct ext_text *text;
     struct audit_param *params; /* one allocation: the array and the cut text values */
     uint16_t nparams;
@@ -94,7 +98,7 @@ struct ext_portal {
 };
 
 struct ext_state {
-    struct ext_entry *fifo;
+    struct ext_entry *fifo; /* a ring; fcap and rcap are powers of two */
     size_t fhead, fcount, fcap;
     size_t nsync;           /* Sync entries in the FIFO */
     size_t nexec;           /* Execute entries in the FIFO */
@@ -106,8 +110,12 @@ struct ext_state {
     int portal_top;     /* slots from here up are empty: scans per message stop here, not at 256 */
     size_t bytes;       /* statement texts and names held */
     size_t param_bytes; /* parameters kept for the audit, portals and runs together */
-    bool discard;       /* dropping client messages until Sync */
-    bool seg_open;      /* requests forwarded since the last Sync */
+    /* the last portal and run given back, reused by the next: most clients open the unnamed
+     * portal once per statement, and an allocation each time is a good part of its cost */
+    struct ext_portal *spare_portal;
+    struct ext_run *spare_run;
+    bool discard;  /* dropping client messages until Sync */
+    bool seg_open; /* requests forwarded since the last Sync */
     /* the query timeout of the first Execute in the FIFO: from its forwarding, or from the
      * previous Execute's answer, whichever is later (PostgreSQL holds the answers before it
      * until a Flush, so it need not be the head); 0 = none */
@@ -152,7 +160,8 @@ void relay_ext_drop_syncs_after_head(struct ext_state *x);
 /* The guardrail error an EXT_REWRITE entry pushed right after it will answer with. */
 int relay_ext_rewrite_push(struct ext_state *x, const struct ext_refusal *d);
 
-/* Statements: name → text. put replaces; returns -1 when a bound would be exceeded. */
+/* Statements: name → text. put replaces (a Parse of the text the name already has keeps
+ * the text and takes policy_gen); returns -1 when a bound would be exceeded. */
 int relay_ext_stmt_put(struct ext_state *x, const char *name, const char *text, size_t len,
                        unsigned policy_gen);
 struct ext_stmt *relay_ext_stmt_get(struct ext_state *x, const char *name);

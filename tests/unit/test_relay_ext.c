@@ -165,10 +165,53 @@ static void test_portal_table_high_water(void **state)
     relay_ext_free(x);
 }
 
+/* The unnamed portal and its run are opened and given back at every statement: the objects
+ * are reused, names of any length are kept whole, and a Parse of the text a statement already
+ * has keeps its text (and takes the new policy generation) while another text replaces it. */
+static void test_portals_runs_and_texts_are_reused(void **state)
+{
+    (void)state;
+    struct ext_state *x = relay_ext_new();
+    struct config cfg = {0};
+    assert_int_equal(relay_ext_stmt_put(x, "", "SELECT $1", 9, 1), 0);
+    struct ext_text *t = relay_ext_stmt_get(x, "")->text;
+    assert_int_equal(relay_ext_stmt_put(x, "", "SELECT $1", 9, 2), 0);
+    assert_ptr_equal(relay_ext_stmt_get(x, "")->text, t);
+    assert_int_equal(relay_ext_stmt_get(x, "")->policy_gen, 2);
+    assert_int_equal(relay_ext_stmt_put(x, "", "SELECT $2", 9, 2), 0);
+    assert_string_equal(relay_ext_stmt_get(x, "")->text->data, "SELECT $2");
+    size_t bytes = x->bytes;
+    assert_int_equal(relay_ext_stmt_put(x, "", "SELECT $2", 9, 3), 0);
+    assert_int_equal(x->bytes, bytes);
+
+    char long_name[EXT_NAME_INLINE * 3];
+    memset(long_name, 'p', sizeof long_name - 1);
+    long_name[sizeof long_name - 1] = '\0';
+    const char *names[] = {"", long_name, "c_1", long_name + EXT_NAME_INLINE * 2 - 1};
+    for (int round = 0; round < 8; round++) {
+        const char *name = names[round % 4];
+        int i = relay_ext_portal_open(x, name, relay_ext_stmt_get(x, "")->text);
+        assert_int_equal(i, 0);
+        struct ext_run *run = relay_ext_portal_run(x, i, &cfg);
+        assert_non_null(run);
+        assert_string_equal(run->portal, name);
+        assert_string_equal(x->portals[i]->name, name);
+        assert_string_equal(run->text->data, "SELECT $2");
+        assert_int_equal(relay_ext_push(x, EXT_EXECUTE, EXT_FORWARD, run), 0);
+        relay_ext_portals_clear(x); /* at ReadyForQuery: the FIFO entry still holds the run */
+        assert_string_equal(run->portal, name);
+        relay_ext_pop(x, NULL);
+        assert_non_null(x->spare_portal);
+        assert_non_null(x->spare_run);
+    }
+    relay_ext_free(x);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_portal_table_high_water),
+        cmocka_unit_test(test_portals_runs_and_texts_are_reused),
         cmocka_unit_test_setup_teardown(test_requests_after_a_reported_error_leave_no_entries,
                                         setup_ext, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_parse_fatal_has_its_message, setup_ext,

@@ -13,7 +13,8 @@
  *    conn_ref_pending() is false). Nothing is reordered: new output goes behind both.
  *  - readiness: can_read/can_write are set by the event loop's edge-triggered events and
  *    cleared when an operation would block; peer_closed (EPOLLRDHUP) means EOF is pending
- *    even if no further edge comes. */
+ *    even if no further edge comes. An owner that registers for EPOLLOUT only while
+ *    can_write is false (the session does) keeps out_watched in step with it. */
 #ifndef PGWP_CONN_H
 #define PGWP_CONN_H
 
@@ -38,7 +39,9 @@ struct conn {
     struct netio io;
     enum conn_side side;
     bool can_read, can_write, peer_closed;
-    bool corked; /* output is only queued (conn_cork) until conn_uncork writes it at once */
+    bool out_watched; /* EPOLLOUT is in the loop's registration: the owner adds it while
+                         can_write is false, and only then */
+    bool corked;      /* output is only queued (conn_cork) until conn_uncork writes it at once */
 
     uint8_t *rbuf;
     size_t rlen, rcap, rcap_base;

@@ -25,8 +25,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define CLI_EVENTS (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
-
 #define CONTAINER(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 struct session_link *session_link(struct session *s)
@@ -334,6 +332,30 @@ static enum session_end step(struct session *s, int64_t now)
     return SE_NONE;
 }
 
+/* EPOLLOUT in a side's registration exactly while it waits for room. Adding it reports the
+ * socket at once if it became writable meanwhile, so no edge is lost. */
+static int watch_room(struct loop *l, struct loop_watch *w, struct conn *c)
+{
+    bool want = !c->can_write;
+    if (want == c->out_watched)
+        return 0;
+    int rc = loop_watch_mod(l, w, SESSION_WATCH_EVENTS | (want ? EPOLLOUT : 0));
+    if (rc == 0)
+        c->out_watched = want;
+    return rc;
+}
+
+static int watch_rooms(struct session *s)
+{
+    int rc = 0;
+    if (s->cli.io.fd >= 0)
+        rc |= watch_room(s->loop, &s->cli_watch, &s->cli);
+    /* before it is connected libpq's own wait owns the upstream registration */
+    if (s->up_connected && s->up.io.fd >= 0 && s->up_watched_fd == s->up.io.fd)
+        rc |= watch_room(s->loop, &s->up_watch, &s->up);
+    return rc;
+}
+
 static void drive(struct session *s)
 {
     int64_t now = netio_now_ms();
@@ -351,6 +373,10 @@ static void drive(struct session *s)
     shutdown_check(s, now);
     if (s->phase == PH_CLOSING)
         session_closing_step(s, now);
+    if (s->phase != PH_DONE && watch_rooms(s)) {
+        session_end_with(s, SE_INTERNAL); /* without the edge it waits for it would hang */
+        session_schedule(s);
+    }
     if (s->phase == PH_RELAY) {
         bool idle_in_tx = !relay_busy(&s->relay) && s->relay.tx != 'I';
         if (!idle_in_tx)
@@ -454,7 +480,7 @@ struct session *session_new(const struct session_env *env, struct loop *loop, in
         limit = STARTUP_GATE_HEADER_TIMEOUT_MS;
     s->deadline_ms = netio_now_ms() + limit;
     startup_gate_format_peer(peer, s->addr, sizeof(s->addr));
-    if (loop_watch_add(loop, &s->cli_watch, fd, CLI_EVENTS)) {
+    if (loop_watch_add(loop, &s->cli_watch, fd, SESSION_WATCH_EVENTS)) {
         LOG_ERROR(s->id, "epoll_failed", "%s", strerror(errno));
         s->phase = PH_DONE;
         session_free(s);

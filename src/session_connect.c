@@ -19,8 +19,6 @@
 #include <string.h>
 #include <sys/epoll.h>
 
-#define UP_EVENTS_RELAY (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
-
 /* Cut like PostgreSQL cuts a name: never inside a UTF-8 sequence, so the audit trail does not
  * report a valid name as invalid bytes. */
 static void copy_param(char *dst, size_t len, const char *v)
@@ -210,10 +208,10 @@ static enum session_end connected(struct session *s)
     startup_release(s->su);
     free(s->su);
     s->su = NULL;
-    /* steady state: one edge-triggered registration, never modified again */
+    /* steady state: one edge-triggered registration, EPOLLOUT added only while output waits */
     int rc = s->up_watched_fd == s->up.io.fd
-                 ? loop_watch_mod(s->loop, &s->up_watch, UP_EVENTS_RELAY)
-                 : loop_watch_add(s->loop, &s->up_watch, s->up.io.fd, UP_EVENTS_RELAY);
+                 ? loop_watch_mod(s->loop, &s->up_watch, SESSION_WATCH_EVENTS)
+                 : loop_watch_add(s->loop, &s->up_watch, s->up.io.fd, SESSION_WATCH_EVENTS);
     if (rc)
         return SE_INTERNAL;
     s->up_watched_fd = s->up.io.fd;

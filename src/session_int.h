@@ -15,10 +15,15 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 
 #define SESSION_CLIENT_BUF   8192        /* client receive buffer, grown for big messages */
 #define SESSION_UPSTREAM_BUF (64 * 1024) /* upstream receive buffer: messages are streamed */
+/* The steady registrations of the two sides, edge-triggered. EPOLLOUT is added only while a
+ * side waits for room (session_watch_room): a socket that stays writable reports an edge each
+ * time its peer takes in what was sent, which woke the worker once more per statement. */
+#define SESSION_WATCH_EVENTS (EPOLLIN | EPOLLRDHUP | EPOLLET)
 
 enum session_phase {
     PH_STARTUP, /* negotiation and TLS with the client */

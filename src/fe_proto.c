@@ -281,7 +281,9 @@ static bool copy_in_message(struct relay *r, uint8_t *msg, size_t total, enum fe
     return true;
 }
 
-static bool is_extended(char type)
+/* Parse, Bind, Describe, Execute, Close, Flush: the extended protocol's requests (Sync has
+ * a meaning of its own with the simple protocol too). */
+static bool is_ext_request(char type)
 {
     switch (type) {
     case 'P':
@@ -290,7 +292,6 @@ static bool is_extended(char type)
     case 'E':
     case 'C':
     case 'H':
-    case 'S':
         return true;
     }
     return false;
@@ -304,7 +305,7 @@ static enum fe_msg client_message(struct relay *r, uint8_t *msg, size_t total, i
         return res;
     if (r->st == RS_DISCARD && type != 'S' && type != 'X')
         return FE_DONE; /* PostgreSQL ignores everything until Sync after an error */
-    if (r->ext_allowed && is_extended(type))
+    if (r->ext_allowed && (type == 'S' || is_ext_request(type)))
         return fe_ext_message(r, msg, total, next_type);
     if ((type == 'Q' || type == 'F') && waits_for_pipeline(r, &res))
         return res;
@@ -317,14 +318,6 @@ static enum fe_msg client_message(struct relay *r, uint8_t *msg, size_t total, i
     case 'S':
         handle_sync(r);
         return FE_DONE;
-    case 'P':
-    case 'B':
-    case 'D':
-    case 'E':
-    case 'C':
-    case 'H':
-        reject_extended(r);
-        return FE_DONE;
     case 'F':
         handle_function_call(r);
         return FE_DONE;
@@ -333,6 +326,10 @@ static enum fe_msg client_message(struct relay *r, uint8_t *msg, size_t total, i
     case 'f':
         return FE_DONE; /* CopyData/Done/Fail outside COPY: ignored, as PostgreSQL does */
     default: {
+        if (is_ext_request(type)) {
+            reject_extended(r);
+            return FE_DONE;
+        }
         char text[64];
         snprintf(text, sizeof(text), "invalid frontend message type %d", (unsigned char)type);
         protocol_fatal(r, text);

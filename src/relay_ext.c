@@ -315,7 +315,7 @@ void relay_ext_run_unref(struct ext_state *x, struct ext_run *run)
     if (run->portal != run->portal_buf)
         free(run->portal);
     free(run->params);
-    give_back((void **)&x->spare_run, run);
+    give_back(&x->spare_run, run);
 }
 
 void relay_ext_portal_close(struct ext_state *x, int i)
@@ -329,7 +329,7 @@ void relay_ext_portal_close(struct ext_state *x, int i)
     if (p->name != p->name_buf)
         free(p->name);
     free(p->params);
-    give_back((void **)&x->spare_portal, p);
+    give_back(&x->spare_portal, p);
     x->portals[i] = NULL;
     while (x->portal_top > 0 && !x->portals[x->portal_top - 1])
         x->portal_top--;
@@ -345,7 +345,7 @@ int relay_ext_portal_open(struct ext_state *x, const char *name, struct ext_text
             slot = i;
             break;
         }
-    struct ext_portal *p = slot >= 0 ? take((void **)&x->spare_portal, sizeof(*p)) : NULL;
+    struct ext_portal *p = slot >= 0 ? take(&x->spare_portal, sizeof(*p)) : NULL;
     if (!p || !(p->name = keep_name(p->name_buf, name))) {
         free(p);
         return -1;
@@ -369,7 +369,7 @@ struct ext_run *relay_ext_portal_run(struct ext_state *x, int i, const struct co
     if (p->run && !p->run->done)
         return p->run;
     relay_ext_run_unref(x, p->run);
-    struct ext_run *run = take((void **)&x->spare_run, sizeof(*run));
+    struct ext_run *run = take(&x->spare_run, sizeof(*run));
     if (!run || !(run->portal = keep_name(run->portal_buf, p->name))) {
         free(run);
         p->run = NULL;

@@ -112,10 +112,10 @@ struct ext_state {
     size_t param_bytes; /* parameters kept for the audit, portals and runs together */
     /* the last portal and run given back, reused by the next: most clients open the unnamed
      * portal once per statement, and an allocation each time is a good part of its cost */
-    struct ext_portal *spare_portal;
-    struct ext_run *spare_run;
-    bool discard;  /* dropping client messages until Sync */
-    bool seg_open; /* requests forwarded since the last Sync */
+    void *spare_portal; /* a struct ext_portal */
+    void *spare_run;    /* a struct ext_run */
+    bool discard;       /* dropping client messages until Sync */
+    bool seg_open;      /* requests forwarded since the last Sync */
     /* the query timeout of the first Execute in the FIFO: from its forwarding, or from the
      * previous Execute's answer, whichever is later (PostgreSQL holds the answers before it
      * until a Flush, so it need not be the head); 0 = none */

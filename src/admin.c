@@ -186,13 +186,7 @@ bool admin_query_finished(struct admin_query *q)
 bool admin_query_wait(struct admin_query *q, int timeout_ms)
 {
     struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    netio_time_in(CLOCK_REALTIME, timeout_ms, &until);
     pthread_mutex_lock(&q->mu);
     int rc = 0;
     while (!atomic_load(&q->finished) && rc != ETIMEDOUT)

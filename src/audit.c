@@ -335,13 +335,7 @@ void audit_closed_done(struct audit_log *a)
 size_t audit_wait_closed(unsigned timeout_ms)
 {
     struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    netio_time_in(CLOCK_REALTIME, timeout_ms, &until);
     size_t left = 0;
     pthread_mutex_lock(&closed_mu);
     while (closed_logs && pthread_cond_timedwait(&closed_cv, &closed_mu, &until) != ETIMEDOUT)

@@ -172,17 +172,6 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **req
     mark_answering(cls, conn, false);
 }
 
-static void monotonic_in(struct timespec *ts, int64_t ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 /* MHD has idle timeouts only: a client that sends one byte now and then would hold a
  * connection forever. This thread closes connections past their absolute deadline; it sleeps
  * until the next deadline (a new connection wakes it), so an idle endpoint costs nothing. */
@@ -204,7 +193,7 @@ static void *watchdog(void *arg)
         if (next) {
             struct timespec ts;
             /* a little late rather than early: no second pass for the same deadline */
-            monotonic_in(&ts, next - now + HTTP_WATCH_MS);
+            netio_time_in(CLOCK_MONOTONIC, next - now + HTTP_WATCH_MS, &ts);
             pthread_cond_timedwait(&s->cv, &s->mu, &ts);
         } else {
             pthread_cond_wait(&s->cv, &s->mu);

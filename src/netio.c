@@ -34,6 +34,17 @@ int64_t netio_now_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+void netio_time_in(clockid_t clock, int64_t ms, struct timespec *out)
+{
+    clock_gettime(clock, out);
+    out->tv_sec += ms / 1000;
+    out->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (out->tv_nsec >= 1000000000L) {
+        out->tv_sec++;
+        out->tv_nsec -= 1000000000L;
+    }
+}
+
 int64_t netio_now_ms(void)
 {
     struct timespec ts;

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 typedef struct ssl_st SSL;
 
@@ -33,5 +34,7 @@ bool netio_short_read_drained(const struct netio *io, size_t got, size_t asked, 
 
 int64_t netio_now_ms(void);
 int64_t netio_now_us(void);
+/* clock's time ms milliseconds from now, as pthread_cond_timedwait and friends take it. */
+void netio_time_in(clockid_t clock, int64_t ms, struct timespec *out);
 
 #endif

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "netio.h"
@@ -79,11 +80,33 @@ static void test_short_read_with_pending_eof_is_not_drained(void **state)
     close(sv[1]);
 }
 
+static int64_t ns_of(const struct timespec *t)
+{
+    return (int64_t)t->tv_sec * 1000000000 + t->tv_nsec;
+}
+
+/* A deadline ms from now: normalized, and between ms after the clock read before the call and
+ * ms after the one read after it, for every carry of milliseconds into seconds. */
+static void test_time_in_carries_into_seconds(void **state)
+{
+    (void)state;
+    for (int64_t ms = 0; ms <= 3000; ms += 7) {
+        struct timespec before, at, after;
+        clock_gettime(CLOCK_MONOTONIC, &before);
+        netio_time_in(CLOCK_MONOTONIC, ms, &at);
+        clock_gettime(CLOCK_MONOTONIC, &after);
+        assert_true(at.tv_nsec >= 0 && at.tv_nsec < 1000000000L);
+        assert_true(ns_of(&at) >= ns_of(&before) + ms * 1000000);
+        assert_true(ns_of(&at) <= ns_of(&after) + ms * 1000000);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_read_write_eagain_eof),
         cmocka_unit_test(test_short_read_with_pending_eof_is_not_drained),
+        cmocka_unit_test(test_time_in_carries_into_seconds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -320,13 +320,8 @@ int64_t console_deadline(const struct session *s)
 void console_timer(struct session *s, int64_t now)
 {
     struct console *c = s->console;
-    uint64_t wt = s->cfg->client_write_timeout_ms;
-    if (wt && conn_send_pending(&s->cli) && now - s->cli.last_write_ms >= (int64_t)wt) {
-        LOG_WARN(s->id, "client_stalled", "client=%s accepted no data for %llums", s->addr,
-                 (unsigned long long)wt);
-        session_end_with(s, SE_CLIENT_STALLED);
+    if (session_client_stalled(s, now))
         return;
-    }
     if (c && c->q && now >= c->deadline_ms && !admin_query_finished(c->q)) {
         enum session_end e = finish(s, true);
         if (e != SE_NONE)

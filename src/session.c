@@ -133,13 +133,8 @@ static void relay_timers(struct session *s, int64_t now)
         session_end_with(s, SE_UPSTREAM_LOST);
         return;
     }
-    uint64_t wt = s->cfg->client_write_timeout_ms;
-    if (wt && conn_send_pending(&s->cli) && now - s->cli.last_write_ms >= (int64_t)wt) {
-        LOG_WARN(s->id, "client_stalled", "client=%s accepted no data for %llums", s->addr,
-                 (unsigned long long)wt);
-        session_end_with(s, SE_CLIENT_STALLED);
+    if (session_client_stalled(s, now))
         return;
-    }
     uint64_t it = s->cfg->idle_tx_timeout_ms;
     if (it && s->idle_tx_since_ms && now - s->idle_tx_since_ms >= (int64_t)it) {
         LOG_INFO(s->id, "idle_in_transaction_timeout", "client=%s", s->addr);

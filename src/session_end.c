@@ -74,6 +74,17 @@ void session_end_with(struct session *s, enum session_end e)
     }
 }
 
+bool session_client_stalled(struct session *s, int64_t now)
+{
+    uint64_t wt = s->cfg->client_write_timeout_ms;
+    if (!wt || !conn_send_pending(&s->cli) || now - s->cli.last_write_ms < (int64_t)wt)
+        return false;
+    LOG_WARN(s->id, "client_stalled", "client=%s accepted no data for %llums", s->addr,
+             (unsigned long long)wt);
+    session_end_with(s, SE_CLIENT_STALLED);
+    return true;
+}
+
 void session_close_client(struct session *s)
 {
     if (s->cli.io.fd < 0)

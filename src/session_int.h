@@ -114,6 +114,9 @@ void session_fatal(struct session *s, const char *code, const char *message, con
 
 /* session_end.c */
 void session_end_with(struct session *s, enum session_end e);
+/* --client-write-timeout: the client took none of its pending output for that long; the
+ * session is ended (SE_CLIENT_STALLED) and true returned. */
+bool session_client_stalled(struct session *s, int64_t now);
 void session_closing_step(struct session *s, int64_t now);
 void session_close_client(struct session *s);
 void session_close_upstream(struct session *s);

@@ -209,14 +209,6 @@ static enum session_end message(struct session *s, const uint8_t *msg, size_t to
         s->console->discard = false;
         console_out_rfq(&o);
         break;
-    case 'P':
-    case 'B':
-    case 'D':
-    case 'E':
-    case 'C':
-    case 'H':
-        refuse_extended(s, &o, false);
-        break;
     case 'F':
         refuse_extended(s, &o, true);
         break;
@@ -225,6 +217,10 @@ static enum session_end message(struct session *s, const uint8_t *msg, size_t to
     case 'f':
         return SE_NONE; /* COPY messages outside COPY: ignored, as PostgreSQL does */
     default: {
+        if (wire_is_ext_request(type)) {
+            refuse_extended(s, &o, false);
+            break;
+        }
         char text[64];
         snprintf(text, sizeof(text), "invalid frontend message type %d", (unsigned char)type);
         return protocol_fatal(s, text);

@@ -281,22 +281,6 @@ static bool copy_in_message(struct relay *r, uint8_t *msg, size_t total, enum fe
     return true;
 }
 
-/* Parse, Bind, Describe, Execute, Close, Flush: the extended protocol's requests (Sync has
- * a meaning of its own with the simple protocol too). */
-static bool is_ext_request(char type)
-{
-    switch (type) {
-    case 'P':
-    case 'B':
-    case 'D':
-    case 'E':
-    case 'C':
-    case 'H':
-        return true;
-    }
-    return false;
-}
-
 static enum fe_msg client_message(struct relay *r, uint8_t *msg, size_t total, int next_type)
 {
     char type = (char)msg[0];
@@ -305,7 +289,7 @@ static enum fe_msg client_message(struct relay *r, uint8_t *msg, size_t total, i
         return res;
     if (r->st == RS_DISCARD && type != 'S' && type != 'X')
         return FE_DONE; /* PostgreSQL ignores everything until Sync after an error */
-    if (r->ext_allowed && (type == 'S' || is_ext_request(type)))
+    if (r->ext_allowed && (type == 'S' || wire_is_ext_request(type)))
         return fe_ext_message(r, msg, total, next_type);
     if ((type == 'Q' || type == 'F') && waits_for_pipeline(r, &res))
         return res;
@@ -326,7 +310,7 @@ static enum fe_msg client_message(struct relay *r, uint8_t *msg, size_t total, i
     case 'f':
         return FE_DONE; /* CopyData/Done/Fail outside COPY: ignored, as PostgreSQL does */
     default: {
-        if (is_ext_request(type)) {
+        if (wire_is_ext_request(type)) {
             reject_extended(r);
             return FE_DONE;
         }

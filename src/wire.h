@@ -46,6 +46,22 @@ static inline void wire_put_u32(uint8_t *p, uint32_t v)
     p[3] = (uint8_t)v;
 }
 
+/* Parse, Bind, Describe, Execute, Close, Flush: the extended protocol's requests (Sync means
+ * something with the simple protocol too, and FunctionCall is a protocol of its own). */
+static inline bool wire_is_ext_request(char type)
+{
+    switch (type) {
+    case 'P':
+    case 'B':
+    case 'D':
+    case 'E':
+    case 'C':
+    case 'H':
+        return true;
+    }
+    return false;
+}
+
 /* A typed message header: type byte plus the length word (which counts itself). */
 struct wire_hdr {
     char type;

@@ -521,6 +521,20 @@ static void test_parse_param_status_bounded(void **state)
     assert_null(name);
 }
 
+/* Exactly the six extended requests: not Sync, not FunctionCall, not Query. */
+static void test_is_ext_request(void **state)
+{
+    int n = 0;
+    for (int c = 0; c < 256; c++)
+        n += wire_is_ext_request((char)c);
+    assert_int_equal(n, 6);
+    for (const char *t = "PBDECH"; *t; t++)
+        assert_true(wire_is_ext_request(*t));
+    assert_false(wire_is_ext_request('S'));
+    assert_false(wire_is_ext_request('F'));
+    assert_false(wire_is_ext_request('Q'));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -540,6 +554,7 @@ int main(void)
         cmocka_unit_test(test_build_sequence_appends),
         cmocka_unit_test(test_build_overflow),
         cmocka_unit_test(test_build_overflow_sticky),
+        cmocka_unit_test(test_is_ext_request),
         cmocka_unit_test(test_read_hdr_need_more),
         cmocka_unit_test(test_read_hdr_bad_length),
         cmocka_unit_test(test_read_hdr_too_long),

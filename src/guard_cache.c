@@ -73,10 +73,11 @@ static bool key_needs_exact(const char *s, size_t len)
     return false;
 }
 
-/* 1: a byte of an identifier or keyword (letters, '_', non-ASCII); 2: a digit; 0: other. */
+/* 1: a byte that starts an identifier or keyword (letters, '_', non-ASCII); 2: a digit (inside
+ * an identifier, part of it); 3: a quote, ' or "; 0: other. */
 static const unsigned char key_class[256] = {
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0,
+    0, 0, 3, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0,
     0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1,
     0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0,
     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
@@ -87,7 +88,7 @@ static const unsigned char key_class[256] = {
 
 static bool ident_char(unsigned char c)
 {
-    return key_class[c] != 0;
+    return key_class[c] == 1 || key_class[c] == 2;
 }
 
 /* The end of the quoted run starting at s[i]: past its closing quote, or len when it is
@@ -135,31 +136,19 @@ static bool copy_quoted(const char *s, size_t len, size_t *i, char *key, size_t 
     return true;
 }
 
-/* 1: a byte the copying loop below stops at (a digit or a quote). */
-static const unsigned char key_stop[256] = {
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-};
-
 /* normalize() with room for the whole text: a key is never longer than its text plus one (a
  * digit run becomes one digit, a string's contents vanish, everything else is copied), so
- * this loop needs no bounds checks, and copies the runs between digits and quotes whole. It
- * gives the same key as the checked loop: a digit is part of an identifier exactly when the
- * byte before it is an identifier byte, because a number's digit run is always taken whole.
- * It runs for nearly every statement. */
+ * this loop needs no bounds checks, and copies the runs between digits and quotes (classes 2
+ * and 3) whole. It gives the same key as the checked loop: a digit is part of an identifier
+ * exactly when the byte before it is an identifier byte, because a number's digit run is
+ * always taken whole. It runs for nearly every statement. */
 static size_t normalize_roomy(const char *s, size_t len, char *key)
 {
     size_t o = 0, i = 0;
     key[o++] = 'N';
     while (i < len) {
         size_t j = i;
-        while (j < len && !key_stop[(unsigned char)s[j]])
+        while (j < len && key_class[(unsigned char)s[j]] < 2)
             j++;
         memcpy(key + o, s + i, j - i);
         o += j - i;

@@ -156,16 +156,21 @@ def served_with_cert(p, certs):
         conn.close()
 
 
+def proxy_in_use(start_proxy, startup_timeout):
+    """A proxy with the startup caps these tests fill, its PID, and its usage once a session
+    has run (the baseline what they take must come back to)."""
+    p = start_proxy("--startup-timeout", startup_timeout, "--max-startup-per-address", 64,
+                    "--max-startup-connections", 1000)
+    with p.raw() as c:
+        assert rows(c.query("select 1")) == [("1",)]
+    return p, p.proc.pid, Usage(p.proc.pid)
+
+
 def test_refused_connections_give_back_their_resources(start_proxy):
     """Refused at accept (53300), 2,000 of them. The 64 connections that fill the address's
     slots must outlive the loop: with a short startup timeout they would time out under a slow
     machine, and the connections after them would be admitted instead of refused."""
-    p = start_proxy("--startup-timeout", "60s", "--max-startup-per-address", 64,
-                    "--max-startup-connections", 1000)
-    pid = p.proc.pid
-    with p.raw() as c:
-        assert rows(c.query("select 1")) == [("1",)]
-    base = Usage(pid)
+    p, pid, base = proxy_in_use(start_proxy, "60s")
     held = [socket.create_connection((p.host, p.port), timeout=BOUND,
                                      source_address=("127.0.0.3", 0)) for _ in range(64)]
     try:
@@ -183,12 +188,7 @@ def test_refused_connections_give_back_their_resources(start_proxy):
 
 def test_timed_out_connections_give_back_their_resources(start_proxy):
     """Ended by the startup timeout, 2,000 of them."""
-    p = start_proxy("--startup-timeout", "1s", "--max-startup-per-address", 64,
-                    "--max-startup-connections", 1000)
-    pid = p.proc.pid
-    with p.raw() as c:
-        assert rows(c.query("select 1")) == [("1",)]
-    base = Usage(pid)
+    p, pid, base = proxy_in_use(start_proxy, "1s")
     left = N
     while left > 0:  # silent connections ended by the timeout, in batches under the caps
         batch = []

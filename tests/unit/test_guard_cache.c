@@ -41,6 +41,13 @@ static void test_cache_key(void **state)
     DIFFERENT("SELECT 1 /* ' */; DROP TABLE t; -- '", "SELECT 1 /* ' */; SELECT 1; -- '");
     DIFFERENT("SELECT U&\"a!0061\" UESCAPE '!'", "SELECT U&\"a!0061\" UESCAPE '#'");
     DIFFERENT("SELECT 0", "SELECT 0 -- x"); /* verbatim and normalized keys never meet */
+    /* digits right after an identifier byte name a different table, ASCII or not */
+    DIFFERENT("DELETE FROM t_1", "DELETE FROM t_2");
+    DIFFERENT("SELECT * FROM \xc3\xa9"
+              "1",
+              "SELECT * FROM \xc3\xa9"
+              "2");
+    SAME("SELECT 'a'1", "SELECT 'b'2"); /* after a string, a digit starts a number */
 
     char big[GUARD_CACHE_KEY_MAX + 100];
     memset(big, ' ', sizeof big - 1);

@@ -237,7 +237,10 @@ def test_dead_peer_does_not_starve_cross_instance_cancels(pg, start_proxy, tmp_p
             for i in range(70):
                 forged.append(open_cancel(a.port, 10000 + i, (3 << 24) | i))
             poll(silent_peer.has_connection, what="a forward to the dead peer in flight")
-            cancel_and_wait(a.port, pid, secret)  # lands on A, owned by B
+            # lands on A, owned by B; from another address than the 70 forged ones, which may
+            # still fill 127.0.0.1's startup slots (--max-startup-per-address 64) while a slow
+            # build hands them to the cancel module
+            cancel_and_wait(a.port, pid, secret, src="127.0.0.2")
             msgs = c.read_until_rfq()
             assert only_error(msgs)["C"] == "57014", msgs
     finally:

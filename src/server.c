@@ -425,10 +425,6 @@ int server_run(struct config *cfg, int argc, char **argv)
         fprintf(stderr, "pgwire-proxy: %s\n", err);
         goto out;
     }
-    if (open_listeners(&srv, c, err, sizeof(err))) {
-        fprintf(stderr, "pgwire-proxy: %s\n", err);
-        goto out;
-    }
     if (c->metrics_listen) {
         char host[256];
         int port = 0;
@@ -443,6 +439,12 @@ int server_run(struct config *cfg, int argc, char **argv)
             fprintf(stderr, "pgwire-proxy: %s\n", err);
             goto out;
         }
+    }
+    /* The SQL port opens last: whoever sees it listening (a supervisor, a test, a load
+     * balancer) can already scrape /metrics and ask /health. */
+    if (open_listeners(&srv, c, err, sizeof(err))) {
+        fprintf(stderr, "pgwire-proxy: %s\n", err);
+        goto out;
     }
     char *dsn = config_redact_dsn(c->upstream_dsn);
     LOG_INFO(0, "listening", "on %s:%d%s%s, upstream '%s', max %d connections", c->listen_host,

@@ -182,7 +182,7 @@ static bool starts_with_copy(const char *s, size_t len)
             break;
         }
     }
-    return len - i >= 4 && strncasecmp(s + i, "copy", 4) == 0 &&
+    return len - i >= 4 && (s[i] | 0x20) == 'c' && strncasecmp(s + i, "copy", 4) == 0 &&
            (len - i == 4 || !ident_char((unsigned char)s[i + 4]));
 }
 
@@ -290,8 +290,8 @@ int guard_precheck(const struct guard_policy *p, struct guard_cache *c, const ch
         return 0;
     }
     if (c) {
-        key->len = guard_cache_key(sql, len, key->text, sizeof key->text);
-        if (key->len && guard_cache_get(c, key->gen, key->text, key->len, out))
+        key->len = guard_cache_key_hashed(sql, len, key->text, sizeof key->text, &key->hash);
+        if (key->len && guard_cache_get(c, key->gen, key->text, key->len, key->hash, out))
             return 0;
     }
     return 1;
@@ -302,7 +302,7 @@ void guard_cache_store(struct guard_cache *c, const struct guard_policy *p,
 {
     if (!c || !key || !key->len || key->gen != (p ? p->gen : 0))
         return;
-    guard_cache_put(c, key->gen, key->text, key->len, d);
+    guard_cache_put(c, key->gen, key->text, key->len, key->hash, d);
 }
 
 int guard_check(const struct guard_policy *p, struct guard_cache *cache, const char *sql,

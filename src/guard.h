@@ -88,8 +88,9 @@ void guard_cache_free(struct guard_cache *c);
 /* Where guard_precheck() leaves what guard_cache_store() needs later. */
 #define GUARD_CACHE_KEY_MAX 4096
 struct guard_cache_key {
-    uint64_t gen; /* the policy generation the key was made under */
-    size_t len;   /* 0 = do not cache */
+    uint64_t gen;  /* the policy generation the key was made under */
+    size_t len;    /* 0 = do not cache */
+    uint64_t hash; /* guard_key_hash of text */
     char text[GUARD_CACHE_KEY_MAX];
 };
 

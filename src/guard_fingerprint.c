@@ -120,7 +120,7 @@ static void store(struct guard_fp_cache *c, uint64_t h, size_t klen, const struc
     v->fp.parsed = false;
 }
 
-int guard_fingerprint(struct guard_fp_cache *c, const char *sql, size_t len, size_t max,
+int guard_fingerprint(struct guard_fp_cache *c, const char *sql, size_t len, size_t max, bool keyed,
                       struct guard_fp *out)
 {
     memset(out, 0, sizeof(*out));
@@ -130,8 +130,10 @@ int guard_fingerprint(struct guard_fp_cache *c, const char *sql, size_t len, siz
         out->kind = "other";
         return 0;
     }
-    size_t klen = c ? guard_cache_key(sql, len, c->key, sizeof(c->key)) : 0;
-    uint64_t h = klen ? guard_key_hash(c->key, klen) : 0;
+    uint64_t h = 0;
+    size_t klen = !c      ? 0
+                  : keyed ? guard_cache_key_hashed(sql, len, c->key, sizeof(c->key), &h)
+                          : guard_cache_key_once(sql, len, c->key, sizeof(c->key), &h);
     struct fp_slot *hit = klen ? lookup(c, h, klen) : NULL;
     if (hit) {
         hit->used = ++c->tick;

@@ -499,14 +499,20 @@ void guard_copy_text(char *dst, size_t cap, const char *src);
 /* --- decision cache --- */
 #define GUARD_CACHE_SLOTS 16
 
-/* Writes the cache key for sql into key (cap bytes); returns its length, 0 = do not cache. */
+/* Writes the cache key for sql into key (cap bytes); returns its length, 0 = do not cache.
+ * The _hashed form also gives guard_key_hash of the key (0 with no key). */
 size_t guard_cache_key(const char *sql, size_t len, char *key, size_t cap);
+size_t guard_cache_key_hashed(const char *sql, size_t len, char *key, size_t cap, uint64_t *hash);
+/* The same key, for a text nobody on this thread keyed lately nor will: the memo of recent
+ * texts is neither read nor written (texts with literals of their own would only churn it). */
+size_t guard_cache_key_once(const char *sql, size_t len, char *key, size_t cap, uint64_t *hash);
 /* The hash the caches pick candidates with (a hit always compares the whole key). */
 uint64_t guard_key_hash(const char *k, size_t n);
+/* hash: guard_key_hash(key, klen), as guard_cache_key_hashed() gave it. */
 bool guard_cache_get(struct guard_cache *c, uint64_t gen, const char *key, size_t klen,
-                     struct guard_decision *out);
+                     uint64_t hash, struct guard_decision *out);
 void guard_cache_put(struct guard_cache *c, uint64_t gen, const char *key, size_t klen,
-                     const struct guard_decision *d);
+                     uint64_t hash, const struct guard_decision *d);
 /* Test/metrics hook. */
 uint64_t guard_cache_hits(const struct guard_cache *c);
 

@@ -54,7 +54,8 @@ static void record(struct session *s, const struct stmt *st, enum stmt_outcome o
     if (!cap || !s->env->stats || !st->sql)
         return;
     struct guard_fp f;
-    if (guard_fingerprint(s->env->fp_cache, st->sql, st->sql_len, parse_bound(s), &f) != 0) {
+    if (guard_fingerprint(s->env->fp_cache, st->sql, st->sql_len, parse_bound(s), s->gcache != NULL,
+                          &f) != 0) {
         LOG_DEBUG(s->id, "statement_stats", "out of memory fingerprinting a statement");
         return;
     }

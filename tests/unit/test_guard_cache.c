@@ -270,8 +270,10 @@ static void test_cache_key_both_loops(void **state)
             assert_int_equal(lc, 0); /* does not fit: not cached */
         }
     }
-    /* and on texts made of the bytes that matter to the key, in every order */
-    static const char alphabet[] = "a1_9'\" .x(\xc3\xa9";
+    /* and on texts made of the bytes that matter to the key, in every order; the roomy loop
+     * scans eight bytes at a time, so the alphabet also has the bytes next to the digits
+     * and quotes, and the same bytes with the high bit set (none of which stops a run) */
+    static const char alphabet[] = "a1_9'\" .x(\xc3\xa9:/0@`&\xb5\xa7\xa2\xb0\xba";
     uint32_t seed = 12345;
     for (int round = 0; round < 3000; round++) {
         size_t n = 300 + round % 100;
@@ -286,6 +288,50 @@ static void test_cache_key_both_loops(void **state)
         assert_int_equal(lc, lr);
         assert_memory_equal(checked, roomy, lr);
     }
+}
+
+/* What makes a key verbatim is found at every position (in the sixteen-byte steps and in the
+ * bytes after them), and what only looks like it is not. */
+static void test_cache_key_exact_at_every_position(void **state)
+{
+    (void)state;
+    static const char *const exact[] = {"$", "\\", "--", "/*", "u&", "U&"};
+    static const char *const plain[] = {"-", "/", "&", "*", "x&", "- -"};
+    static const size_t lens[] = {5, 16, 21, 40, 48}; /* a last step overlapping, or none */
+    char sql[48], key[GUARD_CACHE_KEY_MAX];
+    for (size_t l = 0; l < sizeof lens / sizeof lens[0]; l++)
+        for (size_t k = 0; k < sizeof exact / sizeof exact[0]; k++)
+            for (size_t at = 0, len = lens[l]; at + 3 <= len; at++) {
+                memset(sql, 'a', len);
+                memcpy(sql + at, exact[k], strlen(exact[k]));
+                size_t n = guard_cache_key(sql, len, key, sizeof key);
+                if (n != len + 1 || key[0] != 'X')
+                    fail_msg("%s at %zu of %zu: not keyed verbatim", exact[k], at, len);
+                memset(sql, 'a', len);
+                memcpy(sql + at, plain[k], strlen(plain[k]));
+                n = guard_cache_key(sql, len, key, sizeof key);
+                if (n == 0 || key[0] != 'N')
+                    fail_msg("%s at %zu of %zu: keyed verbatim", plain[k], at, len);
+            }
+}
+
+/* The hash that comes with a key is the key's own, whether the key was remembered or not. */
+static void test_cache_key_hashed(void **state)
+{
+    (void)state;
+    const char *texts[] = {"SELECT 1", "SELECT a FROM t WHERE b = 'x' AND c = 42", "x", "SELECT $1",
+                           ""};
+    char key[GUARD_CACHE_KEY_MAX];
+    for (int round = 0; round < 2; round++) /* a fresh pass, then the memo */
+        for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+            uint64_t h = 1;
+            size_t n = guard_cache_key_hashed(texts[i], strlen(texts[i]), key, sizeof key, &h);
+            assert_true(n > 0);
+            assert_true(h == guard_key_hash(key, n));
+        }
+    uint64_t h = 1;
+    assert_int_equal(guard_cache_key_hashed("SELECT 1", 8, key, 1, &h), 0);
+    assert_true(h == 0); /* no key, no hash */
 }
 
 /* The hash only picks candidates, but it must read every byte: texts that differ in any one
@@ -312,6 +358,8 @@ int main(void)
         cmocka_unit_test(test_cache_key_memo),
         cmocka_unit_test(test_cache_key_both_loops),
         cmocka_unit_test(test_key_hash_reads_every_byte),
+        cmocka_unit_test(test_cache_key_hashed),
+        cmocka_unit_test(test_cache_key_exact_at_every_position),
         cmocka_unit_test(test_cache_hits),
         cmocka_unit_test(test_cache_bounded),
         cmocka_unit_test(test_no_rules_skips_parse),

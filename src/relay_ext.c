@@ -38,6 +38,7 @@ struct ext_text *relay_ext_text_new(const char *p, size_t len)
     t->refs = 1;
     t->len = len;
     t->shadow_rule = NULL;
+    t->fp = (struct guard_fp){0};
     memcpy(t->data, p, len);
     t->data[len] = 0;
     return t;
@@ -189,7 +190,9 @@ static size_t name_hash(const char *s)
 static size_t slot_of(const struct ext_state *x, const char *name)
 {
     size_t mask = x->scap - 1, i = name_hash(name) & mask;
-    while (x->stmts[i].name && strcmp(x->stmts[i].name, name) != 0)
+    /* the first bytes first: most lookups are of the unnamed statement, whose name is "" */
+    while (x->stmts[i].name &&
+           (x->stmts[i].name[0] != name[0] || (name[0] && strcmp(x->stmts[i].name, name) != 0)))
         i = (i + 1) & mask;
     return i;
 }
@@ -386,6 +389,7 @@ struct ext_run *relay_ext_portal_run(struct ext_state *x, int i, const struct co
     stmt_begin(&run->st, cfg, run->text ? run->text->data : "", run->text ? run->text->len : 0);
     if (run->text && run->text->shadow_rule)
         snprintf(run->st.shadow_rule, sizeof(run->st.shadow_rule), "%s", run->text->shadow_rule);
+    run->st.fp_memo = run->text ? &run->text->fp : NULL;
     p->run = run;
     return run;
 }

@@ -8,6 +8,7 @@
 
 #include "audit.h"
 #include "guard.h"
+#include "guard_fingerprint.h"
 #include "stmt.h"
 
 struct config;
@@ -44,8 +45,9 @@ enum ext_action {
 struct ext_text {
     int refs;
     size_t len;
-    char *shadow_rule; /* the shadow rule its decision named (malloc'd), NULL = none */
-    char data[];       /* NUL-terminated */
+    char *shadow_rule;  /* the shadow rule its decision named (malloc'd), NULL = none */
+    struct guard_fp fp; /* its fingerprint for the statistics; fp.kind NULL = not known yet */
+    char data[];        /* NUL-terminated */
 };
 
 /* One portal run: its Executes share its clock, budget and audit record. Referenced by the

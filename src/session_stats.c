@@ -54,10 +54,17 @@ static void record(struct session *s, const struct stmt *st, enum stmt_outcome o
     if (!cap || !s->env->stats || !st->sql)
         return;
     struct guard_fp f;
-    if (guard_fingerprint(s->env->fp_cache, st->sql, st->sql_len, parse_bound(s), s->gcache != NULL,
-                          &f) != 0) {
+    if (st->fp_memo && st->fp_memo->kind) {
+        f = *st->fp_memo; /* a prepared statement run again */
+    } else if (guard_fingerprint(s->env->fp_cache, st->sql, st->sql_len, parse_bound(s),
+                                 s->gcache != NULL, &f) != 0) {
         LOG_DEBUG(s->id, "statement_stats", "out of memory fingerprinting a statement");
         return;
+    } else if (st->fp_memo && !f.large) {
+        /* a large text is counted without a parse: nothing to keep, and a reload may change
+         * what is large */
+        *st->fp_memo = f;
+        st->fp_memo->parsed = false;
     }
     uint64_t fp = f.large ? STMT_STATS_FP_LARGE : f.syntax ? STMT_STATS_FP_SYNTAX : f.fp;
     bool created = false;

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 struct config;
+struct guard_fp;
 struct stmt;
 
 /* The outcomes: metrics spell them as in metrics_query_outcome, the audit as audit_name. */
@@ -65,6 +66,9 @@ struct stmt {
      * ("max-rows", "max-bytes"; NULL = none) */
     char shadow_rule[96];
     const char *shadow_limit;
+    /* where the statistics keep the text's fingerprint once known (a prepared statement's
+     * text lives longer than one run of it), NULL = nowhere */
+    struct guard_fp *fp_memo;
 };
 
 /* How the audit shows a statement. A statement that succeeded with no guardrail acting, but

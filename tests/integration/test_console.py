@@ -339,6 +339,28 @@ def test_counts_exact_under_four_concurrent_clients(start_proxy):
     assert float(sel["max_ms"]) >= float(sel["mean_ms"]) > 0
 
 
+def test_prepared_and_unnamed_statements_each_counted(start_proxy):
+    """A prepared statement's runs and the unnamed statement parsed again count one call each,
+    under the fingerprint of their text, however often the text was seen before."""
+    import psycopg
+    p = start_proxy(*ADMIN, "--extended-protocol", "allow")
+    with psycopg.connect(p.dsn(), autocommit=True) as conn, conn.cursor() as cur:
+        for i in range(5):
+            cur.execute("select %s::int as prep_a", (i,), prepare=True)
+            assert cur.fetchone() == (i,)
+        for i in range(3):
+            cur.execute("select %s::int as prep_a", (i,), prepare=False)
+            assert cur.fetchone() == (i,)
+        for i in range(2):  # another shape (aliases and casts do not count)
+            cur.execute("select abs(%s::int) as prep_b", (i,), prepare=True)
+            assert cur.fetchone() == (i,)
+    st = {r["sample"]: r for r in show(p, "statements") if "prep_" in r["sample"]}
+    assert sorted(st) == ["select $1::int as prep_a", "select abs($1::int) as prep_b"], st
+    a, b = st["select $1::int as prep_a"], st["select abs($1::int) as prep_b"]
+    assert (a["kind"], a["calls"], a["rows"], a["errors"]) == ("select", "8", "8", "0"), a
+    assert (b["kind"], b["calls"], b["rows"]) == ("select", "2", "2"), b
+
+
 def test_eviction_bounded_and_metrics_top(start_proxy):
     mport = free_port()
     p = start_proxy(*ADMIN, "--statement-stats", "10", "--metrics-listen", f"127.0.0.1:{mport}")

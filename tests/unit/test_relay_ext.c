@@ -207,11 +207,45 @@ static void test_portals_runs_and_texts_are_reused(void **state)
     relay_ext_free(x);
 }
 
+/* A run's statement keeps its fingerprint where its text lives: a prepared statement run
+ * again, or the unnamed one parsed again with the same text, is not fingerprinted again; a
+ * new text starts unknown. */
+static void test_runs_share_their_texts_fingerprint(void **state)
+{
+    (void)state;
+    struct ext_state *x = relay_ext_new();
+    struct config cfg = {0};
+    assert_int_equal(relay_ext_stmt_put(x, "", "SELECT $1", 9, 1), 0);
+    struct ext_text *t = relay_ext_stmt_get(x, "")->text;
+    assert_null(t->fp.kind);
+    int i = relay_ext_portal_open(x, "", t);
+    struct ext_run *run = relay_ext_portal_run(x, i, &cfg);
+    assert_ptr_equal(run->st.fp_memo, &t->fp);
+    run->st.fp_memo->kind = "select"; /* what the statistics leave there */
+    run->st.fp_memo->fp = 42;
+    relay_ext_portals_clear(x);
+    assert_int_equal(relay_ext_stmt_put(x, "", "SELECT $1", 9, 1), 0);
+    i = relay_ext_portal_open(x, "", relay_ext_stmt_get(x, "")->text);
+    run = relay_ext_portal_run(x, i, &cfg);
+    assert_string_equal(run->st.fp_memo->kind, "select");
+    assert_true(run->st.fp_memo->fp == 42);
+    relay_ext_portals_clear(x);
+    assert_int_equal(relay_ext_stmt_put(x, "", "SELECT $1 + 1", 13, 1), 0);
+    i = relay_ext_portal_open(x, "", relay_ext_stmt_get(x, "")->text);
+    run = relay_ext_portal_run(x, i, &cfg);
+    assert_null(run->st.fp_memo->kind);
+    relay_ext_portals_clear(x);
+    i = relay_ext_portal_open(x, "c", NULL); /* a cursor: no text, nowhere to keep one */
+    assert_null(relay_ext_portal_run(x, i, &cfg)->st.fp_memo);
+    relay_ext_free(x);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_portal_table_high_water),
         cmocka_unit_test(test_portals_runs_and_texts_are_reused),
+        cmocka_unit_test(test_runs_share_their_texts_fingerprint),
         cmocka_unit_test_setup_teardown(test_requests_after_a_reported_error_leave_no_entries,
                                         setup_ext, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_parse_fatal_has_its_message, setup_ext,

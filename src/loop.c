@@ -29,6 +29,7 @@ struct loop {
     struct task_list ready; /* scheduled for the next batch */
     struct task_list batch; /* the batch running now */
     struct loop_waiter *waiters;
+    int64_t now_ms; /* read once a turn, after the wait: see loop_now_ms() */
 };
 
 static void on_wake_fd(struct loop_watch *w, uint32_t events);
@@ -41,6 +42,7 @@ struct loop *loop_new(void)
     l->epfd = epoll_create1(EPOLL_CLOEXEC);
     l->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     l->wake_watch.fn = on_wake_fd;
+    l->now_ms = netio_now_ms();
     if (l->epfd < 0 || l->wake_fd < 0 ||
         loop_watch_add(l, &l->wake_watch, l->wake_fd, EPOLLIN) != 0) {
         loop_free(l);
@@ -170,9 +172,14 @@ int loop_next_timeout(const struct loop *l, int cap_ms)
     return (int)d;
 }
 
+int64_t loop_now_ms(const struct loop *l)
+{
+    return l->now_ms;
+}
+
 static void run_timers(struct loop *l)
 {
-    int64_t now = netio_now_ms();
+    int64_t now = l->now_ms;
     /* a timer re-armed by its callback for "now" waits for the next turn: no livelock */
     for (size_t n = l->nheap; n > 0 && l->nheap > 0 && l->heap[0]->when_ms <= now; n--) {
         struct loop_timer *t = l->heap[0];
@@ -316,6 +323,7 @@ int loop_run_once(struct loop *l, int timeout_ms)
             return -errno;
         n = 0;
     }
+    l->now_ms = netio_now_ms();
     for (int i = 0; i < n; i++) {
         struct loop_watch *w = evs[i].data.ptr;
         w->fn(w, evs[i].events);

@@ -77,6 +77,10 @@ void loop_set_wake_handler(struct loop *l, void (*fn)(void *arg), void *arg);
  * dispatches events, runs due timers, then the tasks queued so far. Returns the number of
  * events, or -errno on a failure of epoll itself. */
 int loop_run_once(struct loop *l, int timeout_ms);
+/* CLOCK_MONOTONIC milliseconds as read once in this turn, after its wait: what its events,
+ * timers and tasks measure deadlines by. A turn is short next to any timeout, and reading the
+ * clock in each of them cost more than a statement's own bookkeeping. */
+int64_t loop_now_ms(const struct loop *l);
 
 /* Milliseconds until the next timer (-1 = none), capped at cap_ms when cap_ms >= 0. */
 int loop_next_timeout(const struct loop *l, int cap_ms);

@@ -353,7 +353,7 @@ static int watch_rooms(struct session *s)
 
 static void drive(struct session *s)
 {
-    int64_t now = netio_now_ms();
+    int64_t now = loop_now_ms(s->loop);
     for (int i = 0; i < 8 && s->phase != PH_DONE; i++) {
         enum session_phase before = s->phase;
         enum session_end e = step(s, now);
@@ -395,7 +395,7 @@ static void on_task(struct loop_task *t)
 static void on_timer(struct loop_timer *t)
 {
     struct session *s = CONTAINER(t, struct session, timer);
-    session_timers(s, netio_now_ms());
+    session_timers(s, loop_now_ms(s->loop));
     session_schedule(s);
 }
 

@@ -1,6 +1,7 @@
 /* The event loop: timers in order, moved and canceled; tasks after events and timers, one
  * round at a time; wake-ups from another thread; watches added, changed and removed. Timers
- * are set in the past so nothing waits on the clock. */
+ * are set in the past so nothing waits on the clock, but for one that checks the turn's time
+ * against the deadline its wait was for. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -128,6 +129,22 @@ static void test_timers_fire_in_deadline_order(void **state)
     for (int i = 0; i < 3; i++)
         assert_false(loop_timer_armed(&t[i].t));
     assert_int_equal(loop_next_timeout(l, 1000), 1000); /* none left */
+}
+
+/* The turn's time is read after its wait: the timer the wait was for is due by it. */
+static void test_turn_time_is_read_after_the_wait(void **state)
+{
+    struct loop *l = *state;
+    struct trace tr = {0};
+    struct timer_rec t;
+    timer_init(&t, l, &tr, 1);
+    int64_t when = netio_now_ms() + 5;
+    assert_int_equal(loop_timer_set(l, &t.t, when), 0);
+    for (int i = 0; i < 100 && tr.n == 0; i++)
+        loop_run_once(l, -1);
+    assert_trace(&tr, (int[]){1}, 1);
+    assert_true(loop_now_ms(l) >= when);
+    assert_true(loop_now_ms(l) <= netio_now_ms());
 }
 
 static void test_timer_moved_earlier_and_later(void **state)
@@ -353,6 +370,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_timers_fire_in_deadline_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_turn_time_is_read_after_the_wait, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timer_moved_earlier_and_later, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timer_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timer_heap_order_with_cancels, setup, teardown),

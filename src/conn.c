@@ -33,8 +33,8 @@ void conn_release(struct conn *c)
     free(c->sbuf);
     c->rbuf = c->sbuf = NULL;
     c->rlen = c->rcap = c->slen = c->soff = c->scap = 0;
-    c->ref = NULL;
-    c->nref = 0;
+    c->ref = c->span = NULL;
+    c->nref = c->nspan = 0;
 }
 
 void conn_fail(struct conn *c, enum conn_dir dir, int err)
@@ -173,8 +173,58 @@ static ssize_t write_some(struct conn *c, const uint8_t *p, size_t n)
     return (ssize_t)done;
 }
 
-int conn_flush(struct conn *c)
+/* Output other than the span must follow it: the span goes into the queue first. */
+static int spill_span(struct conn *c)
 {
+    if (!c->nspan)
+        return 0;
+    const uint8_t *p = c->span;
+    size_t n = c->nspan;
+    c->span = NULL;
+    c->nspan = 0;
+    return queue_append(c, p, n);
+}
+
+int conn_send_span(struct conn *c, const void *p, size_t n)
+{
+    if (!c->corked || c->nref > 0)
+        return conn_send(c, p, n);
+    if (c->nspan && c->span + c->nspan == (const uint8_t *)p) {
+        c->nspan += n;
+        return 0;
+    }
+    if (spill_span(c))
+        return -1;
+    c->span = p;
+    c->nspan = n;
+    return 0;
+}
+
+int conn_uncork(struct conn *c)
+{
+    c->corked = false;
+    if (c->nspan && c->slen == c->soff) {
+        const uint8_t *p = c->span;
+        size_t n = c->nspan;
+        c->span = NULL;
+        c->nspan = 0;
+        ssize_t w = write_some(c, p, n);
+        if (w < 0)
+            return -1;
+        if ((size_t)w == n)
+            return 0;
+        c->last_write_ms = netio_now_ms();
+        return queue_append(c, p + w, n - (size_t)w);
+    }
+    if (spill_span(c))
+        return -1;
+    return conn_flush(c);
+}
+
+int conn_flush_queued(struct conn *c)
+{
+    if (spill_span(c))
+        return -1;
     if (c->slen > c->soff) {
         ssize_t w = write_some(c, c->sbuf + c->soff, c->slen - c->soff);
         if (w < 0)
@@ -203,6 +253,8 @@ int conn_flush(struct conn *c)
 int conn_send(struct conn *c, const void *p, size_t n)
 {
     const uint8_t *b = p;
+    if (spill_span(c))
+        return -1;
     if (!conn_send_pending(c) && !c->corked) {
         ssize_t w = write_some(c, b, n);
         if (w < 0)

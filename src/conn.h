@@ -11,6 +11,9 @@
  *  - send: bytes [soff, slen) of sbuf are queued, in order, before the referenced span
  *    [ref, ref + nref) (bytes that live in the caller's memory and must stay valid until
  *    conn_ref_pending() is false). Nothing is reordered: new output goes behind both.
+ *  - corked span: while corked, [span, span + nspan) is output that follows the queue and
+ *    lives in the caller's memory until conn_uncork() (conn_send_span); at most one of
+ *    nref and nspan is non-zero. Other output copies the span into the queue first.
  *  - readiness: can_read/can_write are set by the event loop's edge-triggered events and
  *    cleared when an operation would block; peer_closed (EPOLLRDHUP) means EOF is pending
  *    even if no further edge comes. An owner that registers for EPOLLOUT only while
@@ -51,6 +54,8 @@ struct conn {
     size_t soff, slen, scap;
     const uint8_t *ref;
     size_t nref;
+    const uint8_t *span; /* see conn_send_span() */
+    size_t nspan;
     int64_t last_write_ms; /* last progress writing while output was pending */
 
     /* the failure that ended this side: direction and -errno (0 with DIR_READ = EOF) */
@@ -80,27 +85,34 @@ int conn_send(struct conn *c, const void *p, size_t n);
  * queued (otherwise, or once later output must follow them, they are copied into the queue).
  * One reference at a time; conn_ref_pending() says when the caller may reuse the memory. */
 int conn_send_ref(struct conn *c, const void *p, size_t n);
-/* Writes queued output while the socket takes it. 0 (maybe still pending) or -1. */
-int conn_flush(struct conn *c);
+/* Sends bytes that stay valid in the caller's memory until conn_uncork(): bytes that follow
+ * the previous call's directly join them, so the messages one client read forwards unchanged
+ * leave in one write from the read buffer, without a copy. Not corked: conn_send(). */
+int conn_send_span(struct conn *c, const void *p, size_t n);
+/* Writes queued output while the socket takes it. 0 (maybe still pending) or -1. Inline for
+ * the common case, nothing queued: a session turn asks several times per statement. */
+int conn_flush_queued(struct conn *c);
 /* Between cork and uncork, sends are queued, not written: the messages one client read
  * produced (a pipeline's Bind, Execute and Sync) leave in one write instead of one each. */
 static inline void conn_cork(struct conn *c)
 {
     c->corked = true;
 }
-static inline int conn_uncork(struct conn *c)
-{
-    c->corked = false;
-    return conn_flush(c);
-}
+/* Writes the corked output; a span it cannot write yet is copied into the queue, so the
+ * caller's memory is free again when this returns. */
+int conn_uncork(struct conn *c);
 
 static inline bool conn_send_pending(const struct conn *c)
 {
-    return c->slen > c->soff || c->nref > 0;
+    return c->slen > c->soff || c->nref > 0 || c->nspan > 0;
+}
+static inline int conn_flush(struct conn *c)
+{
+    return conn_send_pending(c) ? conn_flush_queued(c) : 0;
 }
 static inline size_t conn_send_backlog(const struct conn *c)
 {
-    return c->slen - c->soff + c->nref;
+    return c->slen - c->soff + c->nref + c->nspan;
 }
 static inline bool conn_ref_pending(const struct conn *c)
 {

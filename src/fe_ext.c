@@ -43,8 +43,14 @@ static void forward(struct relay *r, const uint8_t *msg, size_t total, enum ext_
                     struct ext_run *run)
 {
     struct ext_state *x = r->x;
-    if (push(r, kind, EXT_FORWARD, run) || send_up(r, msg, total))
+    if (push(r, kind, EXT_FORWARD, run))
         return;
+    int (*send)(void *, const void *, size_t) =
+        r->env->to_upstream_input ? r->env->to_upstream_input : r->env->to_upstream;
+    if (send(r->ctx, msg, total)) {
+        r->end = SE_UPSTREAM_LOST;
+        return;
+    }
     x->seg_open = true;
     /* the first Execute in flight runs upstream from now on: its query timeout starts */
     if (kind == EXT_EXECUTE && x->nexec == 1 && r->cfg->query_timeout_ms)

@@ -27,6 +27,14 @@ static int to_upstream(void *ctx, const void *p, size_t n)
     return conn_send(&s->up, p, n);
 }
 
+/* The messages of one client read that go on unchanged leave in one write (conn_send_span):
+ * process_client() uncorks before it lets go of the input. */
+static int to_upstream_input(void *ctx, const void *p, size_t n)
+{
+    struct session *s = ctx;
+    return conn_send_span(&s->up, p, n);
+}
+
 static int to_upstream_ref(void *ctx, const void *p, size_t n)
 {
     struct session *s = ctx;
@@ -250,6 +258,7 @@ static const struct relay_env session_relay_env = {
     .to_client = to_client,
     .to_upstream = to_upstream,
     .to_upstream_ref = to_upstream_ref,
+    .to_upstream_input = to_upstream_input,
     .upstream_busy = upstream_busy,
     .client_backlog = client_backlog,
     .upstream_backlog = upstream_backlog,
@@ -333,8 +342,8 @@ static enum session_end process_client(struct session *s)
 {
     conn_cork(&s->up);
     size_t n = fe_proto_process(&s->relay, s->cli.rbuf, s->cli.rlen, &s->cli_need);
+    conn_uncork(&s->up); /* before the input it may point into moves; failures are in err_dir */
     conn_consume(&s->cli, n);
-    conn_uncork(&s->up); /* a failure is recorded in err_dir */
     if (s->relay.end != SE_NONE || s->cli.err_dir || s->up.err_dir)
         return relay_end(s);
     return SE_NONE;
@@ -424,7 +433,8 @@ enum session_end session_relay_turn(struct session *s)
             return relay_end(s);
         size_t before_u = s->up.rlen, before_c = s->cli.rlen;
         size_t before_o = conn_send_backlog(&s->cli);
-        session_policy_poll(s);
+        if (s->parse)
+            session_policy_poll(s); /* a decision from the parser pool */
         bool in_u = s->up.can_read, in_c = s->cli.can_read;
         enum relay_state before_st = r->st;
         enum session_end e = read_upstream(s);
@@ -433,7 +443,7 @@ enum session_end session_relay_turn(struct session *s)
         query_finished(s);
         if (session_audit_waiting(s))
             break; /* its next statement waits for room in the audit queue */
-        if (fe_proto_ready(r) && s->cli.rlen > 0) {
+        if (s->cli.rlen > 0 && fe_proto_ready(r)) {
             e = process_client(s);
             if (e != SE_NONE)
                 return e;

@@ -1,6 +1,6 @@
 /* conn over a socketpair: direct writes and the copied send queue, referenced spans that are
- * never copied and keep their order, reads and readiness, errors with side and direction,
- * and receive-buffer growth charged to a shared bound. */
+ * never copied and keep their order, corked spans that join into one write, reads and readiness,
+ * errors with side and direction, and receive-buffer growth charged to a shared bound. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -151,6 +152,83 @@ static void test_send_after_ref_keeps_order(void **state)
     free(got);
 }
 
+static bool peer_has_nothing(struct pair *p)
+{
+    char b;
+    return recv(p->sv[1], &b, 1, MSG_DONTWAIT | MSG_PEEK) < 0 && errno == EAGAIN;
+}
+
+static void test_corked_spans_join_into_one_write(void **state)
+{
+    struct pair *p = *state;
+    char in[] = "PPPPBBBBEEEESSSS";
+    conn_cork(&p->c);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(conn_send_span(&p->c, in + 4 * i, 4), 0);
+    assert_ptr_equal(p->c.span, in);
+    assert_int_equal(p->c.nspan, 16);
+    assert_int_equal(conn_send_backlog(&p->c), 16);
+    assert_true(conn_send_pending(&p->c));
+    assert_null(p->c.sbuf); /* nothing copied */
+    assert_true(peer_has_nothing(p));
+    assert_int_equal(conn_uncork(&p->c), 0);
+    assert_false(conn_send_pending(&p->c));
+    assert_null(p->c.sbuf);
+    char got[32];
+    assert_int_equal(read(p->sv[1], got, sizeof(got)), 16); /* one write */
+    assert_memory_equal(got, in, 16);
+}
+
+static void test_span_keeps_its_place_among_other_output(void **state)
+{
+    struct pair *p = *state;
+    char in[] = "aaaabbbbcccc";
+    conn_cork(&p->c);
+    assert_int_equal(conn_send_span(&p->c, in, 4), 0);
+    assert_int_equal(conn_send(&p->c, "XY", 2), 0); /* the span goes into the queue first */
+    assert_int_equal(p->c.nspan, 0);
+    assert_int_equal(conn_send_span(&p->c, in + 4, 4), 0);
+    assert_int_equal(conn_send_ref(&p->c, "R", 1), 0); /* behind the span as well */
+    assert_int_equal(conn_send_span(&p->c, in + 8, 4), 0);
+    assert_true(peer_has_nothing(p));
+    assert_int_equal(conn_uncork(&p->c), 0);
+    memset(in, '-', sizeof(in) - 1); /* the caller's memory is free after uncork */
+    uint8_t *got = drain(p, 15);
+    assert_memory_equal(got, "aaaaXYbbbbRcccc", 15);
+    free(got);
+}
+
+static void test_uncork_copies_the_span_the_socket_cannot_take(void **state)
+{
+    struct pair *p = *state;
+    uint8_t *src = pattern(BIG, 4), *want = pattern(BIG, 4);
+    conn_cork(&p->c);
+    assert_int_equal(conn_send_span(&p->c, src, BIG / 2), 0);
+    assert_int_equal(conn_send_span(&p->c, src + BIG / 2, BIG / 2), 0);
+    assert_int_equal(p->c.nspan, BIG);
+    assert_int_equal(conn_uncork(&p->c), 0);
+    assert_int_equal(p->c.nspan, 0);
+    size_t queued = conn_send_backlog(&p->c);
+    assert_true(queued > 0 && queued < BIG);
+    memset(src, 'X', BIG);
+    uint8_t *got = drain(p, BIG);
+    assert_memory_equal(got, want, BIG);
+    free(src);
+    free(want);
+    free(got);
+}
+
+static void test_span_uncorked_is_a_plain_send(void **state)
+{
+    struct pair *p = *state;
+    char in[] = "plain";
+    assert_int_equal(conn_send_span(&p->c, in, 5), 0);
+    assert_false(conn_send_pending(&p->c));
+    char got[8];
+    assert_int_equal(read(p->sv[1], got, sizeof(got)), 5);
+    assert_memory_equal(got, "plain", 5);
+}
+
 static void test_read_eagain_data_and_eof(void **state)
 {
     struct pair *p = *state;
@@ -278,6 +356,12 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_send_ref_never_copies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_send_after_ref_keeps_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_corked_spans_join_into_one_write, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_span_keeps_its_place_among_other_output, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_uncork_copies_the_span_the_socket_cannot_take, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_span_uncorked_is_a_plain_send, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_eagain_data_and_eof, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_with_peer_closed_keeps_can_read, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_error_records_side_and_direction, setup,

@@ -385,12 +385,14 @@ def test_haproxy_send_proxy_names_the_real_client(behind_haproxy, dconn, version
 
 
 def test_haproxy_per_address_cap_sees_the_real_client(behind_haproxy):
-    """Every connection reaches the proxy from HAProxy's 127.0.0.1; silent clients from
-    127.0.0.4 fill only 127.0.0.4's share: its next one is refused (the FATAL travels back
-    through HAProxy), while 127.0.0.5 is served."""
+    """Every connection reaches the proxy from HAProxy's 127.0.0.1; clients from 127.0.0.4
+    that never finish their startup fill only 127.0.0.4's share: its next one is refused (the
+    FATAL travels back through HAProxy), while 127.0.0.5 is served."""
     p, fronts = behind_haproxy
     held = silent("127.0.0.4", fronts["v2"], 3)
     try:
+        for s in held:  # the first bytes of a startup packet: HAProxy connects for them at once
+            s.sendall(b"\x00\x00\x00\x30")
         last = []
 
         def fourth_refused():

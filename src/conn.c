@@ -203,20 +203,13 @@ int conn_send_span(struct conn *c, const void *p, size_t n)
 int conn_uncork(struct conn *c)
 {
     c->corked = false;
-    if (c->nspan && c->slen == c->soff) {
-        const uint8_t *p = c->span;
-        size_t n = c->nspan;
-        c->span = NULL;
-        c->nspan = 0;
-        ssize_t w = write_some(c, p, n);
-        if (w < 0)
-            return -1;
-        if ((size_t)w == n)
-            return 0;
-        c->last_write_ms = netio_now_ms();
-        return queue_append(c, p + w, n - (size_t)w);
-    }
-    if (spill_span(c))
+    const uint8_t *p = c->span;
+    size_t n = c->nspan;
+    c->span = NULL;
+    c->nspan = 0;
+    /* an ordinary send now: written from p when nothing is queued, copied behind the queue
+     * otherwise */
+    if (n && conn_send(c, p, n))
         return -1;
     return conn_flush(c);
 }

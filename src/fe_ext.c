@@ -45,9 +45,7 @@ static void forward(struct relay *r, const uint8_t *msg, size_t total, enum ext_
     struct ext_state *x = r->x;
     if (push(r, kind, EXT_FORWARD, run))
         return;
-    int (*send)(void *, const void *, size_t) =
-        r->env->to_upstream_input ? r->env->to_upstream_input : r->env->to_upstream;
-    if (send(r->ctx, msg, total)) {
+    if (r->env->to_upstream_input(r->ctx, msg, total)) {
         r->end = SE_UPSTREAM_LOST;
         return;
     }

@@ -81,7 +81,7 @@ struct relay_env {
     /* bytes that stay valid in the client buffer until upstream_busy() is false */
     int (*to_upstream_ref)(void *ctx, const void *p, size_t n);
     /* a client message forwarded unchanged from the input fe_proto_process() was given, valid
-     * until it returns; NULL = to_upstream */
+     * until it returns */
     int (*to_upstream_input)(void *ctx, const void *p, size_t n);
     bool (*upstream_busy)(void *ctx);
     size_t (*client_backlog)(void *ctx);

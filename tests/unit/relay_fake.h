@@ -194,6 +194,7 @@ static inline struct fake *fake_new(void)
     config_defaults(&f->cfg);
     f->env = (struct relay_env){.to_client = fake_to_client,
                                 .to_upstream = fake_to_upstream,
+                                .to_upstream_input = fake_to_upstream,
                                 .to_upstream_ref = fake_to_upstream_ref,
                                 .upstream_busy = fake_upstream_busy,
                                 .client_backlog = fake_client_backlog,

@@ -391,12 +391,6 @@ size_t guard_cache_key_once(const char *sql, size_t len, char *key, size_t cap, 
     return cache_key(sql, len, key, cap, hash, false);
 }
 
-size_t guard_cache_key(const char *sql, size_t len, char *key, size_t cap)
-{
-    uint64_t hash;
-    return guard_cache_key_hashed(sql, len, key, cap, &hash);
-}
-
 static void sync_gen(struct guard_cache *c, uint64_t gen)
 {
     if (c->gen == gen)

@@ -499,9 +499,8 @@ void guard_copy_text(char *dst, size_t cap, const char *src);
 /* --- decision cache --- */
 #define GUARD_CACHE_SLOTS 16
 
-/* Writes the cache key for sql into key (cap bytes); returns its length, 0 = do not cache.
- * The _hashed form also gives guard_key_hash of the key (0 with no key). */
-size_t guard_cache_key(const char *sql, size_t len, char *key, size_t cap);
+/* Writes the cache key for sql into key (cap bytes) and guard_key_hash of it into hash;
+ * returns its length, 0 = do not cache (hash 0). */
 size_t guard_cache_key_hashed(const char *sql, size_t len, char *key, size_t cap, uint64_t *hash);
 /* The same key, for a text nobody on this thread keyed lately nor will: the memo of recent
  * texts is neither read nor written (texts with literals of their own would only churn it). */

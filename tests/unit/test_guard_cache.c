@@ -2,6 +2,13 @@
  * token boundaries), the per-thread memory of recent keys, hits, bounds and policy changes. */
 #include "guard_test.h"
 
+/* The key alone (the memo of recent texts in use, as for the policy). */
+static size_t key_of(const char *sql, size_t len, char *key, size_t cap)
+{
+    uint64_t hash;
+    return guard_cache_key_hashed(sql, len, key, cap, &hash);
+}
+
 static struct guard_policy *gt_make(const char *deny, const char *allow, bool ro)
 {
     return gt_policy(deny, allow, NULL, ro);
@@ -15,15 +22,15 @@ static void test_cache_key(void **state)
 
 #define SAME(x, y)                                                                                 \
     do {                                                                                           \
-        la = guard_cache_key(x, strlen(x), a, sizeof a);                                           \
-        lb = guard_cache_key(y, strlen(y), b, sizeof b);                                           \
+        la = key_of(x, strlen(x), a, sizeof a);                                                    \
+        lb = key_of(y, strlen(y), b, sizeof b);                                                    \
         assert_true(la > 0);                                                                       \
         assert_true(la == lb && memcmp(a, b, la) == 0);                                            \
     } while (0)
 #define DIFFERENT(x, y)                                                                            \
     do {                                                                                           \
-        la = guard_cache_key(x, strlen(x), a, sizeof a);                                           \
-        lb = guard_cache_key(y, strlen(y), b, sizeof b);                                           \
+        la = key_of(x, strlen(x), a, sizeof a);                                                    \
+        lb = key_of(y, strlen(y), b, sizeof b);                                                    \
         assert_false(la == lb && memcmp(a, b, la) == 0);                                           \
     } while (0)
 
@@ -53,26 +60,26 @@ static void test_cache_key(void **state)
     memset(big, ' ', sizeof big - 1);
     big[sizeof big - 1] = '\0';
     memcpy(big, "SELECT 1", 8);
-    assert_int_equal(guard_cache_key(big, strlen(big), a, sizeof a), 0);
+    assert_int_equal(key_of(big, strlen(big), a, sizeof a), 0);
     /* Literals shrink: a long string literal still fits. */
     memset(big + 7, 'x', sizeof big - 9);
     big[7] = '\'';
     big[sizeof big - 2] = '\'';
-    assert_true(guard_cache_key(big, strlen(big), a, sizeof a) > 0);
+    assert_true(key_of(big, strlen(big), a, sizeof a) > 0);
 
     /* A text keyed again, with the same or a smaller buffer, gets exactly the key a fresh pass
      * gives, and a buffer too small for it gets none. */
     const char *q = "SELECT abalance FROM pgbench_accounts WHERE aid = 42";
-    la = guard_cache_key(q, strlen(q), a, sizeof a);
-    lb = guard_cache_key(q, strlen(q), b, sizeof b);
+    la = key_of(q, strlen(q), a, sizeof a);
+    lb = key_of(q, strlen(q), b, sizeof b);
     assert_true(la > 0 && la == lb && memcmp(a, b, la) == 0);
-    assert_int_equal(guard_cache_key(q, strlen(q), b, la), la);
+    assert_int_equal(key_of(q, strlen(q), b, la), la);
     assert_memory_equal(a, b, la);
-    assert_int_equal(guard_cache_key(q, strlen(q), b, la - 1), 0);
+    assert_int_equal(key_of(q, strlen(q), b, la - 1), 0);
     /* the same bytes with a shorter length are another text */
     q = "SELECT 1 FROM tab";
-    la = guard_cache_key(q, strlen(q), a, sizeof a);
-    lb = guard_cache_key(q, strlen(q) - 1, b, sizeof b);
+    la = key_of(q, strlen(q), a, sizeof a);
+    lb = key_of(q, strlen(q) - 1, b, sizeof b);
     assert_false(la == lb && memcmp(a, b, la) == 0);
 #undef SAME
 #undef DIFFERENT
@@ -215,27 +222,27 @@ static void test_cache_key_memo(void **state)
     for (int i = 0; i < 64; i++) {
         /* same length, different bytes: only a whole comparison tells them apart */
         snprintf(texts[i], sizeof texts[i], "SELECT c%02d FROM t WHERE a = %02d", i, 63 - i);
-        len[i] = guard_cache_key(texts[i], strlen(texts[i]), first[i], sizeof first[i]);
+        len[i] = key_of(texts[i], strlen(texts[i]), first[i], sizeof first[i]);
         assert_true(len[i] > 0);
     }
     for (int round = 0; round < 3; round++)
         for (int i = 63; i >= 0; i -= round + 1) {
-            size_t n = guard_cache_key(texts[i], strlen(texts[i]), again, sizeof again);
+            size_t n = key_of(texts[i], strlen(texts[i]), again, sizeof again);
             assert_int_equal(n, len[i]);
             assert_memory_equal(again, first[i], n);
         }
     /* two texts that share a key are remembered apart, each with its own bytes */
     const char *a = "SELECT * FROM t WHERE a = 1", *b = "SELECT * FROM t WHERE a = 2";
-    size_t la = guard_cache_key(a, strlen(a), first[0], sizeof first[0]);
-    size_t lb = guard_cache_key(b, strlen(b), first[1], sizeof first[1]);
+    size_t la = key_of(a, strlen(a), first[0], sizeof first[0]);
+    size_t lb = key_of(b, strlen(b), first[1], sizeof first[1]);
     assert_true(la == lb && memcmp(first[0], first[1], la) == 0);
     /* longer than what is remembered: still the same key each time */
     char big[600];
     memset(big, ' ', sizeof big - 1);
     big[sizeof big - 1] = '\0';
     memcpy(big, "SELECT 12345", 12);
-    la = guard_cache_key(big, strlen(big), first[0], sizeof first[0]);
-    lb = guard_cache_key(big, strlen(big), first[1], sizeof first[1]);
+    la = key_of(big, strlen(big), first[0], sizeof first[0]);
+    lb = key_of(big, strlen(big), first[1], sizeof first[1]);
     assert_true(la > 0 && la == lb && memcmp(first[0], first[1], la) == 0);
 }
 
@@ -260,9 +267,9 @@ static void test_cache_key_both_loops(void **state)
         size_t n = strlen(shapes[i]);
         memset(sql, ' ', sizeof sql);
         memcpy(sql + sizeof sql - n, shapes[i], n); /* leading blanks: past the memo's 256 */
-        size_t lr = guard_cache_key(sql, sizeof sql, roomy, sizeof roomy);
+        size_t lr = key_of(sql, sizeof sql, roomy, sizeof roomy);
         assert_true(lr > 0 && lr <= sizeof sql + 1);
-        size_t lc = guard_cache_key(sql, sizeof sql, checked, sizeof sql); /* cap == len */
+        size_t lc = key_of(sql, sizeof sql, checked, sizeof sql); /* cap == len */
         if (lr <= sizeof sql) {
             assert_int_equal(lc, lr);
             assert_memory_equal(checked, roomy, lr);
@@ -281,8 +288,8 @@ static void test_cache_key_both_loops(void **state)
             seed = seed * 1103515245u + 12345u;
             sql[i] = alphabet[(seed >> 16) % (sizeof alphabet - 1)];
         }
-        size_t lr = guard_cache_key(sql, n, roomy, sizeof roomy);
-        size_t lc = guard_cache_key(sql, n, checked, n);
+        size_t lr = key_of(sql, n, roomy, sizeof roomy);
+        size_t lc = key_of(sql, n, checked, n);
         if (lr == 0 || lr > n)
             continue; /* a verbatim key, or one that does not fit the checked buffer */
         assert_int_equal(lc, lr);
@@ -304,12 +311,12 @@ static void test_cache_key_exact_at_every_position(void **state)
             for (size_t at = 0, len = lens[l]; at + 3 <= len; at++) {
                 memset(sql, 'a', len);
                 memcpy(sql + at, exact[k], strlen(exact[k]));
-                size_t n = guard_cache_key(sql, len, key, sizeof key);
+                size_t n = key_of(sql, len, key, sizeof key);
                 if (n != len + 1 || key[0] != 'X')
                     fail_msg("%s at %zu of %zu: not keyed verbatim", exact[k], at, len);
                 memset(sql, 'a', len);
                 memcpy(sql + at, plain[k], strlen(plain[k]));
-                n = guard_cache_key(sql, len, key, sizeof key);
+                n = key_of(sql, len, key, sizeof key);
                 if (n == 0 || key[0] != 'N')
                     fail_msg("%s at %zu of %zu: keyed verbatim", plain[k], at, len);
             }

@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #define LOOP_MAX_EVENTS 256
+/* A timer further than this from the turn's time is waited for without a clock read. */
+#define LOOP_FAR_MS 1000
 
 struct task_list {
     struct loop_task *head, *tail;
@@ -164,7 +166,11 @@ int loop_next_timeout(const struct loop *l, int cap_ms)
 {
     if (l->nheap == 0)
         return cap_ms;
-    int64_t d = l->heap[0]->when_ms - netio_now_ms();
+    /* A timer seconds away is waited for from the turn's time: the wait is at most the turn
+     * longer, a small fraction of it. A near one reads the clock, so it fires on time. */
+    int64_t d = l->heap[0]->when_ms - l->now_ms;
+    if (d < LOOP_FAR_MS)
+        d = l->heap[0]->when_ms - netio_now_ms();
     if (d < 0)
         d = 0;
     if (cap_ms >= 0 && d > cap_ms)
@@ -323,7 +329,8 @@ int loop_run_once(struct loop *l, int timeout_ms)
             return -errno;
         n = 0;
     }
-    l->now_ms = netio_now_ms();
+    netio_turn_begin();
+    l->now_ms = netio_turn_us() / 1000;
     for (int i = 0; i < n; i++) {
         struct loop_watch *w = evs[i].data.ptr;
         w->fn(w, evs[i].events);

@@ -49,6 +49,18 @@ int64_t netio_now_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+static _Thread_local int64_t turn_us; /* 0: this thread runs no loop */
+
+void netio_turn_begin(void)
+{
+    turn_us = netio_now_us();
+}
+
+int64_t netio_turn_us(void)
+{
+    return turn_us ? turn_us : netio_now_us();
+}
+
 void netio_time_in(clockid_t clock, int64_t ms, struct timespec *out)
 {
     clock_gettime(clock, out);

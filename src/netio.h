@@ -34,6 +34,11 @@ bool netio_short_read_drained(const struct netio *io, size_t got, size_t asked, 
 
 int64_t netio_now_ms(void);
 int64_t netio_now_us(void);
+/* The time of this thread's event-loop turn, read once after each wait (netio_turn_begin):
+ * statements and deadlines are measured from the moment the loop saw their bytes, without a
+ * clock read each. A thread that runs no loop gets the clock itself. */
+void netio_turn_begin(void);
+int64_t netio_turn_us(void);
 /* clock's time ms milliseconds from now, as pthread_cond_timedwait and friends take it. */
 void netio_time_in(clockid_t clock, int64_t ms, struct timespec *out);
 

@@ -78,7 +78,7 @@ void stmt_begin(struct stmt *st, const struct config *cfg, const char *sql, size
 {
     memset(st, 0, sizeof(*st));
     st->active = true;
-    st->start_us = netio_now_us();
+    st->start_us = netio_turn_us();
     st->deadline_ms =
         cfg->query_timeout_ms ? st->start_us / 1000 + (int64_t)cfg->query_timeout_ms : 0;
     stmt_part(st, cfg);
@@ -114,7 +114,7 @@ bool stmt_pass_limit(struct stmt *st, enum stmt_limit l, uint64_t n, bool row)
 
 uint64_t stmt_end(struct stmt *st, enum stmt_outcome o)
 {
-    uint64_t us = (uint64_t)(netio_now_us() - st->start_us);
+    uint64_t us = (uint64_t)(netio_turn_us() - st->start_us);
     metrics_query(metric_of[o], us);
     metrics_rows_bytes(st->rows, st->bytes);
     st->active = false;

@@ -147,6 +147,37 @@ static void test_turn_time_is_read_after_the_wait(void **state)
     assert_true(loop_now_ms(l) <= netio_now_ms());
 }
 
+static void *turn_of_a_thread_without_loop(void *arg)
+{
+    int64_t *out = arg;
+    out[0] = netio_now_us();
+    out[1] = netio_turn_us();
+    return NULL;
+}
+
+/* Statements are timed by their turn's time: it stands still within a turn, is the turn's
+ * loop_now_ms, and a thread that runs no loop gets the clock itself instead of a zero. */
+static void test_turn_time_is_shared_by_the_turn(void **state)
+{
+    struct loop *l = *state;
+    loop_run_once(l, 0);
+    int64_t turn = netio_turn_us();
+    assert_int_equal(turn / 1000, loop_now_ms(l));
+    int64_t spin = netio_now_us() + 2000;
+    while (netio_now_us() < spin)
+        ;
+    assert_int_equal(netio_turn_us(), turn); /* still the same turn */
+    loop_run_once(l, 0);
+    assert_true(netio_turn_us() >= spin);
+
+    int64_t seen[2];
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, turn_of_a_thread_without_loop, seen), 0);
+    pthread_join(th, NULL);
+    assert_true(seen[1] >= seen[0]);
+    assert_true(seen[1] >= spin);
+}
+
 static void test_timer_moved_earlier_and_later(void **state)
 {
     struct loop *l = *state;
@@ -384,6 +415,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_wake_from_thread_runs_handler_and_waiters_once, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_watch_add_mod_del_on_pipe, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_turn_time_is_shared_by_the_turn, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

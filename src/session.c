@@ -219,15 +219,16 @@ static int64_t next_deadline(const struct session *s)
     return t;
 }
 
-/* One timer per session, armed at its earliest deadline. A deadline that moved later leaves
- * the timer early: it fires, finds nothing due, and is re-armed. */
+/* One timer per session, armed at its earliest deadline. A deadline that moved later, or is
+ * gone (the statement ended), leaves the timer early: it fires once, finds nothing due, and is
+ * re-armed only if something is. So a statement that ends before its query timeout costs the
+ * timer heap nothing, where cancelling at its end and arming at the next one moved two heap
+ * entries a statement. */
 static void rearm(struct session *s)
 {
     int64_t t = next_deadline(s);
-    if (!t || s->phase == PH_DONE) {
-        loop_timer_cancel(s->loop, &s->timer);
+    if (!t)
         return;
-    }
     if (!loop_timer_armed(&s->timer) || t < s->timer.when_ms)
         loop_timer_set(s->loop, &s->timer, t);
 }

@@ -280,7 +280,6 @@ int guard_precheck(const struct guard_policy *p, struct guard_cache *c, const ch
     out->verdict = GUARD_ALLOW;
     key->gen = p ? p->gen : 0;
     key->len = 0;
-    len = text_len(sql, len);
     if (!needs_parse(p, sql, len))
         return 0; /* no rule reads the text: PostgreSQL judges it alone */
     size_t ceiling = max_parse && max_parse < p->max_parse ? max_parse : p->max_parse;
@@ -311,6 +310,7 @@ int guard_check(const struct guard_policy *p, struct guard_cache *cache, const c
     struct guard_cache_key key;
     bool cacheable = false;
 
+    len = text_len(sql, len);
     if (guard_precheck(p, cache, sql, len, 0, out, &key) == 0)
         return 0;
     int rc = guard_decide(p, sql, len, out, &cacheable);

@@ -99,6 +99,10 @@ struct guard_cache_key {
  * guard_precheck: on the session's thread, cheap. Returns 0 when *out is final (no rule needs
  * a parse, a cache hit, or over max_parse: GUARD_TOO_COMPLEX), 1 when the text must be parsed
  * (key then holds the cache key for guard_cache_store). max_parse 0 = the policy's ceiling.
+ * sql is len bytes with no NUL among them, as the relay frames a Query or a Parse (PostgreSQL
+ * refuses a message with one): precheck runs on every statement, and a search for a NUL there
+ * cost as much as its cache lookup. guard_decide still reads only up to a NUL, so a text that
+ * broke this rule would be judged as PostgreSQL reads it, only keyed apart.
  *
  * guard_decide: parses and decides. Thread-safe and pure (no shared mutable state); needs
  * guard_parse_stack_bytes(guard_policy_max_parse(p)) of stack. Returns 0, or -ENOMEM.

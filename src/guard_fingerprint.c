@@ -4,7 +4,6 @@
  * that is no constant, such as COPY's file name) the first text seen names the shape, which is
  * what statistics want. */
 #include "guard_fingerprint.h"
-#include "text_len.h"
 #include "guard_internal.h"
 
 #include <errno.h>
@@ -124,7 +123,6 @@ int guard_fingerprint(struct guard_fp_cache *c, const char *sql, size_t len, siz
                       struct guard_fp *out)
 {
     memset(out, 0, sizeof(*out));
-    len = text_len(sql, len);
     if (len > max) {
         out->large = true;
         out->kind = "other";

@@ -203,6 +203,13 @@ static enum session_end connected(struct session *s)
     }
     conn_init(&s->up, CONN_UPSTREAM, s->upc.io.fd, SESSION_UPSTREAM_BUF, NULL);
     s->up.io = s->upc.io;
+    /* counted before the greeting: once a client holds its ReadyForQuery, a scrape of
+     * /metrics must see its session (conn_send may write the greeting at once) */
+    metrics_connection(METRICS_CONN_ACCEPTED);
+    metrics_session_open();
+    metrics_user_connection(s->metrics_user, true);
+    metrics_user_session(s->metrics_user, 1);
+    s->counted_open = true;
     if (session_relay_begin(s) || queue_greeting(s))
         return SE_INTERNAL;
     startup_release(s->su);
@@ -218,11 +225,6 @@ static enum session_end connected(struct session *s)
     s->up_connected = true;
     s->phase = PH_RELAY;
     s->deadline_ms = 0;
-    metrics_connection(METRICS_CONN_ACCEPTED);
-    metrics_session_open();
-    metrics_user_connection(s->metrics_user, true);
-    metrics_user_session(s->metrics_user, 1);
-    s->counted_open = true;
     warn_superuser(s);
     LOG_INFO(s->id, "session_start",
              "client=%s user=%s auth=%s database=%s application=%s upstream_pid=%u", s->addr,

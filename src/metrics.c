@@ -214,6 +214,12 @@ static int sqlstate_class_index(const char *sqlstate)
     return hit ? (int)(hit - sqlstate_classes) : -1;
 }
 
+const char *metrics_sqlstate_class(const char *sqlstate)
+{
+    int idx = sqlstate_class_index(sqlstate);
+    return idx < 0 ? NULL : sqlstate_classes[idx];
+}
+
 void metrics_error_sqlstate(const char *sqlstate)
 {
     int idx = sqlstate_class_index(sqlstate);
@@ -565,53 +571,4 @@ size_t metrics_totals(struct metrics_total *out, size_t max)
     n = total(out, n, max, "", "upstream_connect_failures", counter_get(&connect_failures));
     n = total(out, n, max, "", "audit_records_written", counter_get(&audit_written));
     return total(out, n, max, "", "audit_records_dropped", counter_get(&audit_dropped));
-}
-
-/* Series that exist but are not rendered while zero (error classes, rules never hit) still
- * read as 0, so a test can take a "before" value. */
-static bool series_is_sparse(const char *series)
-{
-    static const char err[] = METRIC_PREFIX "errors_total{class=\"";
-    static const char rule[] = METRIC_PREFIX "guardrail_violations_total{rule=\"";
-    size_t n = strlen(series);
-
-    if (strncmp(series, err, sizeof(err) - 1) == 0) {
-        const char *c = series + sizeof(err) - 1;
-        if (strcmp(c, "other\"}") == 0)
-            return true;
-        int idx = strlen(c) == 4 ? sqlstate_class_index(c) : -1;
-        return idx >= 0 && memcmp(c, sqlstate_classes[idx], 2) == 0 && strcmp(c + 2, "\"}") == 0;
-    }
-    if (strncmp(series, rule, sizeof(rule) - 1) == 0)
-        return n > sizeof(rule) - 1 + 2 && strcmp(series + n - 2, "\"}") == 0;
-    return false;
-}
-
-/* Reads the value back out of the rendered text, so tests check exactly what a scraper sees. */
-int64_t metrics_value(const char *series)
-{
-    int64_t ret = -1;
-    size_t n = series ? strlen(series) : 0;
-    char *text = NULL;
-
-    if (n == 0)
-        goto out;
-    text = metrics_render(NULL);
-    if (!text)
-        goto out;
-    for (const char *line = text; *line;) {
-        const char *eol = strchr(line, '\n');
-        if (strncmp(line, series, n) == 0 && line[n] == ' ') {
-            ret = strtoll(line + n + 1, NULL, 10);
-            goto out;
-        }
-        if (!eol)
-            break;
-        line = eol + 1;
-    }
-    if (series_is_sparse(series))
-        ret = 0;
-out:
-    free(text);
-    return ret;
 }

@@ -94,6 +94,10 @@ size_t metrics_totals(struct metrics_total *out, size_t max);
  * its length in *len, or NULL on allocation failure. */
 char *metrics_render(size_t *len);
 
+/* The SQLSTATE class an error of this code is counted under ("42"), or NULL when it is
+ * counted as "other". */
+const char *metrics_sqlstate_class(const char *sqlstate);
+
 /* Test helper: reads a counter by its full Prometheus series name, e.g.
  * "pgwire_proxy_queries_total{outcome=\"ok\"}". Returns -1 when unknown. */
 int64_t metrics_value(const char *series);

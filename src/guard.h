@@ -100,8 +100,8 @@ struct guard_cache_key {
  * a parse, a cache hit, or over max_parse: GUARD_TOO_COMPLEX), 1 when the text must be parsed
  * (key then holds the cache key for guard_cache_store). max_parse 0 = the policy's ceiling.
  * sql is len bytes with no NUL among them, as the relay frames a Query or a Parse (PostgreSQL
- * refuses a message with one): precheck runs on every statement, and a search for a NUL there
- * cost as much as its cache lookup. guard_decide still reads only up to a NUL, so a text that
+ * refuses a message with one): precheck runs on every statement, whose text the relay has
+ * searched for a NUL already. guard_decide still reads only up to a NUL, so a text that
  * broke this rule would be judged as PostgreSQL reads it, only keyed apart.
  *
  * guard_decide: parses and decides. Thread-safe and pure (no shared mutable state); needs

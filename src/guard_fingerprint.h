@@ -25,10 +25,10 @@ void guard_fp_cache_free(struct guard_fp_cache *c);
 void guard_fp_cache_counts(const struct guard_fp_cache *c, uint64_t *hits, uint64_t *misses);
 
 /* The fingerprint of sql: len bytes with no NUL among them, as the relay frames statements
- * (see guard_precheck). Texts longer than max are
- * not parsed (out->large). c may be NULL (no cache). keyed: the policy keyed this text on this
- * thread when it arrived, so its key is remembered (see guard_cache_key_hashed). Parses on a miss:
- * needs guard_parse_stack_bytes(max) of stack. 0, or -ENOMEM. */
+ * (see guard_precheck). Texts longer than max are not parsed (out->large). c may be NULL (no
+ * cache). keyed: the policy keyed this text on this thread when it arrived, so its key is
+ * remembered (see guard_cache_key_hashed). Parses on a miss: needs
+ * guard_parse_stack_bytes(max) of stack. 0, or -ENOMEM. */
 int guard_fingerprint(struct guard_fp_cache *c, const char *sql, size_t len, size_t max, bool keyed,
                       struct guard_fp *out);
 

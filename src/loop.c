@@ -166,8 +166,9 @@ int loop_next_timeout(const struct loop *l, int cap_ms)
 {
     if (l->nheap == 0)
         return cap_ms;
-    /* A timer seconds away is waited for from the turn's time: the wait is at most the turn
-     * longer, a small fraction of it. A near one reads the clock, so it fires on time. */
+    /* A timer a second or more away is waited for from the turn's time: the wait then ends
+     * late by at most the turn's own length, a small fraction of it. A nearer one reads the
+     * clock, so it fires on time. */
     int64_t d = l->heap[0]->when_ms - l->now_ms;
     if (d < LOOP_FAR_MS)
         d = l->heap[0]->when_ms - netio_now_ms();

@@ -13,8 +13,6 @@
 #include <unistd.h>
 
 #define LOOP_MAX_EVENTS 256
-/* A timer further than this from the turn's time is waited for without a clock read. */
-#define LOOP_FAR_MS 1000
 
 struct task_list {
     struct loop_task *head, *tail;
@@ -166,12 +164,9 @@ int loop_next_timeout(const struct loop *l, int cap_ms)
 {
     if (l->nheap == 0)
         return cap_ms;
-    /* A timer a second or more away is waited for from the turn's time: the wait then ends
-     * late by at most the turn's own length, a small fraction of it. A nearer one reads the
-     * clock, so it fires on time. */
-    int64_t d = l->heap[0]->when_ms - l->now_ms;
-    if (d < LOOP_FAR_MS)
-        d = l->heap[0]->when_ms - netio_now_ms();
+    /* the clock, not the turn's time: work between the turn's wait and this one (a long
+     * start-up before the first turn) would make every timer late by as much */
+    int64_t d = l->heap[0]->when_ms - netio_now_ms();
     if (d < 0)
         d = 0;
     if (cap_ms >= 0 && d > cap_ms)

@@ -178,6 +178,23 @@ static void test_turn_time_is_shared_by_the_turn(void **state)
     assert_true(seen[1] >= spin);
 }
 
+/* The wait for a timer is measured from the clock, not from the last turn's time: work done
+ * since that turn (here: before the first one) must not make the timer late. */
+static void test_timer_wait_counts_from_the_clock(void **state)
+{
+    struct loop *l = *state;
+    struct trace tr = {0};
+    struct timer_rec t;
+    timer_init(&t, l, &tr, 1);
+    int64_t busy_until = netio_now_ms() + 50;
+    while (netio_now_ms() < busy_until)
+        ;
+    int64_t when = netio_now_ms() + 1200;
+    assert_int_equal(loop_timer_set(l, &t.t, when), 0);
+    assert_true(loop_next_timeout(l, -1) <= 1200);
+    loop_timer_cancel(l, &t.t);
+}
+
 static void test_timer_moved_earlier_and_later(void **state)
 {
     struct loop *l = *state;
@@ -416,6 +433,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_watch_add_mod_del_on_pipe, setup, teardown),
         cmocka_unit_test_setup_teardown(test_turn_time_is_shared_by_the_turn, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_timer_wait_counts_from_the_clock, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

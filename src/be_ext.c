@@ -29,7 +29,7 @@ struct stmt *be_current(struct relay *r)
 static void arm(struct relay *r)
 {
     r->x->exec_deadline_ms = r->x->nexec && r->cfg->query_timeout_ms
-                                 ? netio_turn_us() / 1000 + (int64_t)r->cfg->query_timeout_ms
+                                 ? netio_turn_ms() + (int64_t)r->cfg->query_timeout_ms
                                  : 0;
 }
 

@@ -224,7 +224,7 @@ int conn_flush_queued(struct conn *c)
             return -1;
         c->soff += (size_t)w;
         if (w > 0)
-            c->last_write_ms = netio_turn_us() / 1000;
+            c->last_write_ms = netio_turn_ms();
         if (c->soff < c->slen)
             return 0;
         c->soff = c->slen = 0;
@@ -236,7 +236,7 @@ int conn_flush_queued(struct conn *c)
         c->ref += w;
         c->nref -= (size_t)w;
         if (w > 0)
-            c->last_write_ms = netio_turn_us() / 1000;
+            c->last_write_ms = netio_turn_ms();
         if (c->nref == 0)
             c->ref = NULL;
     }
@@ -256,7 +256,7 @@ int conn_send(struct conn *c, const void *p, size_t n)
         n -= (size_t)w;
         if (n == 0)
             return 0;
-        c->last_write_ms = netio_turn_us() / 1000;
+        c->last_write_ms = netio_turn_ms();
     }
     if (c->nref > 0) {
         /* new output must follow the referenced span: copy the span into the queue first */
@@ -283,7 +283,7 @@ int conn_send_ref(struct conn *c, const void *p, size_t n)
     if ((size_t)w < n) {
         c->ref = (const uint8_t *)p + w;
         c->nref = n - (size_t)w;
-        c->last_write_ms = netio_turn_us() / 1000;
+        c->last_write_ms = netio_turn_ms();
     }
     return 0;
 }

@@ -52,7 +52,7 @@ static void forward(struct relay *r, const uint8_t *msg, size_t total, enum ext_
     x->seg_open = true;
     /* the first Execute in flight runs upstream from now on: its query timeout starts */
     if (kind == EXT_EXECUTE && x->nexec == 1 && r->cfg->query_timeout_ms)
-        x->exec_deadline_ms = netio_turn_us() / 1000 + (int64_t)r->cfg->query_timeout_ms;
+        x->exec_deadline_ms = netio_turn_ms() + (int64_t)r->cfg->query_timeout_ms;
 }
 
 static void send_failing_parse(struct relay *r, const char *target, enum ext_action action,

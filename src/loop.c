@@ -326,7 +326,7 @@ int loop_run_once(struct loop *l, int timeout_ms)
         n = 0;
     }
     netio_turn_begin();
-    l->now_ms = netio_turn_us() / 1000;
+    l->now_ms = netio_turn_ms();
     for (int i = 0; i < n; i++) {
         struct loop_watch *w = evs[i].data.ptr;
         w->fn(w, evs[i].events);

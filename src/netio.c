@@ -61,6 +61,11 @@ int64_t netio_turn_us(void)
     return turn_us ? turn_us : netio_now_us();
 }
 
+int64_t netio_turn_ms(void)
+{
+    return netio_turn_us() / 1000;
+}
+
 void netio_time_in(clockid_t clock, int64_t ms, struct timespec *out)
 {
     clock_gettime(clock, out);

@@ -39,6 +39,7 @@ int64_t netio_now_us(void);
  * clock read each. A thread that runs no loop gets the clock itself. */
 void netio_turn_begin(void);
 int64_t netio_turn_us(void);
+int64_t netio_turn_ms(void); /* the same, in milliseconds: what deadlines are kept in */
 /* clock's time ms milliseconds from now, as pthread_cond_timedwait and friends take it. */
 void netio_time_in(clockid_t clock, int64_t ms, struct timespec *out);
 

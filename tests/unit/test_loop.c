@@ -163,6 +163,7 @@ static void test_turn_time_is_shared_by_the_turn(void **state)
     loop_run_once(l, 0);
     int64_t turn = netio_turn_us();
     assert_int_equal(turn / 1000, loop_now_ms(l));
+    assert_int_equal(netio_turn_ms(), loop_now_ms(l));
     int64_t spin = netio_now_us() + 2000;
     while (netio_now_us() < spin)
         ;

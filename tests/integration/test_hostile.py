@@ -16,8 +16,8 @@ import uuid
 import psycopg2
 import pytest
 
-from pgwp import (BINARY, BOUND, CANCEL_REQUEST, PROTOCOL_3_0, Closed, RawClient, Usage,
-                  clean_env, describe, errors, free_port, metric, only_error, poll,
+from pgwp import (BINARY, BOUND, CANCEL_REQUEST, PROTOCOL_3_0, SYNC, Closed, RawClient, Usage,
+                  clean_env, cstr, describe, errors, free_port, metric, frame, only_error, poll,
                   port_listening, proc_children, proc_rss_kb, proxy_only, rows, scrape,
                   wait_active, wait_peer_closed, wait_usage_back)
 
@@ -216,6 +216,36 @@ def test_query_with_embedded_nul(proxy_h):
         msgs = c.read_until_closed()
     err = only_error(msgs)
     assert (err["S"], err["C"]) == ("FATAL", "08P01"), describe(msgs)
+
+
+# A NUL ends a text for PostgreSQL, and for the policy: whatever follows it is refused with
+# the message, never judged apart from it or run. The policy's precheck counts on this.
+def _query(sql):
+    return b"Q" + struct.pack("!I", len(sql) + 4) + sql
+
+
+NUL_HIDDEN = {
+    "query_nul_then_drop": _query(b"select 1\0drop table nul_hidden_t\0"),
+    "query_semicolon_nul_drop": _query(b"select 1;\0;drop table nul_hidden_t;\0"),
+    "query_comment_nul_drop": _query(b"select 1 --\0\ndrop table nul_hidden_t\0"),
+    "parse_nul_then_drop": frame("P", cstr("") + b"select 1\0drop table nul_hidden_t\0" +
+                                 struct.pack("!H", 0)) + SYNC,
+}
+
+
+@pytest.mark.parametrize("case", sorted(NUL_HIDDEN))
+def test_nul_cannot_hide_a_denied_statement(start_proxy, dconn, case):
+    with dconn.cursor() as cur:
+        cur.execute("drop table if exists nul_hidden_t; create table nul_hidden_t (a int)")
+    p = start_proxy("--deny", "drop", "--extended-protocol", "allow")
+    with p.raw() as c:
+        send_quietly(c, NUL_HIDDEN[case])
+        msgs = c.read_until_closed()
+    err = errors(msgs)[-1]
+    assert (err["S"], err["C"]) == ("FATAL", "08P01"), describe(msgs)
+    with dconn.cursor() as cur:
+        cur.execute("select to_regclass('nul_hidden_t') is not null")
+        assert cur.fetchone() == (True,), "the table was dropped"
 
 
 def test_unknown_message_type(proxy_h):
